@@ -1,0 +1,1 @@
+"""Payer-side CDS Hooks / Da Vinci CRD service deciding medical necessity from CarePaths."""

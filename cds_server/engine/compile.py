@@ -1,0 +1,383 @@
+"""Turn a CarePath document (already parsed JSON) into a validated, compiled CarePath.
+
+Validation happens here, once, when the CarePath loads: the JSON Schema first,
+then what a schema cannot say (operators exist, their arguments fit, value
+sets and questions referenced exist, ids are unique, references resolve).
+Every failure raises :class:`InvalidCarePathError` naming the JSON path at
+fault, so a content author can fix a file without reading engine code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+
+from cds_server.engine.model import (
+    AnswerSpec,
+    CarePath,
+    Disambiguation,
+    Group,
+    Leaf,
+    Node,
+    Parameter,
+    Question,
+    Ref,
+    Service,
+    ValueSet,
+)
+from cds_server.engine.operators import REGISTRY
+from fhir_mappings.codes import CodeMatcher
+
+FORMAT_VERSION = 1
+
+
+class InvalidCarePathError(ValueError):
+    """A CarePath document is invalid; ``path`` is the JSON path of the fault."""
+
+    def __init__(self, path: str, message: str, source: str = "CarePath") -> None:
+        self.path = path
+        self.message = message
+        self.source = source
+        super().__init__(f"{source}: {path}: {message}")
+
+
+def compile_carepath(
+    doc: Any, schema: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, source: str = "CarePath"
+) -> CarePath:
+    """Validate ``doc`` against ``schema`` and the operator registry, and compile it.
+
+    ``overrides`` replaces parameter values (a payer's own policy choices);
+    an override for a parameter the CarePath does not declare is an error.
+
+    :raises InvalidCarePathError: with the JSON path of the first fault found.
+    """
+    if not isinstance(doc, Mapping):
+        raise InvalidCarePathError("$", "a CarePath must be a JSON object", source)
+    if doc.get("formatVersion") != FORMAT_VERSION:
+        raise InvalidCarePathError(
+            "$.formatVersion",
+            f"unsupported format version {doc.get('formatVersion')!r} (expected {FORMAT_VERSION})",
+            source,
+        )
+    _check_schema(doc, schema, source)
+    return _Compiler(doc, overrides or {}, source).build()
+
+
+def _check_schema(doc: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is not None:
+        raise InvalidCarePathError(error.json_path, _short(error.message), source)
+
+
+def _short(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+class _Compiler:
+    """One compilation: holds the document, resolved parameters and what was seen so far."""
+
+    def __init__(self, doc: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> None:
+        self.doc = doc
+        self.source = source
+        self.parameters = self._parameters(overrides)
+        self.value_sets: dict[str, ValueSet] = {}
+        self.questions: dict[str, Question] = {}
+        self.nodes: dict[str, Node] = {}
+        self.refs: list[tuple[str, str]] = []
+        self.combination_components: set[str] = set()
+
+    def fail(self, path: str, message: str) -> InvalidCarePathError:
+        return InvalidCarePathError(path, message, self.source)
+
+    # -- parameters ---------------------------------------------------------------
+
+    def _parameters(self, overrides: Mapping[str, Any]) -> dict[str, Parameter]:
+        declared = self.doc["parameters"]
+        params = {}
+        for name, spec in declared.items():
+            params[name] = Parameter(name, spec["value"], spec["description"], spec.get("decision"))
+        for name, value in overrides.items():
+            if name not in params:
+                raise self.fail(f"$.parameters.{name}", "override for a parameter this CarePath does not declare")
+            default = params[name].value
+            if type(default) is not type(value) and not (isinstance(default, float) and isinstance(value, int)):
+                raise self.fail(f"$.parameters.{name}", f"override must be of type {type(default).__name__}")
+            params[name] = Parameter(name, value, params[name].description, params[name].decision)
+        return params
+
+    def resolve(self, value: Any, path: str, used: dict[str, Any]) -> Any:
+        """Replace every {"param": name} in ``value`` by the parameter's value."""
+        if isinstance(value, Mapping):
+            if set(value) == {"param"}:
+                name = value["param"]
+                if name not in self.parameters:
+                    raise self.fail(path, f"unknown parameter {name!r}")
+                used[name] = self.parameters[name].value
+                return self.parameters[name].value
+            return {k: self.resolve(v, f"{path}.{k}", used) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v, f"{path}[{i}]", used) for i, v in enumerate(value)]
+        return value
+
+    # -- value sets and questions ----------------------------------------------------
+
+    def _value_sets(self) -> None:
+        for i, vs in enumerate(self.doc["valueSets"]):
+            path = f"$.valueSets[{i}]"
+            if vs["id"] in self.value_sets:
+                raise self.fail(f"{path}.id", f"duplicate value set id {vs['id']!r}")
+            for j, row in enumerate(vs.get("exclude") or []):
+                if row.get("match", "exact") != "exact":
+                    raise self.fail(f"{path}.exclude[{j}].match", "exclusions must be exact codes")
+            matcher = CodeMatcher.from_members(vs["include"], vs.get("exclude") or [])
+            self.value_sets[vs["id"]] = ValueSet(vs["id"], vs["title"], vs["source"], matcher, tuple(vs["include"]))
+
+    def check_value_sets(self, ids: Any, path: str) -> tuple[str, ...]:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise self.fail(path, "expected a list of value set ids")
+        for i, vs_id in enumerate(ids):
+            if vs_id not in self.value_sets:
+                raise self.fail(f"{path}[{i}]", f"unknown value set {vs_id!r}")
+        return tuple(ids)
+
+    def _questions(self) -> None:
+        def add(item: Mapping[str, Any], path: str) -> Question:
+            if item["linkId"] in self.questions:
+                raise self.fail(f"{path}.linkId", f"duplicate question linkId {item['linkId']!r}")
+            children = tuple(add(c, f"{path}.items[{k}]") for k, c in enumerate(item.get("items") or []))
+            question = Question(
+                item["linkId"],
+                item["text"],
+                item["type"],
+                tuple(item.get("options") or []),
+                bool(item.get("repeats")),
+                children,
+            )
+            self.questions[item["linkId"]] = question
+            return question
+
+        for i, item in enumerate(self.doc["questions"]):
+            add(item, f"$.questions[{i}]")
+
+    def check_question(self, link_id: Any, path: str) -> str:
+        if link_id not in self.questions:
+            raise self.fail(path, f"unknown question linkId {link_id!r}")
+        return str(link_id)
+
+    # -- criteria --------------------------------------------------------------------
+
+    def node(self, raw: Mapping[str, Any], path: str) -> Node:
+        node_id = raw["id"]
+        if node_id in self.nodes:
+            raise self.fail(f"{path}.id", f"duplicate criterion id {node_id!r}")
+        if "op" in raw:
+            built: Node = self.leaf(raw, path)
+        elif "ref" in raw:
+            self.refs.append((raw["ref"], f"{path}.ref"))
+            built = Ref(node_id, raw["text"], raw["cite"], raw["ref"])
+        else:
+            op = next(k for k in ("all", "any", "not") if k in raw)
+            parts = raw[op] if op != "not" else [raw["not"]]
+            suffix = (lambda k: f".{op}[{k}]") if op != "not" else (lambda k: ".not")
+            children = tuple(
+                self.node(child, f"{path}{suffix(k)}")
+                for k, child in enumerate(parts)
+                if self.enabled(child, f"{path}{suffix(k)}")
+            )
+            if not children:
+                raise self.fail(path, "every part of this criterion is switched off by its parameters")
+            built = Group(node_id, raw["text"], raw["cite"], op, children)
+        self.nodes[node_id] = built
+        return built
+
+    def enabled(self, raw: Mapping[str, Any], path: str) -> bool:
+        """Return False for a criterion switched off by its ``enabledBy`` parameter."""
+        if "enabledBy" not in raw:
+            return True
+        value = self.resolve(raw["enabledBy"], f"{path}.enabledBy", {})
+        if not isinstance(value, bool):
+            raise self.fail(f"{path}.enabledBy", "must resolve to a boolean")
+        return value
+
+    def leaf(self, raw: Mapping[str, Any], path: str) -> Leaf:
+        op = raw["op"]
+        if op not in REGISTRY:
+            raise self.fail(f"{path}.op", f"unknown operator {op!r} (known: {', '.join(sorted(REGISTRY))})")
+        used: dict[str, Any] = {}
+        args = self.resolve(raw.get("args") or {}, f"{path}.args", used)
+        validator = jsonschema.Draft202012Validator(REGISTRY[op].schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(args))
+        if error is not None:
+            raise self.fail(f"{path}.args{error.json_path[1:]}", _short(error.message))
+        self._check_leaf_refs(args, f"{path}.args")
+        answer = self.answer(raw.get("answer"), f"{path}.answer", used)
+        questions = [self.check_question(q, f"{path}.questions[{i}]") for i, q in enumerate(raw.get("questions") or [])]
+        if answer and answer.link_id not in questions:
+            questions.insert(0, answer.link_id)
+        return Leaf(raw["id"], raw["text"], raw["cite"], op, args, answer, tuple(questions), raw.get("silence"), used)
+
+    def _check_leaf_refs(self, args: Mapping[str, Any], path: str) -> None:
+        for key, value in args.items():
+            if key == "valueSets" or key.endswith("ValueSets"):
+                self.check_value_sets(value, f"{path}.{key}")
+            elif key == "answerGroup":
+                self.check_question(value["linkId"], f"{path}.answerGroup.linkId")
+            elif key == "answer":
+                self.check_question(value, f"{path}.answer")
+            elif key == "combination":
+                self._check_combination(value, f"{path}.combination")
+
+    def _check_combination(self, expr: Any, path: str) -> None:
+        components = set(self.doc["facts"]["conservativeCare"]["components"])
+        if isinstance(expr, str):
+            if expr not in components:
+                raise self.fail(path, f"unknown component {expr!r} (known: {', '.join(sorted(components))})")
+            return
+        if not isinstance(expr, Mapping) or len(expr) != 1 or next(iter(expr)) not in ("all", "any"):
+            raise self.fail(path, 'expected a component name or {"all": [...]} / {"any": [...]}')
+        key = next(iter(expr))
+        if not isinstance(expr[key], list) or not expr[key]:
+            raise self.fail(f"{path}.{key}", "expected a non-empty list")
+        for i, part in enumerate(expr[key]):
+            self._check_combination(part, f"{path}.{key}[{i}]")
+
+    def answer(self, raw: Any, path: str, used: dict[str, Any]) -> AnswerSpec | None:
+        if raw is None:
+            return None
+        raw = self.resolve(raw, path, used)
+        self.check_question(raw["linkId"], f"{path}.linkId")
+        readings = [k for k in ("trueWhen", "compare", "weeksSince") if k in raw]
+        if len(readings) > 1:
+            raise self.fail(path, f"give one of trueWhen, compare, weeksSince (got {', '.join(readings)})")
+        question = self.questions[raw["linkId"]]
+        expected = {
+            "trueWhen": ("choice", "open-choice"),
+            "compare": ("integer", "decimal", "quantity"),
+            "weeksSince": ("date",),
+        }.get(readings[0] if readings else "", ("boolean",))
+        if question.type not in expected:
+            raise self.fail(
+                f"{path}.linkId", f"question {question.link_id!r} is {question.type}, expected {'/'.join(expected)}"
+            )
+        true_when = frozenset(raw["trueWhen"]) if "trueWhen" in raw else None
+        compare = (raw["compare"][0], float(raw["compare"][1])) if "compare" in raw else None
+        weeks = (raw["weeksSince"][0], float(raw["weeksSince"][1])) if "weeksSince" in raw else None
+        return AnswerSpec(raw["linkId"], true_when, None, compare, weeks)
+
+    def _check_refs(self) -> None:
+        for target, path in self.refs:
+            if target not in self.nodes:
+                raise self.fail(path, f"reference to unknown criterion {target!r}")
+        for node_id, node in self.nodes.items():
+            seen: set[str] = set()
+            current: Node = node
+            while isinstance(current, Ref):
+                if current.id in seen:
+                    raise self.fail("$.services", f"criterion {node_id!r} refers to itself through references")
+                seen.add(current.id)
+                current = self.nodes[current.target]
+
+    # -- services -------------------------------------------------------------------
+
+    def service(self, raw: Mapping[str, Any], path: str, ids: set[str]) -> Service:
+        if raw["id"] in ids:
+            raise self.fail(f"{path}.id", f"duplicate service id {raw['id']!r}")
+        ids.add(raw["id"])
+        order_rows = [c for c in raw["codes"] if c.get("role", "order") == "order"]
+        if not order_rows:
+            raise self.fail(f"{path}.codes", "a service needs at least one code with role 'order'")
+        groups = {
+            kind: self.node(node, f"{path}.criteria.{kind}")
+            for kind, node in raw["criteria"].items()
+            if self.enabled(node, f"{path}.criteria.{kind}")
+        }
+        selection = self.node(raw["selection"], f"{path}.selection") if "selection" in raw else None
+        dis = raw.get("disambiguation")
+        disambiguation = None
+        if dis:
+            self.check_question(dis["linkId"], f"{path}.disambiguation.linkId")
+            disambiguation = Disambiguation(dis["linkId"], dis["answer"], tuple(dis.get("textPatterns") or []))
+        auto = self.resolve(raw.get("autoApproval", True), f"{path}.autoApproval", {})
+        if not isinstance(auto, bool):
+            raise self.fail(f"{path}.autoApproval", "must resolve to a boolean")
+        return Service(
+            raw["id"],
+            raw["title"],
+            raw["cite"],
+            CodeMatcher.from_members(order_rows),
+            tuple(raw["codes"]),
+            groups,
+            selection,
+            disambiguation,
+            auto,
+            tuple(raw.get("alternatives") or []),
+        )
+
+    def _check_alternatives(self, services: tuple[Service, ...]) -> None:
+        ids = {s.id for s in services}
+        for i, service in enumerate(services):
+            for j, alt in enumerate(service.alternatives):
+                path = f"$.services[{i}].alternatives[{j}]"
+                if alt["service"] not in ids:
+                    raise self.fail(f"{path}.service", f"unknown service {alt['service']!r}")
+                for k, crit in enumerate(alt["when"]):
+                    if crit not in self.nodes:
+                        raise self.fail(f"{path}.when[{k}]", f"unknown criterion {crit!r}")
+
+    # -- whole CarePath ----------------------------------------------------------------
+
+    def _facts(self) -> dict[str, Any]:
+        facts = self.resolve(self.doc["facts"], "$.facts", {})
+        self.check_value_sets(facts["symptomOnset"]["indexValueSets"], "$.facts.symptomOnset.indexValueSets")
+        self.check_value_sets(facts["painScores"]["valueSets"], "$.facts.painScores.valueSets")
+        for name, spec in facts["conservativeCare"]["components"].items():
+            base = f"$.facts.conservativeCare.components.{name}"
+            for cls, ids in spec["classes"].items():
+                self.check_value_sets(ids, f"{base}.classes.{cls}")
+            for role, link in (spec.get("answers") or {}).items():
+                self.check_question(link, f"{base}.answers.{role}")
+        for role, link in facts["conservativeCare"]["answers"].items():
+            self.check_question(link, f"$.facts.conservativeCare.answers.{role}")
+        for name, ids in facts["regions"]["regions"].items():
+            self.check_value_sets(ids, f"$.facts.regions.regions.{name}")
+        if facts["regions"]["default"] not in facts["regions"]["regions"]:
+            raise self.fail("$.facts.regions.default", "default region must be one of the regions")
+        if facts["regions"].get("answer"):
+            self.check_question(facts["regions"]["answer"], "$.facts.regions.answer")
+        return facts
+
+    def build(self) -> CarePath:
+        doc = self.doc
+        self._value_sets()
+        self._questions()
+        facts = self._facts()
+        cohort_ids = self.check_value_sets(
+            self.resolve(doc["cohort"]["valueSets"], "$.cohort.valueSets", {}), "$.cohort.valueSets"
+        )
+        ids: set[str] = set()
+        services = tuple(self.service(s, f"$.services[{i}]", ids) for i, s in enumerate(doc["services"]))
+        self._check_refs()
+        self._check_alternatives(services)
+        cohort = CodeMatcher()
+        for vs_id in cohort_ids:
+            cohort = cohort.union(self.value_sets[vs_id].matcher)
+        return CarePath(
+            id=doc["id"],
+            version=doc["version"],
+            title=doc["title"],
+            effective=doc["effective"],
+            source=doc["source"],
+            parameters=self.parameters,
+            value_sets=self.value_sets,
+            cohort=cohort,
+            cohort_value_sets=cohort_ids,
+            facts=facts,
+            services=services,
+            questions=self.questions,
+            nodes=self.nodes,
+            questionnaire_base=doc["questionnaire"]["canonicalBase"],
+            document=doc,
+        )

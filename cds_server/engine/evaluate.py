@@ -1,0 +1,384 @@
+"""Evaluate draft orders against CarePaths: routing, criteria, outcome, explanation.
+
+One place decides how record evidence, questionnaire answers and silence
+combine for a leaf criterion (:func:`_decide_leaf`), and one place turns
+criteria into a service outcome (:func:`_outcome`), following
+product-decisions.md §1-§3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from cds_server.engine.context import EvalContext
+from cds_server.engine.logic import Tri, all_of, any_of, compare
+from cds_server.engine.model import GROUP_KINDS, REQUEST_KINDS, AnswerSpec, CarePath, Group, Leaf, Node, Ref, Service
+from cds_server.engine.operators import FALSE, REGISTRY, SUGGESTIVE, TRUE, Finding
+from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
+from fhir_mappings.codes import Code, concept_codes
+from fhir_mappings.orders import Order
+from fhir_mappings.questionnaire import Answers
+from fhir_mappings.record import PatientRecord
+
+_KIND_LABEL = {
+    "population": "population",
+    "indications": "indication",
+    "subsequent": "subsequent-request",
+    "frequency": "frequency",
+    "siteOfService": "site-of-service",
+    "nonIndications": "non-indication",
+    "selection": "selection",
+}
+
+
+def evaluate_orders(
+    carepaths: Sequence[CarePath],
+    orders: Sequence[Order],
+    record: PatientRecord,
+    call_date: date,
+    record_available: bool = True,
+) -> list[OrderDecision]:
+    """Decide every draft order of one request.
+
+    Each order is evaluated as of its own ``authoredOn`` date, else ``call_date``
+    (product-decisions.md §5). Orders share the record, and each sees the
+    others (a CT myelogram is recognised by its companion order).
+    """
+    answers_by_cp = {cp.id: Answers(_responses_for(cp, record)) for cp in carepaths}
+    decisions = []
+    for order in orders:
+        others = tuple(o for o in orders if o is not order)
+        decisions.append(_decide_order(carepaths, order, others, record, call_date, record_available, answers_by_cp))
+    return decisions
+
+
+def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
+    prefix = carepath.questionnaire_base.rstrip("/") + "/"
+    return [
+        qr
+        for qr in record.questionnaire_responses
+        if isinstance(qr.get("questionnaire"), str) and qr["questionnaire"].startswith(prefix)
+    ]
+
+
+def _decide_order(
+    carepaths: Sequence[CarePath],
+    order: Order,
+    others: tuple[Order, ...],
+    record: PatientRecord,
+    call_date: date,
+    record_available: bool,
+    answers_by_cp: dict[str, Answers],
+) -> OrderDecision:
+    as_of = order.authored_on or call_date
+    candidates = [(cp, s) for cp in carepaths for s in cp.services if s.order_codes.first_match(order.codes)]
+    if not candidates:
+        codes = ", ".join(f"{c[1]}" for c in sorted(order.codes)) or "no coded service"
+        return OrderDecision(
+            order.ref,
+            Outcome.NOT_APPLICABLE,
+            f"No CarePath governs {codes}",
+            as_of.isoformat(),
+            applicability="no-carepath",
+        )
+    for cp in dict.fromkeys(cp for cp, _ in candidates):
+        ctx = EvalContext(cp, record, answers_by_cp[cp.id], order, others, as_of, record_available)
+        in_cohort, why = _cohort(ctx)
+        services = [s for c, s in candidates if c is cp]
+        if in_cohort:
+            return _decide_in_carepath(ctx, services, why)
+    cp, service = candidates[0]
+    return OrderDecision(
+        order.ref,
+        Outcome.NOT_APPLICABLE,
+        f"Diagnosis is outside the {cp.title} CarePath cohort",
+        as_of.isoformat(),
+        cp.id,
+        cp.version,
+        service.id,
+        service.title,
+        applicability="outside-cohort",
+    )
+
+
+def _cohort(ctx: EvalContext) -> tuple[bool, str]:
+    """Return whether the order's diagnosis is in the cohort (product-decisions.md §3)."""
+    order = ctx.order
+    reasons: set[Code] = set(order.reason_codes)
+    for ref in order.reason_refs:
+        raw = ctx.record.resolve(ref) or _contained(order, ref)
+        if raw:
+            reasons |= concept_codes(raw.get("code"))
+    cohort = ctx.carepath.cohort
+    if reasons:
+        hit = cohort.first_match(reasons)
+        if hit:
+            return True, f"order reason {hit[1]} is in the cohort"
+        return False, "order reasons are outside the cohort"
+    for entry in ctx.record.entries("Condition"):
+        hit = cohort.first_match(entry.codes)
+        if hit and (entry.start is None or entry.start <= ctx.as_of) and (entry.end is None or entry.end >= ctx.as_of):
+            return True, f"active diagnosis {hit[1]} in {entry.ref} is in the cohort (the order gives no reason)"
+    return False, "no cohort diagnosis on the order or in the record"
+
+
+def _contained(order: Order, ref: str) -> dict[str, Any] | None:
+    if not ref.startswith("#"):
+        return None
+    for item in order.raw.get("contained") or []:
+        if isinstance(item, dict) and item.get("id") == ref[1:]:
+            return item
+    return None
+
+
+def _decide_in_carepath(ctx: EvalContext, services: list[Service], cohort_reason: str) -> OrderDecision:
+    cp = ctx.carepath
+    chosen, routing = _route(ctx, services)
+    if chosen is None:
+        return OrderDecision(
+            ctx.order.ref,
+            Outcome.DOCUMENTATION_NEEDED,
+            "Say which procedure this order is, so the right criteria apply",
+            ctx.as_of.isoformat(),
+            cp.id,
+            cp.version,
+            applicability=cohort_reason,
+            criteria=routing,
+            questions=sorted({s.disambiguation.link_id for s in services if s.disambiguation}),
+        )
+    memo: dict[tuple[str, str], CriterionResult] = {}
+    roots = [_evaluate(node, ctx, kind, memo) for kind, node in chosen.groups.items()]
+    return _outcome(ctx, chosen, roots, routing, cohort_reason)
+
+
+def _route(ctx: EvalContext, services: list[Service]) -> tuple[Service | None, list[CriterionResult]]:
+    """Pick one service: by its selection criterion (initial vs subsequent), then by disambiguation."""
+    routing: list[CriterionResult] = []
+    kept = []
+    for service in services:
+        if service.selection is None:
+            kept.append(service)
+            continue
+        result = _evaluate(service.selection, ctx, "selection", {})
+        if result.result is not Tri.NOT_MET:
+            kept.append(service)
+            routing.append(result)
+    if len(kept) <= 1:
+        return (kept[0] if kept else None), routing
+    picked = [s for s in kept if s.disambiguation and _disambiguated(ctx, s)]
+    return (picked[0] if len(picked) == 1 else None), routing
+
+
+def _disambiguated(ctx: EvalContext, service: Service) -> bool:
+    spec = service.disambiguation
+    if spec is None:
+        return False
+    answer = ctx.answers.first(spec.link_id)
+    if answer is not None:
+        return answer.value == spec.answer_code
+    text = ctx.order.code_text.lower()
+    return any(p.lower() in text for p in spec.text_patterns)
+
+
+# --- criteria ----------------------------------------------------------------------
+
+
+def _evaluate(node: Node, ctx: EvalContext, kind: str, memo: dict[tuple[str, str], CriterionResult]) -> CriterionResult:
+    key = (node.id, kind)
+    if key not in memo:
+        memo[key] = _evaluate_uncached(node, ctx, kind, memo)
+    return memo[key]
+
+
+def _evaluate_uncached(
+    node: Node, ctx: EvalContext, kind: str, memo: dict[tuple[str, str], CriterionResult]
+) -> CriterionResult:
+    if isinstance(node, Leaf):
+        return _decide_leaf(node, ctx, kind)
+    if isinstance(node, Ref):
+        target = _evaluate(ctx.carepath.nodes[node.target], ctx, kind, memo)
+        return CriterionResult(
+            node.id,
+            node.text,
+            node.cite,
+            _KIND_LABEL[kind],
+            target.result,
+            f"same criterion as {node.target}: {target.reason}",
+            children=[target],
+        )
+    assert isinstance(node, Group)
+    children = [_evaluate(child, ctx, kind, memo) for child in node.children]
+    values = [c.result for c in children]
+    if node.op == "all":
+        result = all_of(values)
+    elif node.op == "any":
+        result = any_of(values)
+    else:
+        result = values[0].negate()
+    return CriterionResult(
+        node.id,
+        node.text,
+        node.cite,
+        _KIND_LABEL[kind],
+        result,
+        _group_reason(node.op, result, children),
+        parameters=dict(node.parameters),
+        children=children,
+    )
+
+
+def _group_reason(op: str, result: Tri, children: list[CriterionResult]) -> str:
+    if op == "not":
+        return f"negation of: {children[0].text}"
+    deciding = [c for c in children if c.result is result]
+    if op == "all" and result is Tri.MET:
+        return "all of these are met"
+    if op == "any" and result is Tri.NOT_MET:
+        return "none of these is met"
+    label = {Tri.MET: "met by", Tri.NOT_MET: "not met because of", Tri.UNKNOWN: "unknown because of"}[result]
+    return f"{label}: " + "; ".join(c.text for c in deciding[:4])
+
+
+def _decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
+    """Combine record evidence, documentation answers and silence for one criterion.
+
+    Order of precedence: decisive evidence that the statement holds; then a
+    documentation answer; then decisive evidence that it does not; then
+    evidence needing confirmation (unknown); then silence, read by the
+    criterion's kind (absent for non-indications, unknown otherwise).
+    """
+    finding = REGISTRY[leaf.op].fn(ctx, leaf.args)
+    answered = _answer(leaf.answer, ctx)
+    label = _KIND_LABEL[kind]
+
+    def result(value: Tri, reason: str, evidence: list[str]) -> CriterionResult:
+        return CriterionResult(
+            leaf.id, leaf.text, leaf.cite, label, value, reason, evidence, list(leaf.questions), dict(leaf.parameters)
+        )
+
+    if finding.status == TRUE:
+        return result(Tri.MET, finding.reason, finding.evidence)
+    if answered is not None:
+        return result(answered[0], answered[1], [answered[2]])
+    if finding.status == FALSE:
+        return result(Tri.NOT_MET, finding.reason, finding.evidence)
+    if finding.status == SUGGESTIVE:
+        return result(Tri.UNKNOWN, finding.reason, finding.evidence)
+    return _silence(leaf, ctx, kind, finding, result)
+
+
+def _silence(leaf: Leaf, ctx: EvalContext, kind: str, finding: Finding, result: Any) -> CriterionResult:
+    policy = leaf.silence or GROUP_KINDS.get(kind, "unknown")
+    checked = f" (checked: {finding.checked})" if finding.checked else ""
+    if policy == "absent" and ctx.record_available:
+        return result(Tri.NOT_MET, f"none recorded{checked}", finding.evidence)
+    detail = finding.reason or "not documented"
+    return result(Tri.UNKNOWN, f"{detail}{checked}", finding.evidence)
+
+
+def _answer(spec: AnswerSpec | None, ctx: EvalContext) -> tuple[Tri, str, str] | None:
+    """Read the questionnaire answer that decides a leaf, if one was given."""
+    if spec is None:
+        return None
+    answers = ctx.answers.get(spec.link_id)
+    if not answers:
+        return None
+    first = answers[0]
+    shown = ", ".join(str(a.value) for a in answers)
+    reason = f"answered '{shown}' to {spec.link_id}"
+    if spec.true_when is not None:
+        hit = any(a.value in spec.true_when for a in answers)
+        return (Tri.MET if hit else Tri.NOT_MET), reason, first.source
+    if spec.compare is not None:
+        value = first.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return (Tri.MET if compare(float(value), *spec.compare) else Tri.NOT_MET), reason, first.source
+    if spec.weeks_since is not None:
+        if not isinstance(first.value, date):
+            return None
+        weeks = (ctx.as_of - first.value).days / 7.0
+        ok = compare(weeks, *spec.weeks_since)
+        return (Tri.MET if ok else Tri.NOT_MET), f"{reason} ({weeks:.1f} weeks)", first.source
+    if isinstance(first.value, bool):
+        return (Tri.MET if first.value else Tri.NOT_MET), reason, first.source
+    return None
+
+
+# --- outcome -----------------------------------------------------------------------
+
+
+def _outcome(
+    ctx: EvalContext, service: Service, roots: list[CriterionResult], routing: list[CriterionResult], cohort: str
+) -> OrderDecision:
+    kinds = list(service.groups)
+    by_kind = dict(zip(kinds, roots, strict=False))
+    ni = by_kind.get("nonIndications")
+    request = all_of(by_kind[k].result for k in REQUEST_KINDS if k in by_kind)
+    if ni is not None and ni.result is Tri.MET:
+        outcome, failing = Outcome.CONTRAINDICATED, _deciding(ni, Tri.MET)
+    elif request is Tri.NOT_MET:
+        outcome = Outcome.NOT_MET
+        failing = [i for k in REQUEST_KINDS if k in by_kind for i in _deciding(by_kind[k], Tri.NOT_MET)]
+    elif request is Tri.UNKNOWN or (ni is not None and ni.result is Tri.UNKNOWN):
+        outcome, failing = Outcome.DOCUMENTATION_NEEDED, []
+    else:
+        outcome, failing = Outcome.CRITERIA_MET, []
+    questions = _questions(roots) if outcome is Outcome.DOCUMENTATION_NEEDED else []
+    all_nodes = [n for r in roots for n in r.walk()]
+    used = sorted({e for n in all_nodes for e in n.evidence if e.startswith("QuestionnaireResponse/")})
+    cp = ctx.carepath
+    return OrderDecision(
+        ctx.order.ref,
+        outcome,
+        _summary(outcome, service, roots, failing),
+        ctx.as_of.isoformat(),
+        cp.id,
+        cp.version,
+        service.id,
+        service.title,
+        auto_approval=outcome is Outcome.CRITERIA_MET and service.auto_approval,
+        applicability=cohort,
+        criteria=routing + roots,
+        questions=questions,
+        failing=failing,
+        answers_used=used,
+    )
+
+
+def _deciding(root: CriterionResult, value: Tri) -> list[str]:
+    """Return ids of the top-level criteria under ``root`` that have ``value``."""
+    if not root.children or root.result is not value:
+        return [root.id] if root.result is value else []
+    return [c.id for c in root.children if c.result is value]
+
+
+def _questions(roots: list[CriterionResult]) -> list[str]:
+    """Return the questionnaire items that would settle the unknown criteria, in order."""
+    found: dict[str, None] = {}
+
+    def visit(node: CriterionResult) -> None:
+        if node.result is not Tri.UNKNOWN:
+            return
+        for q in node.questions:
+            found.setdefault(q, None)
+        for child in node.children:
+            visit(child)
+
+    for root in roots:
+        visit(root)
+    return list(found)
+
+
+def _summary(outcome: Outcome, service: Service, roots: list[CriterionResult], failing: list[str]) -> str:
+    texts = {n.id: n.text for r in roots for n in r.walk()}
+    names = "; ".join(texts.get(i, i) for i in failing[:3])
+    if outcome is Outcome.CRITERIA_MET:
+        return f"{service.title}: medical-necessity criteria met"
+    if outcome is Outcome.CONTRAINDICATED:
+        return f"{service.title}: not appropriate because of {names}"
+    if outcome is Outcome.NOT_MET:
+        return f"{service.title}: criteria not met ({names})"
+    return f"{service.title}: documentation needed to decide"

@@ -1,0 +1,446 @@
+"""Derived patient facts (clinical-coding.md §2), computed once per order.
+
+Each fact reads the record through value sets and settings named in the
+CarePath's ``facts`` block; nothing here knows which guideline it serves.
+Facts return evidence references with every value so that criteria can
+explain themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from cds_server.engine.context import EvalContext
+from cds_server.engine.logic import Tri, all_of, any_of
+from fhir_mappings.codes import Code, concept_codes
+from fhir_mappings.dates import parse_date
+from fhir_mappings.record import Entry
+
+# Child items of a repeating history group in a documentation questionnaire:
+# ``<group>.date``, ``<group>.type``, ``<group>.region``, ``<group>.relief-pct``
+# and ``<group>.relief-weeks``. One convention, so every CarePath can ask for
+# prior procedures the same way.
+HISTORY_CHILDREN = ("date", "type", "region", "relief-pct", "relief-weeks")
+
+
+def within(entry_day: date | None, as_of: date, lookback_days: int | None) -> bool:
+    """Return True when a dated entry lies in the look-back window ending at ``as_of``.
+
+    Entries dated after the evaluation date never count. Undated entries count
+    only when there is no window (their age cannot be checked).
+    """
+    if entry_day is None:
+        return lookback_days is None
+    if entry_day > as_of:
+        return False
+    return lookback_days is None or entry_day >= as_of - timedelta(days=lookback_days)
+
+
+def still_active(entry: Entry, as_of: date) -> bool:
+    """Return False for a Condition or allergy that abated before ``as_of``."""
+    return entry.end is None or entry.end >= as_of or entry.type not in ("Condition", "AllergyIntolerance")
+
+
+def matching_entries(
+    ctx: EvalContext,
+    value_sets: Iterable[str],
+    types: Iterable[str],
+    lookback_days: int | None,
+    use_values: bool = True,
+) -> list[tuple[Entry, Code]]:
+    """Return (entry, matched code) for counted entries whose codes hit the value sets."""
+    matcher = ctx.matcher(tuple(value_sets))
+    if not matcher:
+        return []
+    found = []
+    for entry in ctx.record.entries(*types):
+        if not within(entry.start, ctx.as_of, lookback_days) or not still_active(entry, ctx.as_of):
+            continue
+        codes = entry.codes | entry.value_codes if use_values else entry.codes
+        hit = matcher.first_match(codes)
+        if hit:
+            found.append((entry, hit))
+    return found
+
+
+# --- symptom onset -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Onset:
+    """When the current episode of symptoms began, and what says so."""
+
+    day: date
+    evidence: tuple[str, ...]
+
+
+def symptom_onset(ctx: EvalContext) -> Onset | None:
+    """Return the onset of the index condition: the earliest onset among active index diagnoses."""
+    return ctx.fact("symptom-onset", lambda: _symptom_onset(ctx))
+
+
+def _symptom_onset(ctx: EvalContext) -> Onset | None:
+    cfg = ctx.carepath.facts["symptomOnset"]
+    hits = [e for e, _ in matching_entries(ctx, cfg["indexValueSets"], ("Condition",), None, use_values=False)]
+    for ref in ctx.order.reason_refs:
+        raw = ctx.record.resolve(ref)
+        day = parse_date((raw or {}).get("onsetDateTime") or (raw or {}).get("recordedDate"))
+        if raw and day and day <= ctx.as_of:
+            hits.append(Entry(ref, "Condition", frozenset(), day))
+    dated = [e for e in hits if e.start is not None]
+    if not dated:
+        return None
+    day = min(e.start for e in dated if e.start is not None)
+    return Onset(day, tuple(sorted({e.ref for e in dated if e.start == day})))
+
+
+# --- pain scores -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PainScore:
+    """One pain score on a 0-10 scale."""
+
+    day: date
+    value: float
+    ref: str
+
+
+def pain_scores(ctx: EvalContext) -> list[PainScore]:
+    """Return the patient's pain scores, oldest first (values outside the scale dropped)."""
+    return ctx.fact("pain-scores", lambda: _pain_scores(ctx))
+
+
+def _pain_scores(ctx: EvalContext) -> list[PainScore]:
+    cfg = ctx.carepath.facts["painScores"]
+    low, high = float(cfg["min"]), float(cfg["max"])
+    out = []
+    for entry, _ in matching_entries(ctx, cfg["valueSets"], ("Observation",), None, use_values=False):
+        if entry.start and entry.quantity and low <= entry.quantity.value <= high:
+            out.append(PainScore(entry.start, entry.quantity.value, entry.ref))
+    return sorted(out, key=lambda s: (s.day, s.ref))
+
+
+def pain_reduction(ctx: EvalContext, since: date) -> tuple[float, list[str]] | None:
+    """Return the percent reduction from the first score on or after ``since`` to the latest."""
+    baseline_days = int(ctx.carepath.facts["painRelief"]["baselineDays"])
+    scores = [s for s in pain_scores(ctx) if s.day >= since - timedelta(days=baseline_days)]
+    if len(scores) < 2 or scores[-1].day <= scores[0].day or scores[0].value <= 0:
+        return None
+    first, last = scores[0], scores[-1]
+    return (first.value - last.value) / first.value * 100.0, [first.ref, last.ref]
+
+
+# --- regions ---------------------------------------------------------------------
+
+
+def region_of_codes(ctx: EvalContext, codes: Iterable[Code]) -> str | None:
+    """Return the spinal region the codes name, by the CarePath's region value sets."""
+    code_set = frozenset(codes)
+    for name, value_sets in ctx.carepath.facts["regions"]["regions"].items():
+        if ctx.matcher(tuple(value_sets)).first_match(code_set):
+            return str(name)
+    return None
+
+
+def entry_region(ctx: EvalContext, entry: Entry) -> str | None:
+    """Return the region of a history entry: body site, then its reason codes or Conditions."""
+    region = region_of_codes(ctx, entry.body_site) or region_of_codes(ctx, entry.reason_codes)
+    if region:
+        return region
+    for ref in entry.reason_refs:
+        raw = ctx.record.resolve(ref)
+        if raw:
+            region = region_of_codes(ctx, concept_codes(raw.get("code")))
+            if region:
+                return region
+    return None
+
+
+@dataclass(frozen=True)
+class OrderRegion:
+    """The region of the requested service and how it was decided."""
+
+    region: str
+    source: str
+
+
+def order_region(ctx: EvalContext) -> OrderRegion:
+    """Return the order's region: body site, reasons, the ``svc.region``-style answer, else the default."""
+    return ctx.fact("order-region", lambda: _order_region(ctx))
+
+
+def _order_region(ctx: EvalContext) -> OrderRegion:
+    cfg = ctx.carepath.facts["regions"]
+    order = ctx.order
+    region = region_of_codes(ctx, order.body_site)
+    if region:
+        return OrderRegion(region, f"{order.ref} bodySite")
+    region = region_of_codes(ctx, order.reason_codes)
+    if region:
+        return OrderRegion(region, f"{order.ref} reasonCode")
+    for ref in order.reason_refs:
+        raw = ctx.record.resolve(ref)
+        region = region_of_codes(ctx, concept_codes((raw or {}).get("code")))
+        if region:
+            return OrderRegion(region, ref)
+    answer = ctx.answers.first(cfg["answer"]) if cfg.get("answer") else None
+    if answer and isinstance(answer.value, str) and answer.value in cfg["regions"]:
+        return OrderRegion(answer.value, answer.source)
+    return OrderRegion(str(cfg["default"]), "default region of the CarePath")
+
+
+def same_region(ctx: EvalContext, region: str | None) -> bool:
+    """Return True when a history region counts as the order's region."""
+    if region is None:
+        return bool(ctx.carepath.facts["regions"]["unknownCountsAsSame"])
+    return region == order_region(ctx).region
+
+
+# --- procedure sessions ----------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """One prior procedure session: a distinct date (in one region)."""
+
+    day: date
+    region: str | None
+    evidence: list[str] = field(default_factory=list)
+    relief_pct: float | None = None
+    relief_weeks: float | None = None
+    relief_evidence: list[str] = field(default_factory=list)
+
+
+def sessions(
+    ctx: EvalContext,
+    value_sets: tuple[str, ...],
+    lookback_days: int | None,
+    same_region_only: bool,
+    answer_group: Mapping[str, Any] | None,
+) -> list[Session]:
+    """Return prior sessions (distinct dates) from procedures and answered history, oldest first.
+
+    Add-on codes describe extra levels on the same date, so counting distinct
+    dates counts sessions, not CPT lines (clinical-coding.md §0.3).
+    """
+    key = ("sessions", value_sets, lookback_days, same_region_only, _freeze(answer_group))
+    return ctx.fact(key, lambda: _sessions(ctx, value_sets, lookback_days, same_region_only, answer_group))
+
+
+def _sessions(
+    ctx: EvalContext,
+    value_sets: tuple[str, ...],
+    lookback_days: int | None,
+    same_region_only: bool,
+    answer_group: Mapping[str, Any] | None,
+) -> list[Session]:
+    by_day: dict[date, Session] = {}
+    for entry, _ in matching_entries(ctx, value_sets, ("Procedure",), lookback_days, use_values=False):
+        if entry.start is None:
+            continue
+        region = entry_region(ctx, entry)
+        if same_region_only and not same_region(ctx, region):
+            continue
+        session = by_day.setdefault(entry.start, Session(entry.start, region))
+        session.evidence.append(entry.ref)
+    if answer_group:
+        _merge_answered(ctx, by_day, answer_group, lookback_days, same_region_only)
+    return [by_day[d] for d in sorted(by_day)]
+
+
+def _merge_answered(
+    ctx: EvalContext,
+    by_day: dict[date, Session],
+    group: Mapping[str, Any],
+    lookback_days: int | None,
+    same_region_only: bool,
+) -> None:
+    link = group["linkId"]
+    types = set(group.get("types") or [])
+    for instance in ctx.answers.groups(link):
+        day = instance.first(f"{link}.date")
+        if not isinstance(day, date) or not within(day, ctx.as_of, lookback_days):
+            continue
+        kind = instance.first(f"{link}.type")
+        if types and kind is not None and kind not in types:
+            continue
+        region = instance.first(f"{link}.region")
+        region = region if isinstance(region, str) else None
+        if same_region_only and not same_region(ctx, region):
+            continue
+        session = by_day.setdefault(day, Session(day, region))
+        session.evidence.append(instance.source)
+        pct, weeks = instance.first(f"{link}.relief-pct"), instance.first(f"{link}.relief-weeks")
+        if isinstance(pct, (int, float)) and not isinstance(pct, bool):
+            session.relief_pct = float(pct)
+            session.relief_evidence = [instance.source]
+        if isinstance(weeks, (int, float)) and not isinstance(weeks, bool):
+            session.relief_weeks = float(weeks)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Relief:
+    """Pain relief after one session, from pain scores or from an answer."""
+
+    percent: float
+    weeks: float | None
+    evidence: tuple[str, ...]
+
+
+def relief_after(ctx: EvalContext, session: Session, threshold: float) -> Relief | None:
+    """Return relief after ``session``: answered values first, else computed from pain scores.
+
+    Computed relief compares the last score in the baseline window before the
+    session with the best score in the response window after it; its duration
+    runs until the first later score whose relief falls below ``threshold``.
+    """
+    if session.relief_pct is not None:
+        return Relief(session.relief_pct, session.relief_weeks, tuple(session.relief_evidence))
+    cfg = ctx.carepath.facts["painRelief"]
+    scores = pain_scores(ctx)
+    day = session.day
+    before = [s for s in scores if day - timedelta(days=int(cfg["baselineDays"])) <= s.day < day]
+    window = [
+        s
+        for s in scores
+        if day + timedelta(days=int(cfg["windowStartDays"])) <= s.day <= day + timedelta(days=int(cfg["windowEndDays"]))
+    ]
+    if not before or not window or before[-1].value <= 0:
+        return None
+    baseline = before[-1]
+    best = min(window, key=lambda s: (s.value, s.day))
+    percent = (baseline.value - best.value) / baseline.value * 100.0
+    return Relief(percent, _relief_weeks(scores, baseline, best, threshold), (baseline.ref, best.ref))
+
+
+def _relief_weeks(scores: list[PainScore], baseline: PainScore, best: PainScore, threshold: float) -> float | None:
+    """Weeks from the session's best response until relief fell below ``threshold``."""
+    later = [s for s in scores if s.day > best.day]
+    last_good = best
+    for score in later:
+        if (baseline.value - score.value) / baseline.value * 100.0 < threshold:
+            return (score.day - baseline.day).days / 7.0
+        last_good = score
+    return (last_good.day - baseline.day).days / 7.0
+
+
+# --- conservative care ------------------------------------------------------------
+
+
+@dataclass
+class Component:
+    """One component of conservative care (e.g. therapy, exercise, medication)."""
+
+    name: str
+    status: Tri
+    start: date | None = None
+    last: date | None = None
+    evidence: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+@dataclass
+class ConservativeCare:
+    """The conservative-care episode as far as record and answers show it."""
+
+    components: dict[str, Component]
+    start: date | None
+    evidence: list[str]
+
+
+def conservative_care(ctx: EvalContext) -> ConservativeCare:
+    """Return the conservative-care episode before the evaluation date."""
+    return ctx.fact("conservative-care", lambda: _conservative_care(ctx, ctx.as_of))
+
+
+def conservative_care_at(ctx: EvalContext, day: date) -> ConservativeCare:
+    """Return the conservative-care episode as it stood on ``day`` (record only)."""
+    return ctx.fact(("conservative-care-at", day), lambda: _conservative_care(ctx, day, use_answers=False))
+
+
+def _conservative_care(ctx: EvalContext, as_of: date, use_answers: bool = True) -> ConservativeCare:
+    cfg = ctx.carepath.facts["conservativeCare"]
+    components: dict[str, Component] = {}
+    for name, spec in cfg["components"].items():
+        components[name] = _component(ctx, name, spec, cfg, as_of, use_answers)
+    anchors = [c.start for c in components.values() if c.status is Tri.MET and c.start]
+    start = min(anchors) if anchors else None
+    evidence = sorted({ref for c in components.values() for ref in c.evidence})
+    return ConservativeCare(components, start, evidence)
+
+
+def _component(
+    ctx: EvalContext, name: str, spec: Mapping[str, Any], cfg: Mapping[str, Any], as_of: date, use_answers: bool
+) -> Component:
+    lookback = int(cfg["lookbackDays"])
+    min_days = int(cfg["minimumExposureDays"])
+    stale = int(cfg["staleAfterDays"])
+    comp = Component(name, Tri.UNKNOWN)
+    classes: set[str] = set()
+    for class_name, value_sets in spec["classes"].items():
+        matcher = ctx.matcher(tuple(value_sets))
+        for entry in ctx.record.entries(*spec["resourceTypes"]):
+            day = entry.start
+            if day is None or day > as_of - timedelta(days=min_days) or day < as_of - timedelta(days=lookback):
+                continue
+            last = entry.end or day
+            if (as_of - min(last, as_of)).days > stale:
+                continue
+            if matcher.first_match(entry.codes):
+                classes.add(class_name)
+                comp.evidence.append(entry.ref)
+                comp.start = min(comp.start or day, day)
+                comp.last = max(comp.last or last, last)
+    if classes:
+        comp.status = Tri.MET
+        comp.detail = ", ".join(sorted(classes))
+    if use_answers:
+        _component_answers(ctx, comp, spec.get("answers") or {}, as_of)
+    return comp
+
+
+def _component_answers(ctx: EvalContext, comp: Component, links: Mapping[str, str], as_of: date) -> None:
+    """Let documentation answers add a component the record does not show (or deny it)."""
+    done = ctx.answers.first(links["done"]) if "done" in links else None
+    classes = ctx.answers.get(links["classes"]) if "classes" in links else []
+    start = ctx.answers.first(links["start"]) if "start" in links else None
+    answered_yes = (done is not None and done.value is True) or any(
+        isinstance(a.value, str) and a.value != "none" for a in classes
+    )
+    if comp.status is not Tri.MET and answered_yes:
+        comp.status = Tri.MET
+        comp.evidence.extend(a.source for a in ([done] if done else []) + classes)
+        comp.detail = comp.detail or ", ".join(str(a.value) for a in classes) or "documented"
+    elif comp.status is not Tri.MET and done is not None and done.value is False:
+        comp.status = Tri.NOT_MET
+        comp.evidence.append(done.source)
+    answered_start = start.value if start is not None and isinstance(start.value, date) else None
+    if (
+        comp.status is Tri.MET
+        and answered_start
+        and answered_start <= as_of
+        and (comp.start is None or answered_start < comp.start)
+    ):
+        comp.start = answered_start
+        comp.evidence.append(start.source if start else "")
+
+
+def combination(expr: Any, components: Mapping[str, Component]) -> Tri:
+    """Evaluate a combination expression (names, {"all": [...]}, {"any": [...]}) over components."""
+    if isinstance(expr, str):
+        return components[expr].status
+    if "all" in expr:
+        return all_of(combination(e, components) for e in expr["all"])
+    return any_of(combination(e, components) for e in expr["any"])

@@ -1,0 +1,641 @@
+"""The engine's closed vocabulary: every way a leaf criterion can read the record.
+
+Each operator is a plain function registered with the JSON Schema of its
+arguments; the CarePath loader checks every leaf's arguments against that
+schema, so a typo in a rules file fails at load with its JSON path, never at
+evaluation time. Operators return a :class:`Finding` about the criterion's
+statement; how silence and questionnaire answers combine with it is decided
+in one place, :mod:`cds_server.engine.evaluate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from cds_server.engine import facts
+from cds_server.engine.context import EvalContext
+from cds_server.engine.logic import COMPARATORS, Tri, compare
+from fhir_mappings.codes import Code
+from fhir_mappings.dates import age_in_years, parse_date
+
+# What an operator found in the record about its statement.
+TRUE = "true"  # decisive evidence that the statement holds
+FALSE = "false"  # decisive evidence that it does not
+SUGGESTIVE = "suggestive"  # evidence that needs confirmation (e.g. an MR-conditional device)
+NONE = "none"  # the record says nothing
+
+
+@dataclass
+class Finding:
+    """The record's evidence about one leaf criterion."""
+
+    status: str
+    reason: str
+    evidence: list[str] = field(default_factory=list)
+    checked: str = ""
+
+
+OperatorFn = Callable[[EvalContext, Mapping[str, Any]], Finding]
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A registered operator: its function, argument schema and purpose."""
+
+    name: str
+    fn: OperatorFn
+    schema: Mapping[str, Any]
+    doc: str
+
+
+REGISTRY: dict[str, Operator] = {}
+
+_VS_LIST = {"type": "array", "items": {"type": "string", "pattern": "^VS-"}}
+_CMP = {"enum": list(COMPARATORS)}
+_DAYS = {"type": ["integer", "null"], "minimum": 0}
+_TYPES = {"type": "array", "items": {"type": "string", "pattern": "^[A-Z][A-Za-z]+$"}, "minItems": 1}
+_IF_NONE = {"enum": ["met", "not-met", "unknown"]}
+_ANSWER_GROUP = {
+    "type": "object",
+    "required": ["linkId"],
+    "additionalProperties": False,
+    "properties": {"linkId": {"type": "string"}, "types": {"type": "array", "items": {"type": "string"}}},
+}
+CLINICAL_TYPES = (
+    "Condition",
+    "Observation",
+    "AllergyIntolerance",
+    "Procedure",
+    "Device",
+    "DiagnosticReport",
+    "ImagingStudy",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicationDispense",
+    "MedicationAdministration",
+    "Encounter",
+)
+
+
+def operator(
+    name: str, properties: Mapping[str, Any], required: tuple[str, ...] = ()
+) -> Callable[[OperatorFn], OperatorFn]:
+    """Register an operator under ``name`` with an argument schema."""
+
+    def register(fn: OperatorFn) -> OperatorFn:
+        schema = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": dict(properties),
+            "required": list(required),
+        }
+        REGISTRY[name] = Operator(name, fn, schema, (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return register
+
+
+def _describe(code: Code) -> str:
+    system = code[0].rstrip("/").split("/")[-1]
+    return f"{code[1]} ({system})"
+
+
+def _cite(entry_ref: str, code: Code, day: date | None) -> str:
+    when = f" on {day.isoformat()}" if day else ""
+    return f"{_describe(code)} in {entry_ref}{when}"
+
+
+def _days(args: Mapping[str, Any], key: str) -> int | None:
+    value = args.get(key)
+    return int(value) if value is not None else None
+
+
+# --- coded findings -------------------------------------------------------------
+
+
+@operator(
+    "coded_finding",
+    {
+        "valueSets": _VS_LIST,
+        "suggestiveValueSets": _VS_LIST,
+        "negatingValueSets": _VS_LIST,
+        "resourceTypes": _TYPES,
+        "lookbackDays": _DAYS,
+        "includeOrderReasons": {"type": "boolean"},
+    },
+)
+def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """A code from the value sets is recorded (optionally within a look-back window)."""
+    types = tuple(args.get("resourceTypes") or CLINICAL_TYPES)
+    lookback = _days(args, "lookbackDays")
+    decisive = facts.matching_entries(ctx, args.get("valueSets") or (), types, lookback)
+    if args.get("includeOrderReasons"):
+        hit = ctx.matcher(tuple(args.get("valueSets") or ())).first_match(ctx.order.reason_codes)
+        if hit:
+            return Finding(TRUE, f"{_describe(hit)} is the order's reason", [ctx.order.ref])
+    checked = _checked(args, types, lookback)
+    if decisive:
+        negated = _negated(ctx, args, types, lookback, decisive)
+        if negated:
+            return negated
+        refs = [e.ref for e, _ in decisive]
+        return Finding(TRUE, "; ".join(_cite(e.ref, c, e.start) for e, c in decisive[:3]), refs, checked)
+    suggestive = facts.matching_entries(ctx, args.get("suggestiveValueSets") or (), types, lookback)
+    if suggestive:
+        text = "; ".join(_cite(e.ref, c, e.start) for e, c in suggestive[:3])
+        return Finding(SUGGESTIVE, f"{text} needs confirmation", [e.ref for e, _ in suggestive], checked)
+    return Finding(NONE, "", [], checked)
+
+
+def _negated(
+    ctx: EvalContext, args: Mapping[str, Any], types: tuple[str, ...], lookback: int | None, positive: list[Any]
+) -> Finding | None:
+    """Return a FALSE finding when a negating record (e.g. 'not pregnant') is newer than every positive one."""
+    negating = facts.matching_entries(ctx, args.get("negatingValueSets") or (), types, lookback)
+    if not negating:
+        return None
+    latest_pos = max((e.start or date.min) for e, _ in positive)
+    latest_neg = max(negating, key=lambda pair: pair[0].start or date.min)
+    if (latest_neg[0].start or date.min) > latest_pos:
+        entry, code = latest_neg
+        return Finding(FALSE, f"superseded by {_cite(entry.ref, code, entry.start)}", [entry.ref])
+    return None
+
+
+def _checked(args: Mapping[str, Any], types: tuple[str, ...], lookback: int | None) -> str:
+    sets = ", ".join((args.get("valueSets") or []) + (args.get("suggestiveValueSets") or []))
+    window = f" in the last {lookback} days" if lookback is not None else ""
+    return f"{sets} in {', '.join(types)}{window}"
+
+
+@operator(
+    "attestation",
+    {"suggestiveValueSets": _VS_LIST, "resourceTypes": _TYPES, "lookbackDays": _DAYS},
+)
+def attestation(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """Only a documentation answer decides; related codes are shown as hints."""
+    finding = coded_finding(ctx, {**args, "valueSets": []})
+    if finding.status == NONE:
+        finding.checked = "not coded in EHR data; asked in the documentation questionnaire"
+    return finding
+
+
+@operator(
+    "observation_value_code",
+    {"codeValueSets": _VS_LIST, "valueValueSets": _VS_LIST, "lookbackDays": _DAYS},
+    ("codeValueSets", "valueValueSets"),
+)
+def observation_value_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """An Observation with a code from one value set has a coded value from another (e.g. positive hCG)."""
+    lookback = _days(args, "lookbackDays")
+    value_matcher = ctx.matcher(tuple(args["valueValueSets"]))
+    for entry, code in facts.matching_entries(ctx, args["codeValueSets"], ("Observation",), lookback, use_values=False):
+        hit = value_matcher.first_match(entry.value_codes)
+        if hit:
+            return Finding(TRUE, f"{_cite(entry.ref, code, entry.start)} = {hit[1]}", [entry.ref])
+    return Finding(NONE, "", [], f"{', '.join(args['codeValueSets'])} results")
+
+
+@operator(
+    "medication_exposure",
+    {"valueSets": _VS_LIST, "recentDays": {"type": "integer", "minimum": 0}, "lookbackDays": _DAYS},
+    ("valueSets", "recentDays"),
+)
+def medication_exposure(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """A medication from the value sets is in use, or its use ended within ``recentDays``."""
+    recent = int(args["recentDays"])
+    types = ("MedicationRequest", "MedicationStatement", "MedicationDispense", "MedicationAdministration")
+    for entry, code in facts.matching_entries(ctx, args["valueSets"], types, _days(args, "lookbackDays")):
+        ongoing = entry.end is None and entry.active_now
+        ended_recently = entry.end is not None and entry.end >= ctx.as_of - timedelta(days=recent)
+        started_recently = (
+            entry.end is None and entry.start is not None and entry.start >= ctx.as_of - timedelta(days=recent)
+        )
+        if ongoing or ended_recently or started_recently:
+            state = "active" if ongoing else f"until {entry.end.isoformat()}" if entry.end else "recent"
+            return Finding(TRUE, f"{_cite(entry.ref, code, entry.start)} ({state})", [entry.ref])
+    return Finding(
+        NONE, "", [], f"{', '.join(args['valueSets'])} in medication records (active or within {recent} days)"
+    )
+
+
+@operator(
+    "lab_value",
+    {
+        "valueSets": _VS_LIST,
+        "comparator": _CMP,
+        "value": {"type": "number"},
+        "units": {"type": "array", "items": {"type": "string"}},
+        "lookbackDays": _DAYS,
+        "use": {"enum": ["latest", "any"]},
+    },
+    ("valueSets", "comparator", "value", "lookbackDays"),
+)
+def lab_value(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """A lab result in the window is beyond a threshold (latest result, or any result)."""
+    units = set(args.get("units") or [])
+    results = [
+        e
+        for e, _ in facts.matching_entries(ctx, args["valueSets"], ("Observation",), _days(args, "lookbackDays"), False)
+        if e.quantity is not None and (not units or e.quantity.unit in units)
+    ]
+    if not results:
+        return Finding(NONE, "", [], f"{', '.join(args['valueSets'])} results in the last {args['lookbackDays']} days")
+    if args.get("use", "latest") == "latest":
+        results = [max(results, key=lambda e: (e.start or date.min, e.ref))]
+    op, threshold = args["comparator"], float(args["value"])
+    for entry in results:
+        if entry.quantity and compare(entry.quantity.value, op, threshold):
+            return Finding(
+                TRUE, f"{entry.ref}: {entry.quantity.value:g} {entry.quantity.unit} {op} {threshold:g}", [entry.ref]
+            )
+    last = results[-1]
+    value = last.quantity.value if last.quantity else float("nan")
+    return Finding(FALSE, f"{last.ref}: {value:g} is not {op} {threshold:g}", [e.ref for e in results])
+
+
+# --- durations and conservative care ------------------------------------------------
+
+
+@operator("symptom_duration", {"comparator": _CMP, "weeks": {"type": "number"}}, ("comparator", "weeks"))
+def symptom_duration(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """Weeks since the onset of the index condition compare with a threshold."""
+    onset = facts.symptom_onset(ctx)
+    if onset is None:
+        return Finding(NONE, "", [], "onset or recorded date of the index diagnosis")
+    weeks = (ctx.as_of - onset.day).days / 7.0
+    ok = compare(weeks, args["comparator"], float(args["weeks"]))
+    text = f"symptoms began {onset.day.isoformat()} ({weeks:.1f} weeks before {ctx.as_of.isoformat()})"
+    return Finding(TRUE if ok else FALSE, text, list(onset.evidence))
+
+
+@operator(
+    "conservative_care",
+    {
+        "measure": {"enum": ["weeks", "combination", "failed"]},
+        "comparator": _CMP,
+        "weeks": {"type": "number"},
+        "combination": {"type": ["string", "object"]},
+        "minimumReductionPercent": {"type": "number", "minimum": 0, "maximum": 100},
+    },
+    ("measure",),
+)
+def conservative_care(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """Duration, combination or failure of conservative care, from the record and answers."""
+    care = facts.conservative_care(ctx)
+    measure = args["measure"]
+    if measure == "weeks":
+        return _care_weeks(ctx, care, args)
+    if measure == "combination":
+        return _care_combination(care, args)
+    return _care_failed(ctx, care, args)
+
+
+def _care_weeks(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[str, Any]) -> Finding:
+    op, threshold = args["comparator"], float(args["weeks"])
+    weeks_link = ctx.carepath.facts["conservativeCare"]["answers"]["weeks"]
+    answered = ctx.answers.first(weeks_link)
+    if care.start is not None:
+        weeks = (ctx.as_of - care.start).days / 7.0
+        text = f"conservative care since {care.start.isoformat()} ({weeks:.1f} weeks)"
+        if compare(weeks, op, threshold) or answered is None:
+            return Finding(TRUE if compare(weeks, op, threshold) else FALSE, text, care.evidence)
+    if answered is not None and isinstance(answered.value, (int, float)) and not isinstance(answered.value, bool):
+        ok = compare(float(answered.value), op, threshold)
+        return Finding(TRUE if ok else FALSE, f"{answered.value:g} weeks documented", [answered.source])
+    return Finding(NONE, "", [], "therapy, exercise and medication records in the look-back window")
+
+
+def _care_combination(care: facts.ConservativeCare, args: Mapping[str, Any]) -> Finding:
+    result = facts.combination(args["combination"], care.components)
+    parts = [
+        f"{c.name}: {c.status.value}" + (f" ({c.detail})" if c.detail and c.status is Tri.MET else "")
+        for c in care.components.values()
+    ]
+    status = {Tri.MET: TRUE, Tri.NOT_MET: FALSE, Tri.UNKNOWN: NONE}[result]
+    return Finding(status, "; ".join(parts), care.evidence, "therapy, exercise and medication records")
+
+
+def _care_failed(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[str, Any]) -> Finding:
+    threshold = float(args["minimumReductionPercent"])
+    links = ctx.carepath.facts["conservativeCare"]["answers"]
+    record = facts.pain_reduction(ctx, care.start) if care.start else None
+    if record is not None and record[0] < threshold:
+        return Finding(TRUE, f"pain fell {record[0]:.0f}% (less than {threshold:g}%)", record[1])
+    failed = ctx.answers.first(links["failed"])
+    if failed is not None and isinstance(failed.value, bool):
+        return Finding(TRUE if failed.value else FALSE, "documented in the questionnaire", [failed.source])
+    if record is not None:
+        return Finding(FALSE, f"pain fell {record[0]:.0f}% (at least {threshold:g}%)", record[1])
+    before, now = ctx.answers.first(links["painBaseline"]), ctx.answers.first(links["painNow"])
+    if (
+        before
+        and now
+        and isinstance(before.value, (int, float))
+        and isinstance(now.value, (int, float))
+        and before.value > 0
+    ):
+        drop = (float(before.value) - float(now.value)) / float(before.value) * 100.0
+        return Finding(
+            TRUE if drop < threshold else FALSE,
+            f"documented pain {before.value:g} -> {now.value:g} ({drop:.0f}% less)",
+            [before.source, now.source],
+        )
+    return Finding(NONE, "", [], "pain scores during the episode")
+
+
+@operator(
+    "conservative_care_before_first_session",
+    {
+        "valueSets": _VS_LIST,
+        "lookbackDays": _DAYS,
+        "comparator": _CMP,
+        "weeks": {"type": "number"},
+        "answer": {"type": "string"},
+    },
+    ("valueSets", "comparator", "weeks"),
+)
+def conservative_care_before_first_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """Weeks of conservative care before the first session of a procedure compare with a threshold."""
+    found = facts.sessions(ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"), True, None)
+    op, threshold = args["comparator"], float(args["weeks"])
+    answered = ctx.answers.first(args["answer"]) if args.get("answer") else None
+    if found:
+        first = found[0]
+        care = facts.conservative_care_at(ctx, first.day)
+        if care.start is not None:
+            weeks = (first.day - care.start).days / 7.0
+            ok = compare(weeks, op, threshold)
+            text = f"{weeks:.1f} weeks of conservative care before {first.day.isoformat()}"
+            if ok or answered is None:
+                return Finding(TRUE if ok else FALSE, text, care.evidence + first.evidence)
+    if answered is not None and isinstance(answered.value, (int, float)) and not isinstance(answered.value, bool):
+        ok = compare(float(answered.value), op, threshold)
+        return Finding(TRUE if ok else FALSE, f"{answered.value:g} weeks documented", [answered.source])
+    return Finding(NONE, "", [], "conservative care before the first block")
+
+
+# --- procedure history -------------------------------------------------------------
+
+_SESSION_ARGS = {
+    "valueSets": _VS_LIST,
+    "lookbackDays": _DAYS,
+    "sameRegion": {"type": "boolean"},
+    "answerGroup": _ANSWER_GROUP,
+}
+
+
+def _sessions(ctx: EvalContext, args: Mapping[str, Any]) -> list[facts.Session]:
+    return facts.sessions(
+        ctx,
+        tuple(args["valueSets"]),
+        _days(args, "lookbackDays"),
+        bool(args.get("sameRegion", True)),
+        args.get("answerGroup"),
+    )
+
+
+def _session_refs(found: list[facts.Session]) -> list[str]:
+    return [ref for s in found for ref in s.evidence]
+
+
+def _if_none(args: Mapping[str, Any], text: str) -> Finding:
+    status = {"met": TRUE, "not-met": FALSE, "unknown": NONE}[args.get("ifNone", "met")]
+    return Finding(status, text, [])
+
+
+@operator(
+    "session_count",
+    {**_SESSION_ARGS, "comparator": _CMP, "count": {"type": "integer", "minimum": 0}},
+    ("valueSets", "comparator", "count"),
+)
+def session_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """The number of prior sessions (distinct dates, same region) compares with a count."""
+    found = _sessions(ctx, args)
+    n = len(found)
+    ok = compare(n, args["comparator"], int(args["count"]))
+    window = f" in the last {args['lookbackDays']} days" if args.get("lookbackDays") is not None else ""
+    dates = ", ".join(s.day.isoformat() for s in found) or "none"
+    region = facts.order_region(ctx).region if args.get("sameRegion", True) else "any"
+    return Finding(
+        TRUE if ok else FALSE, f"{n} prior session(s){window}, region {region}: {dates}", _session_refs(found)
+    )
+
+
+@operator(
+    "days_since_last_session",
+    {**_SESSION_ARGS, "comparator": _CMP, "days": {"type": "integer", "minimum": 0}, "ifNone": _IF_NONE},
+    ("valueSets", "comparator", "days"),
+)
+def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """Days since the latest prior session compare with a threshold."""
+    found = _sessions(ctx, args)
+    if not found:
+        return _if_none(args, "no prior session")
+    last = found[-1]
+    days = (ctx.as_of - last.day).days
+    ok = compare(days, args["comparator"], int(args["days"]))
+    return Finding(TRUE if ok else FALSE, f"last session {last.day.isoformat()} ({days} days ago)", last.evidence)
+
+
+@operator(
+    "session_relief",
+    {
+        **_SESSION_ARGS,
+        "lastN": {"type": "integer", "minimum": 1},
+        "comparator": _CMP,
+        "percent": {"type": "number"},
+        "minimumWeeks": {"type": "number"},
+        "ifNone": _IF_NONE,
+    },
+    ("valueSets", "comparator", "percent"),
+)
+def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """Each of the last N sessions gave relief beyond a percentage (and lasted long enough)."""
+    found = _sessions(ctx, args)
+    n = int(args.get("lastN", 1))
+    if not found:
+        return _if_none(args, "no prior session")
+    if len(found) < n:
+        # Missing sessions may have happened elsewhere: unknown, not "not met".
+        return Finding(
+            NONE,
+            f"only {len(found)} of {n} sessions documented",
+            _session_refs(found),
+            "procedure history and documented prior sessions",
+        )
+    op, pct = args["comparator"], float(args["percent"])
+    min_weeks = args.get("minimumWeeks")
+    unknown: list[str] = []
+    refs: list[str] = []
+    for session in found[-n:]:
+        relief = facts.relief_after(ctx, session, pct)
+        label = session.day.isoformat()
+        if relief is None:
+            unknown.append(f"relief after {label} not documented")
+            continue
+        refs.extend(relief.evidence)
+        if not compare(relief.percent, op, pct):
+            return Finding(
+                FALSE, f"{relief.percent:.0f}% relief after {label} (needs {op} {pct:g}%)", list(relief.evidence)
+            )
+        if min_weeks:
+            if relief.weeks is None:
+                unknown.append(f"duration of relief after {label} not documented")
+            elif relief.weeks < float(min_weeks):
+                return Finding(
+                    FALSE,
+                    f"relief after {label} lasted {relief.weeks:.1f} weeks (needs {float(min_weeks):g})",
+                    list(relief.evidence),
+                )
+    if unknown:
+        return Finding(NONE, "; ".join(unknown), refs, "pain scores around each session")
+    return Finding(TRUE, f"relief {op} {pct:g}% after the last {n} session(s)", refs)
+
+
+@operator(
+    "pain_trend_since_first_session",
+    {**_SESSION_ARGS, "comparator": _CMP, "percent": {"type": "number"}, "ifNone": _IF_NONE},
+    ("valueSets", "comparator", "percent"),
+)
+def pain_trend_since_first_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """Pain fell by more than a percentage between the first prior session and now."""
+    found = _sessions(ctx, args)
+    if not found:
+        return _if_none(args, "no prior session")
+    change = facts.pain_reduction(ctx, found[0].day)
+    if change is None:
+        return Finding(NONE, "", _session_refs(found), "pain scores since the first session")
+    ok = compare(change[0], args["comparator"], float(args["percent"]))
+    return Finding(TRUE if ok else FALSE, f"pain fell {change[0]:.0f}% since {found[0].day.isoformat()}", change[1])
+
+
+# --- the order itself -------------------------------------------------------------
+
+
+@operator("order_code", {"valueSets": _VS_LIST, "includeOtherOrders": {"type": "boolean"}}, ("valueSets",))
+def order_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """The order (or another order in the same request) carries a code from the value sets."""
+    matcher = ctx.matcher(tuple(args["valueSets"]))
+    orders = [ctx.order] + (list(ctx.other_orders) if args.get("includeOtherOrders") else [])
+    for order in orders:
+        hit = matcher.first_match(order.codes)
+        if hit:
+            return Finding(TRUE, f"{_describe(hit)} ordered in {order.ref}", [order.ref])
+    return Finding(FALSE, "not among the codes ordered", [o.ref for o in orders])
+
+
+@operator(
+    "order_code_count",
+    {
+        "valueSets": _VS_LIST,
+        "comparator": _CMP,
+        "count": {"type": "integer", "minimum": 0},
+        "includeOtherOrders": {"type": "boolean"},
+    },
+    ("valueSets", "comparator", "count"),
+)
+def order_code_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """How many units of codes from the value sets the request orders (quantity counts) compares with a number."""
+    matcher = ctx.matcher(tuple(args["valueSets"]))
+    orders = [ctx.order] + (list(ctx.other_orders) if args.get("includeOtherOrders") else [])
+    units = 0.0
+    refs = []
+    for order in orders:
+        if matcher.first_match(order.codes):
+            units += order.quantity if order.quantity else 1.0
+            refs.append(order.ref)
+    ok = compare(units, args["comparator"], int(args["count"]))
+    return Finding(TRUE if ok else FALSE, f"{units:g} unit(s) ordered", refs or [ctx.order.ref])
+
+
+@operator("order_body_site", {"valueSets": _VS_LIST}, ("valueSets",))
+def order_body_site(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """The order's body site is one from the value sets."""
+    if not ctx.order.body_site:
+        return Finding(NONE, "", [], f"{ctx.order.ref} bodySite")
+    hit = ctx.matcher(tuple(args["valueSets"])).first_match(ctx.order.body_site)
+    if hit:
+        return Finding(TRUE, f"body site {_describe(hit)}", [ctx.order.ref])
+    return Finding(FALSE, "body site outside the listed regions", [ctx.order.ref])
+
+
+@operator(
+    "order_quantity",
+    {"measure": {"enum": ["visits", "weeks"]}, "comparator": _CMP, "value": {"type": "number"}},
+    ("measure", "comparator", "value"),
+)
+def order_quantity(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """The requested number of visits, or weeks, compares with a limit."""
+    value = _requested(ctx, args["measure"])
+    if value is None:
+        return Finding(NONE, "", [], f"quantity and timing of {ctx.order.ref}")
+    ok = compare(value, args["comparator"], float(args["value"]))
+    return Finding(TRUE if ok else FALSE, f"{value:g} {args['measure']} requested", [ctx.order.ref])
+
+
+def _requested(ctx: EvalContext, measure: str) -> float | None:
+    order, timing = ctx.order, ctx.order.timing
+    if measure == "visits":
+        if order.quantity is not None:
+            return order.quantity
+        if timing and timing.count:
+            return float(timing.count)
+        if timing and timing.frequency and timing.period and timing.bounds_weeks and timing.period_unit == "wk":
+            return timing.frequency / timing.period * timing.bounds_weeks
+        return None
+    if timing and timing.bounds_weeks is not None:
+        return timing.bounds_weeks
+    return None
+
+
+@operator(
+    "site_of_service",
+    {"allowedValueSets": _VS_LIST, "notAllowedValueSets": _VS_LIST},
+    ("allowedValueSets", "notAllowedValueSets"),
+)
+def site_of_service(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """The planned setting (order location code, else the encounter's class) is an allowed one."""
+    allowed, denied = ctx.matcher(tuple(args["allowedValueSets"])), ctx.matcher(tuple(args["notAllowedValueSets"]))
+    sources: list[tuple[str, frozenset[Code]]] = [(ctx.order.ref, ctx.order.location_codes)]
+    if ctx.order.encounter_ref:
+        raw = ctx.record.resolve(ctx.order.encounter_ref)
+        for entry in ctx.record.entries("Encounter"):
+            if raw is not None and entry.raw is raw:
+                sources.append((entry.ref, entry.value_codes))
+    for ref, codes in sources:
+        if denied.first_match(codes):
+            return Finding(FALSE, f"{_describe(denied.first_match(codes) or ('', ''))} setting in {ref}", [ref])
+        if allowed.first_match(codes):
+            return Finding(TRUE, f"{_describe(allowed.first_match(codes) or ('', ''))} setting in {ref}", [ref])
+    return Finding(NONE, "", [], "order location code and encounter class")
+
+
+# --- the patient --------------------------------------------------------------------
+
+
+@operator("patient_age", {"comparator": _CMP, "years": {"type": "number"}}, ("comparator", "years"))
+def patient_age(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """The patient's age in whole years compares with a threshold."""
+    patient = ctx.record.patient or {}
+    birth = parse_date(patient.get("birthDate"))
+    if birth is None:
+        return Finding(NONE, "", [], "Patient.birthDate")
+    age = age_in_years(birth, ctx.as_of)
+    ok = compare(age, args["comparator"], float(args["years"]))
+    ref = f"Patient/{patient.get('id', '?')}"
+    return Finding(TRUE if ok else FALSE, f"age {age} on {ctx.as_of.isoformat()}", [ref])
+
+
+@operator("patient_gender", {"genders": {"type": "array", "items": {"type": "string"}, "minItems": 1}}, ("genders",))
+def patient_gender(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
+    """The patient's administrative gender is one of the listed values."""
+    patient = ctx.record.patient or {}
+    gender = patient.get("gender")
+    if not isinstance(gender, str) or gender == "unknown":
+        return Finding(NONE, "", [], "Patient.gender")
+    ref = f"Patient/{patient.get('id', '?')}"
+    return Finding(TRUE if gender in args["genders"] else FALSE, f"gender {gender}", [ref])

@@ -1,0 +1,131 @@
+"""Codings out of CodeableConcepts, and matching them against compiled value sets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_mappings.systems import normalize_code, normalize_system
+
+Code = tuple[str, str]
+"""A normalised (system, code) pair."""
+
+
+def coding_key(coding: Mapping[str, Any]) -> Code | None:
+    """Return the normalised (system, code) of a Coding, or None when either is missing."""
+    if not isinstance(coding, Mapping):
+        return None
+    system = normalize_system(coding.get("system") if isinstance(coding.get("system"), str) else None)
+    raw = coding.get("code")
+    if not system or not isinstance(raw, str) or not raw.strip():
+        return None
+    return system, normalize_code(system, raw)
+
+
+def concept_codes(concept: Any) -> set[Code]:
+    """Return every normalised coding of a CodeableConcept (or of a list of them)."""
+    out: set[Code] = set()
+    if isinstance(concept, list):
+        for item in concept:
+            out |= concept_codes(item)
+        return out
+    if not isinstance(concept, Mapping):
+        return out
+    codings = concept.get("coding")
+    if isinstance(codings, list):
+        for coding in codings:
+            key = coding_key(coding)
+            if key:
+                out.add(key)
+    return out
+
+
+def concept_text(concept: Any) -> str:
+    """Return the human text of a CodeableConcept: its text, else its codings' displays."""
+    if not isinstance(concept, Mapping):
+        return ""
+    text = concept.get("text")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    displays = [
+        c.get("display")
+        for c in concept.get("coding") or []
+        if isinstance(c, Mapping) and isinstance(c.get("display"), str)
+    ]
+    return "; ".join(d for d in displays if d)
+
+
+@dataclass(frozen=True)
+class CodeMatcher:
+    """A compiled value set: exact members plus prefix ("code or any descendant") members.
+
+    Matching is by system and code; a prefix row matches the code itself and
+    every code that starts with it, which is how ICD-10-CM and ATC
+    hierarchies are expressed in the CarePath data.
+    """
+
+    exact: frozenset[Code] = field(default_factory=frozenset)
+    prefixes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    excluded: frozenset[Code] = field(default_factory=frozenset)
+    others: tuple[CodeMatcher, ...] = ()
+
+    @classmethod
+    def from_members(
+        cls, members: Iterable[Mapping[str, str]], exclude: Iterable[Mapping[str, str]] = ()
+    ) -> CodeMatcher:
+        """Build a matcher from value-set rows ``{system, code, match}``.
+
+        ``exclude`` rows (exact codes) are removed even when a prefix row
+        would match them, e.g. aspirin inside an antiplatelet ATC class.
+        """
+        exact: set[Code] = set()
+        prefixes: dict[str, list[str]] = {}
+        for row in members:
+            system = normalize_system(row["system"])
+            code = normalize_code(system, row["code"])
+            if row.get("match", "exact") == "prefix":
+                prefixes.setdefault(system, []).append(code.replace(".", ""))
+            else:
+                exact.add((system, code))
+        excluded = {
+            (normalize_system(r["system"]), normalize_code(normalize_system(r["system"]), r["code"])) for r in exclude
+        }
+        return cls(frozenset(exact - excluded), {s: tuple(sorted(p)) for s, p in prefixes.items()}, frozenset(excluded))
+
+    def union(self, other: CodeMatcher) -> CodeMatcher:
+        """Return a matcher that matches what either matcher matches."""
+        if not other:
+            return self
+        if not self:
+            return other
+        if self.excluded or other.excluded or self.others or other.others:
+            return CodeMatcher(others=(self, other))
+        merged: dict[str, tuple[str, ...]] = dict(self.prefixes)
+        for system, prefixes in other.prefixes.items():
+            merged[system] = tuple(sorted(set(merged.get(system, ())) | set(prefixes)))
+        return CodeMatcher(self.exact | other.exact, merged)
+
+    def matches(self, code: Code) -> bool:
+        """Return True when ``code`` is a member."""
+        if self.others:
+            return any(m.matches(code) for m in self.others)
+        if code in self.exact:
+            return True
+        if code in self.excluded:
+            return False
+        prefixes = self.prefixes.get(code[0])
+        if not prefixes:
+            return False
+        value = code[1].replace(".", "")
+        return value.startswith(prefixes) if prefixes else False
+
+    def first_match(self, codes: Iterable[Code]) -> Code | None:
+        """Return the first member among ``codes`` (sorted for stable explanations)."""
+        for code in sorted(codes):
+            if self.matches(code):
+                return code
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes or self.others)

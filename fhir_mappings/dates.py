@@ -1,0 +1,69 @@
+"""FHIR date, dateTime and instant values reduced to calendar dates.
+
+The guideline's windows are counted in days and weeks, so every clinical
+timestamp is compared as a date. Partial dates (``2024`` or ``2024-03``)
+take their first day, the earliest instant they could mean; a value that
+does not parse is treated as absent, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any
+
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+def parse_date(value: Any) -> date | None:
+    """Return the calendar date of a FHIR date/dateTime/instant string, or None.
+
+    >>> parse_date("2024-03-05T10:00:00Z")
+    datetime.date(2024, 3, 5)
+    >>> parse_date("2024-03")
+    datetime.date(2024, 3, 1)
+    >>> parse_date("yesterday") is None
+    True
+    """
+    if not isinstance(value, str):
+        return None
+    match = _DATE.match(value.strip())
+    if not match:
+        return None
+    year, month, day = match.groups()
+    try:
+        return date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        return None
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """Return a timezone-aware datetime for a full FHIR dateTime/instant, else None."""
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def period_bounds(period: Any) -> tuple[date | None, date | None]:
+    """Return (start, end) dates of a FHIR Period."""
+    if not isinstance(period, dict):
+        return None, None
+    return parse_date(period.get("start")), parse_date(period.get("end"))
+
+
+def weeks_between(start: date, end: date) -> float:
+    """Return the number of weeks from ``start`` to ``end`` (negative if reversed)."""
+    return (end - start).days / 7.0
+
+
+def age_in_years(birth: date, on: date) -> int:
+    """Return completed years of age on ``on``."""
+    years = on.year - birth.year
+    if (on.month, on.day) < (birth.month, birth.day):
+        years -= 1
+    return years

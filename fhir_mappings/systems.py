@@ -1,0 +1,77 @@
+"""Canonical code-system URIs and the normalisation of codes from real EHR data.
+
+Every comparison in this project is on (system, code) after normalisation;
+a bare code is never compared. Aliases exist because real data spells some
+systems in several ways (clinical-coding.md §0.1).
+"""
+
+from __future__ import annotations
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED = "http://snomed.info/sct"
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+ACTCODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+CMS_POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+UCUM = "http://unitsofmeasure.org"
+
+# Spellings seen in the wild, mapped to the canonical URI.
+_ALIASES: dict[str, str] = {
+    "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets": HCPCS,
+    "urn:oid:2.16.840.1.113883.6.285": HCPCS,
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
+    "http://www.ama-assn.org/go/cpt/": CPT,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "http://hl7.org/fhir/sid/icd-10-cm/": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "http://snomed.info/sct/": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "http://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set": CMS_POS,
+    "urn:oid:2.16.840.1.113883.5.4": ACTCODE,
+}
+
+# Systems whose codes are case-insensitive in practice and are stored upper-case.
+_UPPER_CASE = frozenset({ICD10CM, CPT, HCPCS})
+
+
+def normalize_system(system: str | None) -> str:
+    """Return the canonical URI for ``system`` (unknown systems pass through)."""
+    if not system:
+        return ""
+    system = system.strip()
+    return _ALIASES.get(system, system)
+
+
+def normalize_icd10(code: str) -> str:
+    """Dot an ICD-10-CM code the way the tabular list writes it.
+
+    EHR feeds often drop the dot (``M47812``); the category is always the
+    first three characters, so the dot goes after them.
+
+    >>> normalize_icd10("m47812")
+    'M47.812'
+    >>> normalize_icd10("M54.2")
+    'M54.2'
+    >>> normalize_icd10("D65")
+    'D65'
+    """
+    code = code.strip().upper()
+    if "." in code or len(code) <= 3:
+        return code.rstrip(".")
+    return f"{code[:3]}.{code[3:]}"
+
+
+def normalize_code(system: str, code: str | None) -> str:
+    """Return ``code`` as it is compared within the (already canonical) ``system``."""
+    if code is None:
+        return ""
+    code = code.strip()
+    if system == ICD10CM:
+        return normalize_icd10(code)
+    if system in _UPPER_CASE:
+        return code.upper()
+    return code
