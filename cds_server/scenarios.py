@@ -20,6 +20,7 @@ from fhir_mappings.orders import read_order, validate_order
 from fhir_mappings.record import PatientRecord
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+EXEMPTIONS_NAME = "coverage-exemptions.json"
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def load_scenario(path: Path) -> Scenario:
 
 def iter_scenarios(root: Path = SCENARIO_DIR) -> Iterator[Scenario]:
     """Yield every scenario under ``root``, sorted by path."""
-    for path in sorted(root.rglob("*.json")):
-        yield load_scenario(path)
+    for path in sorted(root.glob("*/**/*.json")):
+        if path.name != EXEMPTIONS_NAME:
+            yield load_scenario(path)
 
 
 def run_scenario(scenario: Scenario, carepaths: Sequence[CarePath]) -> list[OrderDecision]:
@@ -123,15 +125,19 @@ def _compare(exp: Mapping[str, Any], decision: OrderDecision) -> list[str]:
 
 STATES = ("met", "not-met", "unknown")
 OUTCOMES = ("criteria-met", "not-met", "contraindicated", "documentation-needed", "not-applicable")
-EXEMPTIONS_PATH = SCENARIO_DIR / "coverage-exemptions.json"
 
 
-def load_exemptions(path: Path = EXEMPTIONS_PATH) -> dict[str, dict[str, str]]:
-    """Return {criterion id or 'outcome:<service>': {state: reason}} for states that cannot occur."""
-    if not path.exists():
-        return {}
-    data: dict[str, dict[str, str]] = json.loads(path.read_text(encoding="utf-8"))["exemptions"]
-    return data
+def load_exemptions(root: Path = SCENARIO_DIR) -> dict[str, dict[str, str]]:
+    """Return {criterion id or 'outcome:<service>': {state: reason}} for states that cannot occur.
+
+    Every ``coverage-exemptions.json`` under the library contributes, so each
+    folder keeps the exemptions of its own service next to its scenarios.
+    """
+    merged: dict[str, dict[str, str]] = {}
+    for path in sorted(root.rglob(EXEMPTIONS_NAME)):
+        for key, states in json.loads(path.read_text(encoding="utf-8"))["exemptions"].items():
+            merged.setdefault(key, {}).update(states)
+    return merged
 
 
 def coverage_gaps(carepath: CarePath, scenarios: Sequence[Scenario]) -> list[str]:
