@@ -208,6 +208,11 @@ class _Compiler:
             raise self.fail(f"{path}.op", f"unknown operator {op!r} (known: {', '.join(sorted(REGISTRY))})")
         used: dict[str, Any] = {}
         args = self.resolve(raw.get("args") or {}, f"{path}.args", used)
+        for fact in REGISTRY[op].facts:
+            if fact not in self.doc["facts"]:
+                raise self.fail(
+                    f"{path}.op", f"operator {op!r} needs the facts.{fact} settings, which this CarePath lacks"
+                )
         validator = jsonschema.Draft202012Validator(REGISTRY[op].schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(args))
         if error is not None:
@@ -231,7 +236,7 @@ class _Compiler:
                 self._check_combination(value, f"{path}.combination")
 
     def _check_combination(self, expr: Any, path: str) -> None:
-        components = set(self.doc["facts"]["conservativeCare"]["components"])
+        components = set(self.doc["facts"].get("conservativeCare", {}).get("components", {}))
         if isinstance(expr, str):
             if expr not in components:
                 raise self.fail(path, f"unknown component {expr!r} (known: {', '.join(sorted(components))})")
@@ -330,24 +335,34 @@ class _Compiler:
     # -- whole CarePath ----------------------------------------------------------------
 
     def _facts(self) -> dict[str, Any]:
-        facts = self.resolve(self.doc["facts"], "$.facts", {})
-        self.check_value_sets(facts["symptomOnset"]["indexValueSets"], "$.facts.symptomOnset.indexValueSets")
-        self.check_value_sets(facts["painScores"]["valueSets"], "$.facts.painScores.valueSets")
-        for name, spec in facts["conservativeCare"]["components"].items():
+        facts: dict[str, Any] = self.resolve(self.doc["facts"], "$.facts", {})
+        if "symptomOnset" in facts:
+            self.check_value_sets(facts["symptomOnset"]["indexValueSets"], "$.facts.symptomOnset.indexValueSets")
+        if "painScores" in facts:
+            self.check_value_sets(facts["painScores"]["valueSets"], "$.facts.painScores.valueSets")
+        if "conservativeCare" in facts:
+            self._conservative_care_facts(facts["conservativeCare"])
+        if "regions" in facts:
+            self._region_facts(facts["regions"])
+        return facts
+
+    def _conservative_care_facts(self, care: Mapping[str, Any]) -> None:
+        for name, spec in care["components"].items():
             base = f"$.facts.conservativeCare.components.{name}"
             for cls, ids in spec["classes"].items():
                 self.check_value_sets(ids, f"{base}.classes.{cls}")
             for role, link in (spec.get("answers") or {}).items():
                 self.check_question(link, f"{base}.answers.{role}")
-        for role, link in facts["conservativeCare"]["answers"].items():
+        for role, link in care["answers"].items():
             self.check_question(link, f"$.facts.conservativeCare.answers.{role}")
-        for name, ids in facts["regions"]["regions"].items():
+
+    def _region_facts(self, regions: Mapping[str, Any]) -> None:
+        for name, ids in regions["regions"].items():
             self.check_value_sets(ids, f"$.facts.regions.regions.{name}")
-        if facts["regions"]["default"] not in facts["regions"]["regions"]:
+        if regions["default"] not in regions["regions"]:
             raise self.fail("$.facts.regions.default", "default region must be one of the regions")
-        if facts["regions"].get("answer"):
-            self.check_question(facts["regions"]["answer"], "$.facts.regions.answer")
-        return facts
+        if regions.get("answer"):
+            self.check_question(regions["answer"], "$.facts.regions.answer")
 
     def build(self) -> CarePath:
         doc = self.doc

@@ -43,12 +43,13 @@ OperatorFn = Callable[[EvalContext, Mapping[str, Any]], Finding]
 
 @dataclass(frozen=True)
 class Operator:
-    """A registered operator: its function, argument schema and purpose."""
+    """A registered operator: its function, argument schema, purpose and the fact settings it reads."""
 
     name: str
     fn: OperatorFn
     schema: Mapping[str, Any]
     doc: str
+    facts: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, Operator] = {}
@@ -81,9 +82,9 @@ CLINICAL_TYPES = (
 
 
 def operator(
-    name: str, properties: Mapping[str, Any], required: tuple[str, ...] = ()
+    name: str, properties: Mapping[str, Any], required: tuple[str, ...] = (), facts: tuple[str, ...] = ()
 ) -> Callable[[OperatorFn], OperatorFn]:
-    """Register an operator under ``name`` with an argument schema."""
+    """Register an operator under ``name`` with an argument schema and the ``facts`` settings it reads."""
 
     def register(fn: OperatorFn) -> OperatorFn:
         schema = {
@@ -92,7 +93,7 @@ def operator(
             "properties": dict(properties),
             "required": list(required),
         }
-        REGISTRY[name] = Operator(name, fn, schema, (fn.__doc__ or "").strip().splitlines()[0])
+        REGISTRY[name] = Operator(name, fn, schema, (fn.__doc__ or "").strip().splitlines()[0], facts)
         return fn
 
     return register
@@ -260,7 +261,9 @@ def lab_value(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
 # --- durations and conservative care ------------------------------------------------
 
 
-@operator("symptom_duration", {"comparator": _CMP, "weeks": {"type": "number"}}, ("comparator", "weeks"))
+@operator(
+    "symptom_duration", {"comparator": _CMP, "weeks": {"type": "number"}}, ("comparator", "weeks"), ("symptomOnset",)
+)
 def symptom_duration(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Weeks since the onset of the index condition compare with a threshold."""
     onset = facts.symptom_onset(ctx)
@@ -282,6 +285,7 @@ def symptom_duration(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
         "minimumReductionPercent": {"type": "number", "minimum": 0, "maximum": 100},
     },
     ("measure",),
+    ("conservativeCare", "painScores", "painRelief"),
 )
 def conservative_care(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Duration, combination or failure of conservative care, from the record and answers."""
@@ -357,6 +361,7 @@ def _care_failed(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[s
         "answer": {"type": "string"},
     },
     ("valueSets", "comparator", "weeks"),
+    ("conservativeCare", "regions"),
 )
 def conservative_care_before_first_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Weeks of conservative care before the first session of a procedure compare with a threshold."""
@@ -411,6 +416,7 @@ def _if_none(args: Mapping[str, Any], text: str) -> Finding:
     "session_count",
     {**_SESSION_ARGS, "comparator": _CMP, "count": {"type": "integer", "minimum": 0}},
     ("valueSets", "comparator", "count"),
+    ("regions",),
 )
 def session_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """The number of prior sessions (distinct dates, same region) compares with a count."""
@@ -429,6 +435,7 @@ def session_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     "days_since_last_session",
     {**_SESSION_ARGS, "comparator": _CMP, "days": {"type": "integer", "minimum": 0}, "ifNone": _IF_NONE},
     ("valueSets", "comparator", "days"),
+    ("regions",),
 )
 def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Days since the latest prior session compare with a threshold."""
@@ -452,6 +459,7 @@ def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Findin
         "ifNone": _IF_NONE,
     },
     ("valueSets", "comparator", "percent"),
+    ("regions", "painScores", "painRelief"),
 )
 def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Each of the last N sessions gave relief beyond a percentage (and lasted long enough)."""
@@ -500,6 +508,7 @@ def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     "pain_trend_since_first_session",
     {**_SESSION_ARGS, "comparator": _CMP, "percent": {"type": "number"}, "ifNone": _IF_NONE},
     ("valueSets", "comparator", "percent"),
+    ("regions", "painScores", "painRelief"),
 )
 def pain_trend_since_first_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Pain fell by more than a percentage between the first prior session and now."""
