@@ -27,8 +27,16 @@ from fhir_mappings.record import PatientRecord  # noqa: E402
 
 ICD, CPT, SCT = "http://hl7.org/fhir/sid/icd-10-cm", "http://www.ama-assn.org/go/cpt", "http://snomed.info/sct"
 LOINC, RX = "http://loinc.org", "http://www.nlm.nih.gov/research/umls/rxnorm"
-ORDERS = {"physical-therapy": "97110", "mri": "72141", "ct-ctm": "72126", "spect-ct": "78830", "facet": "64490",
-          "esi": "62321", "rfa": "64633", "cyst (64999)": "64999"}
+ORDERS = {
+    "physical-therapy": "97110",
+    "mri": "72141",
+    "ct-ctm": "72126",
+    "spect-ct": "78830",
+    "facet": "64490",
+    "esi": "62321",
+    "rfa": "64633",
+    "cyst (64999)": "64999",
+}
 
 
 def cc(system: str, code: str) -> dict[str, Any]:
@@ -40,48 +48,152 @@ def record() -> list[dict[str, Any]]:
     res: list[dict[str, Any]] = [{"resourceType": "Patient", "id": "p", "birthDate": "1968-04-02", "gender": "female"}]
     dx = ["M54.2", "M47.812", "M54.12", "E11.9", "I10", "E78.5", "F32.9", "K21.9", "J45.909", "M17.11"]
     for i, code in enumerate(dx):
-        res.append({"resourceType": "Condition", "id": f"c{i}", "code": cc(ICD, code), "onsetDateTime": f"2023-0{1 + i % 9}-15",
-                    "clinicalStatus": cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "active")})
-    for i, (code, day) in enumerate([("97110", "2024-01-05"), ("97140", "2024-01-12"), ("97112", "2024-01-19"),
-                                     ("97110", "2024-01-26"), ("97530", "2024-02-02"), ("97110", "2024-02-09"),
-                                     ("64490", "2023-06-01"), ("64491", "2023-06-01"), ("62321", "2023-09-01"),
-                                     ("99213", "2024-02-20"), ("99214", "2023-11-11"), ("36415", "2024-01-03"),
-                                     ("93000", "2023-10-10"), ("72040", "2023-12-12"), ("97161", "2024-01-04")]):
-        res.append({"resourceType": "Procedure", "id": f"pr{i}", "status": "completed", "code": cc(CPT, code),
-                    "performedDateTime": day})
-    for i, (day, value) in enumerate([("2023-05-20", 8), ("2023-06-20", 3), ("2023-08-25", 7), ("2023-09-30", 4),
-                                      ("2024-01-04", 7), ("2024-02-01", 6), ("2024-03-01", 6)]):
-        res.append({"resourceType": "Observation", "id": f"pain{i}", "status": "final", "code": cc(LOINC, "72514-3"),
-                    "effectiveDateTime": day, "valueQuantity": {"value": value}})
-    for i, (code, value) in enumerate([("4548-4", 6.8), ("6301-6", 1.0), ("777-3", 240), ("2345-7", 110), ("8310-5", 36.8)]):
-        res.append({"resourceType": "Observation", "id": f"lab{i}", "status": "final", "code": cc(LOINC, code),
-                    "effectiveDateTime": "2024-03-01", "valueQuantity": {"value": value}})
-    for i, rxcui in enumerate(["5640", "6809", "29046", "36567", "21949", "41493", "83367", "17767", "32968", "8640",
-                               "310965", "197361"]):
-        res.append({"resourceType": "MedicationStatement", "id": f"m{i}", "status": "active",
-                    "medicationCodeableConcept": cc(RX, rxcui), "effectivePeriod": {"start": "2024-01-02"}})
+        res.append(
+            {
+                "resourceType": "Condition",
+                "id": f"c{i}",
+                "code": cc(ICD, code),
+                "onsetDateTime": f"2023-0{1 + i % 9}-15",
+                "clinicalStatus": cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"),
+            }
+        )
+    for i, (code, day) in enumerate(
+        [
+            ("97110", "2024-01-05"),
+            ("97140", "2024-01-12"),
+            ("97112", "2024-01-19"),
+            ("97110", "2024-01-26"),
+            ("97530", "2024-02-02"),
+            ("97110", "2024-02-09"),
+            ("64490", "2023-06-01"),
+            ("64491", "2023-06-01"),
+            ("62321", "2023-09-01"),
+            ("99213", "2024-02-20"),
+            ("99214", "2023-11-11"),
+            ("36415", "2024-01-03"),
+            ("93000", "2023-10-10"),
+            ("72040", "2023-12-12"),
+            ("97161", "2024-01-04"),
+        ]
+    ):
+        res.append(
+            {
+                "resourceType": "Procedure",
+                "id": f"pr{i}",
+                "status": "completed",
+                "code": cc(CPT, code),
+                "performedDateTime": day,
+            }
+        )
+    for i, (day, value) in enumerate(
+        [
+            ("2023-05-20", 8),
+            ("2023-06-20", 3),
+            ("2023-08-25", 7),
+            ("2023-09-30", 4),
+            ("2024-01-04", 7),
+            ("2024-02-01", 6),
+            ("2024-03-01", 6),
+        ]
+    ):
+        res.append(
+            {
+                "resourceType": "Observation",
+                "id": f"pain{i}",
+                "status": "final",
+                "code": cc(LOINC, "72514-3"),
+                "effectiveDateTime": day,
+                "valueQuantity": {"value": value},
+            }
+        )
+    for i, (code, value) in enumerate(
+        [("4548-4", 6.8), ("6301-6", 1.0), ("777-3", 240), ("2345-7", 110), ("8310-5", 36.8)]
+    ):
+        res.append(
+            {
+                "resourceType": "Observation",
+                "id": f"lab{i}",
+                "status": "final",
+                "code": cc(LOINC, code),
+                "effectiveDateTime": "2024-03-01",
+                "valueQuantity": {"value": value},
+            }
+        )
+    for i, rxcui in enumerate(
+        ["5640", "6809", "29046", "36567", "21949", "41493", "83367", "17767", "32968", "8640", "310965", "197361"]
+    ):
+        res.append(
+            {
+                "resourceType": "MedicationStatement",
+                "id": f"m{i}",
+                "status": "active",
+                "medicationCodeableConcept": cc(RX, rxcui),
+                "effectivePeriod": {"start": "2024-01-02"},
+            }
+        )
     for i, code in enumerate(["91936005", "300916003", "418689008", "294505008"]):
-        res.append({"resourceType": "AllergyIntolerance", "id": f"a{i}", "code": cc(SCT, code),
-                    "clinicalStatus": cc("http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "active")})
-    res.append({"resourceType": "DiagnosticReport", "id": "mri1", "status": "final", "code": cc(LOINC, "24935-9"),
-                "effectiveDateTime": "2023-04-01"})
-    res.append({"resourceType": "ImagingStudy", "id": "img1", "status": "available",
-                "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "MR"}], "started": "2023-04-01"})
-    res.append({"resourceType": "Encounter", "id": "enc", "status": "in-progress",
-                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}})
+        res.append(
+            {
+                "resourceType": "AllergyIntolerance",
+                "id": f"a{i}",
+                "code": cc(SCT, code),
+                "clinicalStatus": cc("http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "active"),
+            }
+        )
+    res.append(
+        {
+            "resourceType": "DiagnosticReport",
+            "id": "mri1",
+            "status": "final",
+            "code": cc(LOINC, "24935-9"),
+            "effectiveDateTime": "2023-04-01",
+        }
+    )
+    res.append(
+        {
+            "resourceType": "ImagingStudy",
+            "id": "img1",
+            "status": "available",
+            "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "MR"}],
+            "started": "2023-04-01",
+        }
+    )
+    res.append(
+        {
+            "resourceType": "Encounter",
+            "id": "enc",
+            "status": "in-progress",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        }
+    )
     res.append({"resourceType": "Coverage", "id": "cov", "status": "active", "beneficiary": {"reference": "Patient/p"}})
     res.append({"resourceType": "Device", "id": "dev", "status": "active", "type": cc(SCT, "14106009")})
-    res.append({"resourceType": "QuestionnaireResponse", "id": "qr", "status": "completed", "authored": "2024-03-10",
-                "questionnaire": "http://cds.payer.example/fhir/Questionnaire/neck-pain-mri",
-                "item": [{"linkId": "rf.hyperreflexia", "answer": [{"valueBoolean": False}]}]})
+    res.append(
+        {
+            "resourceType": "QuestionnaireResponse",
+            "id": "qr",
+            "status": "completed",
+            "authored": "2024-03-10",
+            "questionnaire": "http://cds.payer.example/fhir/Questionnaire/neck-pain-mri",
+            "item": [{"linkId": "rf.hyperreflexia", "answer": [{"valueBoolean": False}]}],
+        }
+    )
     return res
 
 
 def order(code: str) -> dict[str, Any]:
     text = {"text": "cervical facet cyst aspiration"} if code == "64999" else {}
-    return {"resourceType": "ServiceRequest", "id": "o", "status": "draft", "intent": "order",
-            "subject": {"reference": "Patient/p"}, "authoredOn": "2024-03-15", "code": cc(CPT, code) | text,
-            "reasonCode": [cc(ICD, "M54.2")], "encounter": {"reference": "Encounter/enc"}}
+    return {
+        "resourceType": "ServiceRequest",
+        "id": "o",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p"},
+        "authoredOn": "2024-03-15",
+        "code": cc(CPT, code) | text,
+        "reasonCode": [cc(ICD, "M54.2")],
+        "encounter": {"reference": "Encounter/enc"},
+    }
 
 
 def decide_once(carepaths: list[Any], raw_order: dict[str, Any], raw_record: list[dict[str, Any]]) -> Any:

@@ -25,8 +25,10 @@ def main(argv: list[str]) -> int:
             print(f"invalid {exc}")
             status = 1
             continue
-        print(f"ok {name}: {cp.id} {cp.version}, {len(cp.services)} services, {len(cp.nodes)} criteria, "
-              f"{len(cp.value_sets)} value sets, {len(cp.parameters)} parameters")
+        print(
+            f"ok {name}: {cp.id} {cp.version}, {len(cp.services)} services, {len(cp.nodes)} criteria, "
+            f"{len(cp.value_sets)} value sets, {len(cp.parameters)} parameters"
+        )
     return status
 
 
