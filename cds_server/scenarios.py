@@ -185,3 +185,93 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- scenarios as CDS Hooks requests (for the HTTP tests, the demo and load tests) ---------
+
+_KEY_OF_TYPE = {
+    "Patient": "patient",
+    "Condition": "conditions",
+    "Procedure": "procedures",
+    "Observation": "observations",
+    "MedicationRequest": "medicationRequests",
+    "MedicationStatement": "medicationStatements",
+    "MedicationDispense": "medicationDispenses",
+    "AllergyIntolerance": "allergies",
+    "Device": "devices",
+    "DiagnosticReport": "diagnosticReports",
+    "ImagingStudy": "imagingStudies",
+    "Encounter": "encounters",
+    "QuestionnaireResponse": "questionnaireResponses",
+    "Coverage": "coverage",
+}
+SEARCH_KEYS = tuple(k for k in dict.fromkeys(_KEY_OF_TYPE.values()) if k != "patient")
+
+
+def patient_id(scenario: Scenario) -> str:
+    """Return the scenario patient's id (or a placeholder when the record has no Patient)."""
+    for resource in scenario.record:
+        if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
+            return str(resource["id"])
+    return "unknown-patient"
+
+
+def coverage_for(pid: str, cid: str = "cov-1") -> dict[str, Any]:
+    """Return an active Coverage with this payer for the patient."""
+    return {
+        "resourceType": "Coverage",
+        "id": cid,
+        "status": "active",
+        "subscriberId": f"M-{pid}",
+        "beneficiary": {"reference": f"Patient/{pid}"},
+        "payor": [{"reference": "Organization/payer", "display": "Example Health Plan"}],
+        "class": [
+            {
+                "type": {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "plan"}]
+                },
+                "value": "PPO-1",
+            }
+        ],
+    }
+
+
+def searchset(resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return a searchset Bundle of the resources."""
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"resource": dict(r)} for r in resources],
+    }
+
+
+def hook_request(scenario: Scenario, hook: str = "order-sign", hook_instance: str | None = None) -> dict[str, Any]:
+    """Return the CDS Hooks request an EHR would send for this scenario, everything prefetched."""
+    import uuid
+
+    pid = patient_id(scenario)
+    by_key: dict[str, list[Mapping[str, Any]]] = {k: [] for k in SEARCH_KEYS}
+    prefetch: dict[str, Any] = {"patient": None}
+    for resource in scenario.record:
+        key = _KEY_OF_TYPE.get(str(resource.get("resourceType")))
+        if key == "patient":
+            prefetch["patient"] = dict(resource)
+        elif key:
+            by_key[key].append(resource)
+    if not by_key["coverage"]:
+        by_key["coverage"] = [coverage_for(pid)]
+    prefetch.update({key: searchset(items) for key, items in by_key.items()})
+    orders = [dict(o) for o in scenario.orders]
+    context: dict[str, Any] = {
+        "userId": "Practitioner/example",
+        "patientId": pid,
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"fullUrl": f"urn:uuid:{o.get('id')}", "resource": o} for o in orders],
+        },
+    }
+    if hook == "order-select":
+        context["selections"] = [f"{o['resourceType']}/{o['id']}" for o in orders]
+    return {"hookInstance": hook_instance or str(uuid.uuid4()), "hook": hook, "context": context, "prefetch": prefetch}

@@ -147,6 +147,8 @@ class PatientRecord:
         if not isinstance(rtype, str):
             return
         ref = f"{rtype}/{resource.get('id') or '#' + str(len(self._by_ref))}"
+        if ref in self._by_ref:
+            return  # the same resource from prefetch and from a search: count it once
         self._by_ref[ref] = resource
         if rtype == "Patient":
             self.patient = self.patient or resource

@@ -9,6 +9,7 @@ fault, so a content author can fix a file without reading engine code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,6 +88,7 @@ class _Compiler:
         self.questions: dict[str, Question] = {}
         self.nodes: dict[str, Node] = {}
         self.refs: list[tuple[str, str]] = []
+        self.disabled = self._disabled_ids()
         self.combination_components: set[str] = set()
 
     def fail(self, path: str, message: str) -> InvalidCarePathError:
@@ -177,7 +179,7 @@ class _Compiler:
             built: Node = self.leaf(raw, path)
         elif "ref" in raw:
             self.refs.append((raw["ref"], f"{path}.ref"))
-            built = Ref(node_id, raw["text"], raw["cite"], raw["ref"])
+            built = Ref(node_id, self.text(raw["text"], f"{path}.text"), raw["cite"], raw["ref"])
         else:
             op = next(k for k in ("all", "any", "not") if k in raw)
             parts = raw[op] if op != "not" else [raw["not"]]
@@ -189,18 +191,54 @@ class _Compiler:
             )
             if not children:
                 raise self.fail(path, "every part of this criterion is switched off by its parameters")
-            built = Group(node_id, raw["text"], raw["cite"], op, children)
+            built = Group(node_id, self.text(raw["text"], f"{path}.text"), raw["cite"], op, children)
         self.nodes[node_id] = built
         return built
 
     def enabled(self, raw: Mapping[str, Any], path: str) -> bool:
-        """Return False for a criterion switched off by its ``enabledBy`` parameter."""
+        """Return False for a criterion switched off by its ``enabledBy`` parameter, or a ref to one."""
+        if "ref" in raw and raw["ref"] in self.disabled:
+            return False
         if "enabledBy" not in raw:
             return True
         value = self.resolve(raw["enabledBy"], f"{path}.enabledBy", {})
         if not isinstance(value, bool):
             raise self.fail(f"{path}.enabledBy", "must resolve to a boolean")
         return value
+
+    def _disabled_ids(self) -> set[str]:
+        """Return ids of criteria switched off by parameters, with everything inside them."""
+        disabled: set[str] = set()
+
+        def walk(node: Any, off: bool) -> None:
+            if not isinstance(node, Mapping):
+                return
+            flag = node.get("enabledBy")
+            if isinstance(flag, Mapping) and self.parameters.get(str(flag.get("param"))) is not None:
+                off = off or self.parameters[str(flag["param"])].value is False
+            if off and isinstance(node.get("id"), str):
+                disabled.add(node["id"])
+            for key in ("all", "any"):
+                for child in node.get(key) or []:
+                    walk(child, off)
+            walk(node.get("not"), off)
+
+        for service in self.doc["services"]:
+            for node in service["criteria"].values():
+                walk(node, False)
+        return disabled
+
+    def text(self, raw: str, path: str) -> str:
+        """Fill ``{parameter}`` placeholders in a criterion's text with the values in force."""
+
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.parameters:
+                raise self.fail(path, f"unknown parameter {name!r} in text")
+            found = self.parameters[name].value
+            return f"{found:g}" if isinstance(found, float) else str(found)
+
+        return re.sub(r"\{([a-z][A-Za-z0-9]*)\}", value, raw)
 
     def leaf(self, raw: Mapping[str, Any], path: str) -> Leaf:
         op = raw["op"]
@@ -222,7 +260,8 @@ class _Compiler:
         questions = [self.check_question(q, f"{path}.questions[{i}]") for i, q in enumerate(raw.get("questions") or [])]
         if answer and answer.link_id not in questions:
             questions.insert(0, answer.link_id)
-        return Leaf(raw["id"], raw["text"], raw["cite"], op, args, answer, tuple(questions), raw.get("silence"), used)
+        text = self.text(raw["text"], f"{path}.text")
+        return Leaf(raw["id"], text, raw["cite"], op, args, answer, tuple(questions), raw.get("silence"), used)
 
     def _check_leaf_refs(self, args: Mapping[str, Any], path: str) -> None:
         for key, value in args.items():

@@ -66,6 +66,25 @@ def matching_entries(
     return found
 
 
+def order_reason_codes(ctx: EvalContext) -> frozenset[Code]:
+    """Return the codes of the order's reasons: reasonCode and the Conditions in reasonReference."""
+    return ctx.fact("order-reasons", lambda: _order_reason_codes(ctx))
+
+
+def _order_reason_codes(ctx: EvalContext) -> frozenset[Code]:
+    codes = set(ctx.order.reason_codes)
+    for ref in ctx.order.reason_refs:
+        raw = ctx.record.resolve(ref) if not ref.startswith("#") else None
+        if raw is None and ref.startswith("#"):
+            raw = next(
+                (c for c in ctx.order.raw.get("contained") or [] if isinstance(c, Mapping) and c.get("id") == ref[1:]),
+                None,
+            )
+        if raw is not None:
+            codes |= concept_codes(raw.get("code"))
+    return frozenset(codes)
+
+
 # --- symptom onset -----------------------------------------------------------------
 
 
@@ -188,16 +207,24 @@ def _order_region(ctx: EvalContext) -> OrderRegion:
         if region:
             return OrderRegion(region, ref)
     answer = ctx.answers.first(cfg["answer"]) if cfg.get("answer") else None
-    if answer and isinstance(answer.value, str) and answer.value in cfg["regions"]:
-        return OrderRegion(answer.value, answer.source)
+    answered = canonical_region(ctx, answer.value) if answer and isinstance(answer.value, str) else None
+    if answer and answered in cfg["regions"]:
+        return OrderRegion(str(answered), answer.source)
     return OrderRegion(str(cfg["default"]), "default region of the CarePath")
+
+
+def canonical_region(ctx: EvalContext, region: str | None) -> str | None:
+    """Map an answered region name onto one of the CarePath's regions through its declared aliases."""
+    if region is None:
+        return None
+    return str(ctx.carepath.facts["regions"].get("aliases", {}).get(region, region))
 
 
 def same_region(ctx: EvalContext, region: str | None) -> bool:
     """Return True when a history region counts as the order's region."""
     if region is None:
         return bool(ctx.carepath.facts["regions"]["unknownCountsAsSame"])
-    return region == order_region(ctx).region
+    return canonical_region(ctx, region) == order_region(ctx).region
 
 
 # --- procedure sessions ----------------------------------------------------------
@@ -426,6 +453,10 @@ def _component_answers(ctx: EvalContext, comp: Component, links: Mapping[str, st
     elif comp.status is not Tri.MET and done is not None and done.value is False:
         comp.status = Tri.NOT_MET
         comp.evidence.append(done.source)
+    elif comp.status is not Tri.MET and classes and all(a.value == "none" for a in classes):
+        comp.status = Tri.NOT_MET
+        comp.evidence.extend(a.source for a in classes)
+        comp.detail = "none documented"
     answered_start = start.value if start is not None and isinstance(start.value, date) else None
     if (
         comp.status is Tri.MET

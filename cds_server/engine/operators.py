@@ -134,7 +134,7 @@ def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     lookback = _days(args, "lookbackDays")
     decisive = facts.matching_entries(ctx, args.get("valueSets") or (), types, lookback)
     if args.get("includeOrderReasons"):
-        hit = ctx.matcher(tuple(args.get("valueSets") or ())).first_match(ctx.order.reason_codes)
+        hit = ctx.matcher(tuple(args.get("valueSets") or ())).first_match(facts.order_reason_codes(ctx))
         if hit:
             return Finding(TRUE, f"{_describe(hit)} is the order's reason", [ctx.order.ref])
     checked = _checked(args, types, lookback)
@@ -299,18 +299,35 @@ def conservative_care(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
 
 
 def _care_weeks(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[str, Any]) -> Finding:
+    """Duration of conservative care: the record's span is a lower bound, so too short a span is unknown.
+
+    Care given elsewhere may be missing from this EHR, so a record showing
+    only three weeks does not prove "not more than six" (product-decisions.md
+    §1): the questionnaire asks, and a documented duration decides.
+    """
     op, threshold = args["comparator"], float(args["weeks"])
-    weeks_link = ctx.carepath.facts["conservativeCare"]["answers"]["weeks"]
-    answered = ctx.answers.first(weeks_link)
-    if care.start is not None:
-        weeks = (ctx.as_of - care.start).days / 7.0
-        text = f"conservative care since {care.start.isoformat()} ({weeks:.1f} weeks)"
-        if compare(weeks, op, threshold) or answered is None:
-            return Finding(TRUE if compare(weeks, op, threshold) else FALSE, text, care.evidence)
-    if answered is not None and isinstance(answered.value, (int, float)) and not isinstance(answered.value, bool):
-        ok = compare(float(answered.value), op, threshold)
-        return Finding(TRUE if ok else FALSE, f"{answered.value:g} weeks documented", [answered.source])
+    answered = _number(ctx.answers.first(ctx.carepath.facts["conservativeCare"]["answers"]["weeks"]))
+    recorded = (ctx.as_of - care.start).days / 7.0 if care.start is not None else None
+    if recorded is not None and compare(recorded, op, threshold):
+        return Finding(TRUE, f"conservative care since {care.start} ({recorded:.1f} weeks)", care.evidence)
+    if answered is not None:
+        value, source = answered
+        return Finding(TRUE if compare(value, op, threshold) else FALSE, f"{value:g} weeks documented", [source])
+    if recorded is not None:
+        return Finding(
+            NONE,
+            f"the record shows conservative care since {care.start} ({recorded:.1f} weeks)",
+            care.evidence,
+            "therapy, exercise and medication records",
+        )
     return Finding(NONE, "", [], "therapy, exercise and medication records in the look-back window")
+
+
+def _number(answer: Any) -> tuple[float, str] | None:
+    """Return (value, source) of a numeric answer, or None."""
+    if answer is None or isinstance(answer.value, bool) or not isinstance(answer.value, (int, float)):
+        return None
+    return float(answer.value), answer.source
 
 
 def _care_combination(care: facts.ConservativeCare, args: Mapping[str, Any]) -> Finding:
@@ -364,22 +381,28 @@ def _care_failed(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[s
     ("conservativeCare", "regions"),
 )
 def conservative_care_before_first_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
-    """Weeks of conservative care before the first session of a procedure compare with a threshold."""
+    """Weeks of conservative care before the first session of a procedure compare with a threshold.
+
+    The record's span is a lower bound; a documented longer span extends it.
+    """
+    if not ctx.record_available:
+        return Finding(NONE, "the record could not be obtained", [], "conservative care before the first block")
     found = facts.sessions(ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"), True, None)
     op, threshold = args["comparator"], float(args["weeks"])
-    answered = ctx.answers.first(args["answer"]) if args.get("answer") else None
+    answered = _number(ctx.answers.first(args["answer"])) if args.get("answer") else None
+    recorded: float | None = None
+    evidence: list[str] = []
     if found:
-        first = found[0]
-        care = facts.conservative_care_at(ctx, first.day)
+        care = facts.conservative_care_at(ctx, found[0].day)
         if care.start is not None:
-            weeks = (first.day - care.start).days / 7.0
-            ok = compare(weeks, op, threshold)
-            text = f"{weeks:.1f} weeks of conservative care before {first.day.isoformat()}"
-            if ok or answered is None:
-                return Finding(TRUE if ok else FALSE, text, care.evidence + first.evidence)
-    if answered is not None and isinstance(answered.value, (int, float)) and not isinstance(answered.value, bool):
-        ok = compare(float(answered.value), op, threshold)
-        return Finding(TRUE if ok else FALSE, f"{answered.value:g} weeks documented", [answered.source])
+            recorded = (found[0].day - care.start).days / 7.0
+            evidence = care.evidence + found[0].evidence
+    if answered is not None and (recorded is None or answered[0] > recorded):
+        value, source = answered
+        return Finding(TRUE if compare(value, op, threshold) else FALSE, f"{value:g} weeks documented", [source])
+    if recorded is not None:
+        text = f"{recorded:.1f} weeks of conservative care before {found[0].day}"
+        return Finding(TRUE if compare(recorded, op, threshold) else FALSE, text, evidence)
     return Finding(NONE, "", [], "conservative care before the first block")
 
 
@@ -420,6 +443,8 @@ def _if_none(args: Mapping[str, Any], text: str) -> Finding:
 )
 def session_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """The number of prior sessions (distinct dates, same region) compares with a count."""
+    if not ctx.record_available:
+        return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
     n = len(found)
     ok = compare(n, args["comparator"], int(args["count"]))
@@ -439,6 +464,8 @@ def session_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
 )
 def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Days since the latest prior session compare with a threshold."""
+    if not ctx.record_available:
+        return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
     if not found:
         return _if_none(args, "no prior session")
@@ -463,6 +490,8 @@ def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Findin
 )
 def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Each of the last N sessions gave relief beyond a percentage (and lasted long enough)."""
+    if not ctx.record_available:
+        return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
     n = int(args.get("lastN", 1))
     if not found:
@@ -512,6 +541,8 @@ def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
 )
 def pain_trend_since_first_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Pain fell by more than a percentage between the first prior session and now."""
+    if not ctx.record_available:
+        return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
     if not found:
         return _if_none(args, "no prior session")

@@ -1,0 +1,189 @@
+"""The CDS Hooks HTTP surface: discovery, invocation, feedback. Two views plus feedback, all registry-driven.
+
+Every error leaves as JSON: an OperationOutcome with the right 4xx status,
+never a 500 page (an unexpected failure answers 500 with an OperationOutcome
+and is logged with its request id).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from cds_server.discovery import discovery_document
+from cds_server.errors import (
+    InvalidRequest,
+    Issue,
+    PayloadTooLarge,
+    ServiceError,
+    UnknownService,
+    UnsupportedMediaType,
+    operation_outcome,
+)
+from cds_server.invoke import Runtime, handle
+from cds_server.store import now
+from hooks import SERVICES
+
+log = logging.getLogger(__name__)
+bp = Blueprint("cds", __name__)
+JSON_TYPES = ("application/json", "application/fhir+json")
+
+
+def runtime() -> Runtime:
+    """Return the app's runtime (CarePaths, store, HTTP session, thread pool)."""
+    found: Runtime = current_app.extensions["cds"]
+    return found
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """Serialise ``body`` as the response (application/json)."""
+    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    """CDS Hooks discovery: every service of the registry."""
+    return json_response(discovery_document(runtime()))
+
+
+@bp.post("/cds-services/<service_id>")
+def invoke(service_id: str) -> Response:
+    """Call one service; every outcome (including errors) is kept as an invocation record."""
+    started = time.perf_counter()
+    body: Any = None
+    try:
+        service = SERVICES.get(service_id)
+        if service is None:
+            raise UnknownService(f"No service {service_id!r}", [Issue(f"unknown service id {service_id!r}")])
+        body = read_json()
+        result = handle(runtime(), service, body)
+        status, payload = 200, result.response
+    except ServiceError as exc:
+        status, payload = exc.status, exc.outcome()
+    _record(service_id, body, status, payload, started)
+    return json_response(payload, status)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    """CDS Hooks feedback: kept as received; duplicates are fine."""
+    if service_id not in SERVICES:
+        raise UnknownService(f"No service {service_id!r}")
+    body = read_json()
+    items = _feedback_items(body)
+    stored = runtime().store.record_feedback(service_id, items)
+    return json_response({"received": stored})
+
+
+def _feedback_items(body: Any) -> list[Mapping[str, Any]]:
+    from cds_server.feedback import validate_feedback
+
+    return validate_feedback(body)
+
+
+def read_json() -> Any:
+    """Parse the request body as JSON.
+
+    :raises UnsupportedMediaType: the body is not declared as JSON (415).
+    :raises InvalidRequest: the body is not JSON, or nests deeper than allowed (400).
+    """
+    mimetype = (request.mimetype or "").lower()
+    if mimetype not in JSON_TYPES:
+        raise UnsupportedMediaType(f"Send the request as application/json, not {mimetype or 'no content type'}")
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest("The body is not valid JSON", [Issue(f"not JSON: {str(exc)[:120]}", "$")]) from exc
+    limit = int(current_app.config["MAX_JSON_DEPTH"])
+    if depth(body, limit) > limit:
+        raise InvalidRequest(f"The JSON nests deeper than {limit} levels", [Issue("too deeply nested", "$")])
+    return body
+
+
+def depth(value: Any, limit: int) -> int:
+    """Return the nesting depth of a JSON value (stops counting past ``limit``), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, level + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, level + 1) for v in node)
+    return deepest
+
+
+def _record(service_id: str, body: Any, status: int, payload: Any, started: float) -> None:
+    """Keep the invocation and the answer (CRD found-37); the access token is never stored."""
+    service = SERVICES.get(service_id)
+    if service is None:
+        return
+    safe = redact(body) if isinstance(body, dict) else None
+    context = safe.get("context") if isinstance(safe, dict) else None
+    try:
+        runtime().store.record_invocation(
+            {
+                "hook_instance": str((safe or {}).get("hookInstance") or "(none)")[:200],
+                "service_id": service_id,
+                "hook": service.hook,
+                "patient_id": str(context.get("patientId"))[:200] if isinstance(context, dict) else None,
+                "received_at": now(),
+                "status": status,
+                "duration_ms": (time.perf_counter() - started) * 1000,
+                "request": safe,
+                "response": payload,
+            }
+        )
+    except Exception:  # losing an audit row must be loud, but must not turn an answer into a 500
+        log.exception("could not record invocation %s", g.get("request_id"))
+
+
+def redact(body: dict[str, Any]) -> dict[str, Any]:
+    """Return the request without the access token (it must never be stored)."""
+    copy = dict(body)
+    auth = copy.get("fhirAuthorization")
+    if isinstance(auth, dict):
+        copy["fhirAuthorization"] = {k: ("[redacted]" if k == "access_token" else v) for k, v in auth.items()}
+    return copy
+
+
+@bp.app_errorhandler(ServiceError)
+def service_error(exc: ServiceError) -> Response:
+    """Answer a ServiceError raised outside ``invoke`` with its OperationOutcome."""
+    return json_response(exc.outcome(), exc.status)
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    """Answer Flask/Werkzeug HTTP errors (404, 405, 413 ...) as OperationOutcomes."""
+    status = exc.code or 500
+    if status == 413:
+        too_large = PayloadTooLarge("The request body is too large")
+        return json_response(too_large.outcome(), 413)
+    outcome = operation_outcome([Issue(exc.description or exc.name)], "not-found" if status == 404 else "processing")
+    return json_response(outcome, status)
+
+
+@bp.app_errorhandler(Exception)
+def unexpected(exc: Exception) -> Response:
+    """Last resort: log it with the request id and answer an OperationOutcome, not an HTML page."""
+    log.exception("unexpected error %s", g.get("request_id"))
+    return json_response(operation_outcome([Issue("internal error")], "exception"), 500)
+
+
+@bp.before_app_request
+def request_id() -> None:
+    """Give every request an id for logs (taken from X-Request-ID when the caller sends a sane one)."""
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if given.isascii() and 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex

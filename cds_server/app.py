@@ -1,0 +1,66 @@
+"""The application factory: the one place where settings, CarePaths, storage and routes are wired."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from flask import Flask
+from requests.adapters import HTTPAdapter
+
+from cds_server.carepath_store import DEFAULT_CAREPATHS, load_carepaths
+from cds_server.config import DEFAULTS
+from cds_server.invoke import Runtime
+from cds_server.store import Store
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then ``CDS_*`` environment variables, then ``config`` (tests).
+
+    CarePaths are loaded and validated here, so a broken guideline file stops
+    the service at start-up with the JSON path at fault.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("CDS")
+    if config:
+        app.config.update(config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["cds"] = build_runtime(app.config)
+    from cds_server.api import bp
+    from cds_server.health import health
+
+    app.register_blueprint(bp)
+    app.register_blueprint(health)
+    return app
+
+
+def build_runtime(settings: Mapping[str, Any]) -> Runtime:
+    """Load CarePaths, open the store and make the pooled HTTP session and thread pool."""
+    paths = tuple(_paths(settings["CAREPATHS"])) or DEFAULT_CAREPATHS
+    carepaths = load_carepaths(paths, settings["CAREPATH_OVERRIDES"])
+    session = requests.Session()
+    parallel = int(settings["FHIR_MAX_PARALLEL"])
+    adapter = HTTPAdapter(pool_connections=parallel, pool_maxsize=parallel, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.trust_env = False  # never route patient data through an environment proxy by accident
+    clock = settings.get("CLOCK") or (lambda: datetime.now(UTC))
+    return Runtime(
+        carepaths,
+        Store(settings["DATABASE_URL"]),
+        settings,
+        session,
+        ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="fhir"),
+        clock,
+    )
+
+
+def _paths(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [p for p in value.split(os.pathsep if os.pathsep in value else ",") if p.strip()]
+    return [str(p) for p in value or []]

@@ -1,0 +1,86 @@
+"""Which Coverage a hook call is about, and whether this payer can use it (CRD hook-13, resp-44, resp-45).
+
+| situation | answer |
+|---|---|
+| no Coverage, or several | 400 with an OperationOutcome (hook-13) |
+| a payer this endpoint does not serve | 400 (hook-13) |
+| Coverage not active on the order date | 200, ``not-covered``, reason ``no-active-coverage`` (resp-45) |
+| Coverage of another patient | 200, ``not-covered``, reason ``coverage-not-found`` (resp-45) |
+| no member id to match the member | 200, ``not-covered``, reason ``no-member-found`` (resp-44) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from cds_server.errors import CoverageProblem, Issue
+from fhir_mappings.dates import period_bounds
+
+
+@dataclass(frozen=True)
+class CoverageCheck:
+    """The Coverage of the call and, when it cannot carry a determination, why."""
+
+    resource: Mapping[str, Any]
+    ref: str
+    not_covered: tuple[str, str] | None = None  # (reason code, text)
+
+
+def _payer_identifiers(coverage: Mapping[str, Any]) -> set[str]:
+    found = set()
+    for payor in coverage.get("payor") or []:
+        if not isinstance(payor, Mapping):
+            continue
+        identifier = payor.get("identifier")
+        if isinstance(identifier, Mapping) and isinstance(identifier.get("value"), str):
+            found.add(identifier["value"])
+        if isinstance(payor.get("reference"), str):
+            found.add(payor["reference"])
+    return found
+
+
+def select_coverage(
+    resources: Sequence[Mapping[str, Any]], patient_id: str, on: date, payer_identifiers: Sequence[str]
+) -> CoverageCheck:
+    """Return the single Coverage of the call, checked.
+
+    :raises CoverageProblem: no Coverage, several, or one for a payer this endpoint does not serve.
+    """
+    coverages = [r for r in resources if isinstance(r, Mapping) and r.get("resourceType") == "Coverage"]
+    if not coverages:
+        raise CoverageProblem(
+            "No active Coverage was provided or found for the patient",
+            [Issue("no active Coverage for the patient", "prefetch.coverage")],
+        )
+    if len(coverages) > 1:
+        raise CoverageProblem(
+            "Several Coverages were provided; send only the one relevant to these orders",
+            [Issue(f"{len(coverages)} Coverages found; exactly one is expected", "prefetch.coverage")],
+        )
+    coverage = coverages[0]
+    ref = f"Coverage/{coverage.get('id')}"
+    if payer_identifiers and not (_payer_identifiers(coverage) & set(payer_identifiers)):
+        raise CoverageProblem(
+            "This endpoint does not serve the Coverage's payer",
+            [Issue("Coverage.payor is not a payer this endpoint serves", "prefetch.coverage")],
+        )
+    return CoverageCheck(coverage, ref, _not_covered(coverage, patient_id, on))
+
+
+def _not_covered(coverage: Mapping[str, Any], patient_id: str, on: date) -> tuple[str, str] | None:
+    start, end = period_bounds(coverage.get("period"))
+    if coverage.get("status") != "active" or (end and end < on) or (start and start > on):
+        return "no-active-coverage", "The coverage is not active on the date of the order."
+    beneficiary = coverage.get("beneficiary") or {}
+    reference = beneficiary.get("reference") if isinstance(beneficiary, Mapping) else None
+    if isinstance(reference, str) and reference.split("/")[-1] != patient_id:
+        return "coverage-not-found", "The coverage belongs to another patient."
+    has_member_id = bool(coverage.get("subscriberId")) or any(
+        isinstance(i, Mapping) and i.get("value") for i in coverage.get("identifier") or []
+    )
+    if not has_member_id:
+        return "no-member-found", "The member cannot be matched: the coverage carries no member or subscriber id."
+    return None

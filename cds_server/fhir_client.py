@@ -1,0 +1,124 @@
+"""Reading the EHR's FHIR server with the hook's access token.
+
+The token goes only to ``fhirServer``: a ``next`` link pointing anywhere else
+is not followed. Page following and resource counts are capped, every call
+has a timeout, and any failure (timeout, refused connection, an error status,
+a body that is not a FHIR resource) is a :class:`FhirError`, never a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirError(Exception):
+    """The FHIR server could not give an answer we can use."""
+
+
+@dataclass
+class FhirClient:
+    """A client bound to one hook call's ``fhirServer`` and access token."""
+
+    session: requests.Session
+    base_url: str
+    token: str | None
+    timeout: float
+    max_pages: int
+    max_resources: int
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/") + "/"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": FHIR_JSON}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _get(self, url: str) -> requests.Response:
+        if not url.startswith(self.base_url):
+            raise FhirError("refusing to send the access token outside fhirServer")
+        try:
+            return self.session.get(url, headers=self._headers(), timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise FhirError(f"{type(exc).__name__} reading {self._show(url)}") from exc
+
+    def _show(self, url: str) -> str:
+        return url[len(self.base_url) :] if url.startswith(self.base_url) else "(outside fhirServer)"
+
+    def _json(self, response: requests.Response, url: str) -> Mapping[str, Any]:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise FhirError(f"{self._show(url)} did not return JSON") from exc
+        if not isinstance(body, Mapping) or not isinstance(body.get("resourceType"), str):
+            raise FhirError(f"{self._show(url)} did not return a FHIR resource")
+        return body
+
+    def read(self, path: str) -> Mapping[str, Any] | None:
+        """Read one resource (``Type/id``); None when the server says it does not exist."""
+        url = urljoin(self.base_url, path)
+        response = self._get(url)
+        if response.status_code in (404, 410):
+            return None
+        if response.status_code != 200:
+            raise FhirError(f"HTTP {response.status_code} reading {path}")
+        body = self._json(response, url)
+        if body.get("resourceType") == "OperationOutcome":
+            raise FhirError(f"{path} answered with an OperationOutcome")
+        return body
+
+    def search(self, query: str) -> list[Mapping[str, Any]]:
+        """Run a search and follow ``next`` links up to the page and resource caps."""
+        url: str | None = urljoin(self.base_url, query)
+        resources: list[Mapping[str, Any]] = []
+        for _ in range(self.max_pages):
+            if url is None:
+                return resources
+            response = self._get(url)
+            if response.status_code != 200:
+                raise FhirError(f"HTTP {response.status_code} searching {query.split('?')[0]}")
+            bundle = self._json(response, url)
+            if bundle.get("resourceType") != "Bundle":
+                raise FhirError(f"search {query.split('?')[0]} did not return a Bundle")
+            resources.extend(page_resources(bundle))
+            if len(resources) > self.max_resources:
+                raise FhirError(f"search {query.split('?')[0]} returned more than {self.max_resources} resources")
+            url = next_link(bundle)
+        if url is not None:
+            raise FhirError(f"search {query.split('?')[0]} has more than {self.max_pages} pages")
+        return resources
+
+    def continue_bundle(self, bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """Return a (prefetched) Bundle's resources plus those of its further pages."""
+        resources = list(page_resources(bundle))
+        url = next_link(bundle)
+        if url is None:
+            return resources
+        rest = self.search(url[len(self.base_url) :] if url.startswith(self.base_url) else url)
+        return resources + rest
+
+
+def page_resources(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Return the resources of a Bundle page, skipping OperationOutcome search notes."""
+    out = []
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
+            out.append(resource)
+    return out
+
+
+def next_link(bundle: Mapping[str, Any]) -> str | None:
+    """Return the ``next`` page URL of a Bundle, if any."""
+    for link in bundle.get("link") or []:
+        if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None

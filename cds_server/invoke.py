@@ -1,0 +1,390 @@
+"""One hook call, as a pipeline of small named stages.
+
+validate the request → find the orders → get the patient's data (prefetch,
+then the EHR) → check the Coverage → decide each order with the engine →
+turn decisions into coverage information (and later cards) → keep records.
+Each stage raises a :class:`~cds_server.errors.ServiceError` for the HTTP
+layer to answer, or returns data for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import requests
+
+from cds_server import coverage_info as ci
+from cds_server.coverage import CoverageCheck, select_coverage
+from cds_server.engine import CarePath, OrderDecision, evaluate_orders
+from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems
+from cds_server.fhir_client import FhirClient, FhirError
+from cds_server.prefetch import HISTORY_KEYS, PatientData, resolve, templates_for
+from cds_server.request_schema import ENVELOPE, check
+from cds_server.store import Store
+from fhir_mappings.orders import InvalidOrderError, Order, read_order, validate_order
+from fhir_mappings.record import PatientRecord
+from hooks import HookService, OrderTarget
+from hooks.order_dispatch import MissingOrder
+
+log = logging.getLogger(__name__)
+CONFIG_KEY = "davinci-crd.configuration"
+VERSION_KEY = "davinci-crd.requestedVersion"
+
+
+@dataclass
+class Runtime:
+    """Long-lived parts shared by every call of one app."""
+
+    carepaths: list[CarePath]
+    store: Store
+    settings: Mapping[str, Any]
+    session: requests.Session
+    pool: ThreadPoolExecutor
+    clock: Callable[[], datetime]
+
+
+@dataclass
+class Call:
+    """One hook call as it moves through the stages."""
+
+    service: HookService
+    body: Mapping[str, Any]
+    now: datetime
+    configuration: dict[str, Any] = field(default_factory=dict)
+    version: str = "2.2"
+    client: FhirClient | None = None
+
+    @property
+    def context(self) -> Mapping[str, Any]:
+        return self.body["context"]  # type: ignore[no-any-return]
+
+    @property
+    def today(self) -> date:
+        return self.now.date()
+
+    def option(self, code: str, default: Any) -> Any:
+        value = self.configuration.get(code, default)
+        return value if type(value) is type(default) else default
+
+
+@dataclass
+class OrderResult:
+    """What the call decided for one order."""
+
+    target: OrderTarget
+    order: Order
+    decision: OrderDecision | None
+    assertion: ci.Assertion
+    new: bool
+
+
+@dataclass
+class CallResult:
+    """Everything a call produced: the response body and what the HTTP layer logs."""
+
+    response: dict[str, Any]
+    results: list[OrderResult]
+    coverage: CoverageCheck | None
+
+
+# --- stage 1: the request --------------------------------------------------------
+
+
+def validate_request(service: HookService, body: Any, versions: Sequence[str], now: datetime) -> Call:
+    """Check the envelope, the hook's context and the CRD extensions.
+
+    :raises InvalidRequest: CDS Hooks violations (400).
+    :raises CrdViolation: CRD-only violations (422).
+    """
+    check(body, ENVELOPE, "$", "The request is not a valid CDS Hooks request")
+    if body["hook"] != service.hook:
+        raise InvalidRequest(
+            f"This service answers {service.hook}, not {body['hook']}",
+            [Issue(f"hook must be {service.hook!r}", "$.hook")],
+        )
+    check(body["context"], service.context_schema, "$.context", f"The {service.hook} context is not valid")
+    problems = Problems()
+    for message, location in service.crd_checks(body["context"]):
+        problems.add(message, "$." + location)
+    call = Call(service, body, now)
+    _read_extensions(call, body.get("extension") or {}, versions, problems)
+    problems.raise_if_any(CrdViolation, "The request breaks Da Vinci CRD rules")
+    return call
+
+
+def _read_extensions(call: Call, extension: Mapping[str, Any], versions: Sequence[str], problems: Problems) -> None:
+    config = extension.get(CONFIG_KEY)
+    if config is not None:
+        if not isinstance(config, Mapping):
+            problems.add("davinci-crd.configuration must be an object", f"$.extension.{CONFIG_KEY}")
+        else:
+            for code, value in config.items():
+                if isinstance(value, bool) or (isinstance(value, int) and value >= 0):
+                    call.configuration[code] = value
+                else:
+                    problems.add(
+                        "configuration values are booleans or non-negative integers", f"$.extension.{CONFIG_KEY}.{code}"
+                    )
+    requested = extension.get(VERSION_KEY)
+    if requested is not None:
+        if requested not in versions:
+            problems.add(
+                f"requested CRD version {requested!r} is not one of {', '.join(versions)}", f"$.extension.{VERSION_KEY}"
+            )
+        else:
+            call.version = requested
+    elif versions:
+        call.version = versions[-1]
+
+
+def fhir_client(runtime: Runtime, call: Call) -> FhirClient | None:
+    """Return a client for the call's fhirServer, or None when the call gave none."""
+    server = call.body.get("fhirServer")
+    if not server:
+        return None
+    auth = call.body.get("fhirAuthorization") or {}
+    s = runtime.settings
+    return FhirClient(
+        runtime.session,
+        server,
+        auth.get("access_token"),
+        float(s["FHIR_TIMEOUT_SECONDS"]),
+        int(s["FHIR_MAX_PAGES"]),
+        int(s["FHIR_MAX_RESOURCES"]),
+    )
+
+
+# --- stage 2: the orders ---------------------------------------------------------
+
+
+def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTarget, Order]]:
+    """Return the orders in scope, each validated against its FHIR model.
+
+    :raises DataUnavailable: an order the context only references cannot be read (412).
+    :raises InvalidRequest: an order is not a valid FHIR resource (400).
+    """
+    client = call.client
+
+    def read(ref: str) -> Mapping[str, Any] | None:
+        if client is None:
+            return None
+        try:
+            return client.read(ref)
+        except FhirError:
+            return None
+
+    try:
+        targets = call.service.find_orders(call.context, read)
+    except MissingOrder as exc:
+        raise DataUnavailable(
+            f"Could not read {exc.args[0]} from the FHIR server",
+            [Issue(f"{exc.args[0]} is not available", f"$.context.{call.service.orders_field}")],
+        ) from exc
+    problems = Problems()
+    found = []
+    for index, target in enumerate(targets):
+        order = read_order(target.order, index)
+        try:
+            validate_order(target.order)
+        except InvalidOrderError as exc:
+            # An order a CarePath must decide has to be valid FHIR; one outside every CarePath is passed
+            # through (its answer is "no-auth" whatever its flaws, e.g. the Inferno sample NutritionOrder).
+            if governed(carepaths, [order]) or order.type not in _KNOWN_ORDER_TYPES:
+                problems.add(str(exc), f"$.context.{call.service.orders_field}")
+                continue
+            log.info("passing through an invalid order no CarePath governs: %s", order.ref)
+        found.append((target, order))
+    problems.raise_if_any(InvalidRequest, "An order is not a valid FHIR resource")
+    return found
+
+
+_KNOWN_ORDER_TYPES = (
+    "ServiceRequest",
+    "DeviceRequest",
+    "MedicationRequest",
+    "NutritionOrder",
+    "VisionPrescription",
+    "CommunicationRequest",
+    "Appointment",
+)
+
+
+def governed(carepaths: Sequence[CarePath], orders: Sequence[Order]) -> bool:
+    """Return True when some order's code belongs to a CarePath service (then history is needed)."""
+    return any(s.order_codes.first_match(o.codes) for cp in carepaths for s in cp.services for o in orders)
+
+
+# --- stage 3: the data ----------------------------------------------------------
+
+
+def gather(runtime: Runtime, call: Call, orders: Sequence[Order]) -> PatientData:
+    """Get the Coverage and, when some order needs a decision, the patient's history."""
+    keys = ("coverage", *HISTORY_KEYS) if governed(runtime.carepaths, orders) else ("coverage", "patient")
+    prefetch = call.body.get("prefetch") or {}
+    return resolve(templates_for(call.service), keys, call.context, prefetch, call.client, runtime.pool)
+
+
+def check_coverage(runtime: Runtime, call: Call, data: PatientData) -> CoverageCheck:
+    """Return the call's single Coverage.
+
+    :raises DataUnavailable: the Coverage could not be obtained at all (412).
+    :raises CoverageProblem: none, several, or a payer this endpoint does not serve (400).
+    """
+    if "coverage" in data.unavailable:
+        raise DataUnavailable(
+            "The patient's Coverage could not be obtained", [Issue(data.unavailable["coverage"], "$.prefetch.coverage")]
+        )
+    return select_coverage(
+        data.resources.get("coverage", []), call.context["patientId"], call.today, runtime.settings["PAYER_IDENTIFIERS"]
+    )
+
+
+def history_problem(data: PatientData) -> str | None:
+    """Return why the history is incomplete for technical reasons, or None.
+
+    :raises DataUnavailable: history neither prefetched nor queryable (412).
+    """
+    missing = {k: why for k, why in data.unavailable.items() if k != "coverage"}
+    if not missing:
+        return None
+    unreachable = [k for k, why in missing.items() if why.startswith("not prefetched and no fhirServer")]
+    if unreachable:
+        raise DataUnavailable(
+            "Required patient data was not prefetched and there is no FHIR server to query",
+            [Issue(f"prefetch key {k!r} is missing", f"$.prefetch.{k}") for k in unreachable],
+        )
+    return "The patient's record could not be read from the EHR: " + "; ".join(sorted(set(missing.values())))
+
+
+# --- stage 4: decisions and coverage information --------------------------------------
+
+
+def decide(
+    runtime: Runtime,
+    call: Call,
+    pairs: Sequence[tuple[OrderTarget, Order]],
+    data: PatientData,
+    coverage: CoverageCheck,
+    technical: str | None,
+) -> list[OrderResult]:
+    """Decide every order and build its coverage information."""
+    orders = [order for _, order in pairs]
+    decisions: list[OrderDecision | None] = [None] * len(orders)
+    if coverage.not_covered is None and technical is None:
+        try:
+            record = PatientRecord(data.all_resources())
+            decisions = list(evaluate_orders(runtime.carepaths, orders, record, call.today))
+        except Exception:  # an engine defect must not become a 500 or a silent approval (CRD resp-43)
+            log.exception("decision failed for hook instance %s", call.body.get("hookInstance"))
+            technical = "An internal error prevented the determination."
+    return [
+        _result(runtime, call, target, order, decision, coverage, technical)
+        for (target, order), decision in zip(pairs, decisions, strict=True)
+    ]
+
+
+def _result(
+    runtime: Runtime,
+    call: Call,
+    target: OrderTarget,
+    order: Order,
+    decision: OrderDecision | None,
+    coverage: CoverageCheck,
+    technical: str | None,
+) -> OrderResult:
+    if coverage.not_covered is not None:
+        assertion = ci.not_covered_assertion(*coverage.not_covered)
+    elif technical is not None or decision is None:
+        assertion = ci.technical_assertion(technical or "No determination could be made.")
+    else:
+        assertion = ci.assertion_for(
+            decision,
+            questionnaire_url(runtime, decision),
+            call.service.clinical_documentation,
+            runtime.settings["AUTO_APPROVAL"],
+        )
+    assertion.coverage_ref = coverage.ref
+    assertion.date = call.today
+    assertion.billing_codes = billing_codes(order)
+    assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, decision)
+    new = assertion.assertion_id not in ci.existing_assertion_ids(target.order)
+    if assertion.pa_needed == "satisfied":
+        expires = call.today + timedelta(days=int(runtime.settings["AUTHORIZATION_VALID_DAYS"]))
+        assertion.satisfied_pa_id = runtime.store.authorization_for(assertion.assertion_id, expires)
+        assertion.expiry_date = expires
+    return OrderResult(target, order, decision, assertion, new)
+
+
+def questionnaire_url(runtime: Runtime, decision: OrderDecision) -> str | None:
+    """Return the canonical URL (with version) of the service's documentation questionnaire."""
+    for cp in runtime.carepaths:
+        if cp.id == decision.carepath_id and decision.service_id:
+            return f"{cp.questionnaire_base.rstrip('/')}/{cp.id}-{decision.service_id}|{cp.version}"
+    return None
+
+
+def billing_codes(order: Order) -> list[dict[str, str]]:
+    """Return the order's CPT/HCPCS codings, as the claim will use them."""
+    from fhir_mappings.systems import CPT, HCPCS
+
+    return [{"system": s, "code": c} for s, c in sorted(order.codes) if s in (CPT, HCPCS)]
+
+
+# --- stage 5: the response ------------------------------------------------------
+
+
+def system_actions(call: Call, results: Sequence[OrderResult]) -> list[dict[str, Any]]:
+    """One update per in-scope order with new coverage information (CRD resp-29, resp-35)."""
+    if not call.option("coverage-info", True):
+        return []
+    actions = []
+    for result in results:
+        if not result.new:
+            continue
+        resource = ci.annotate(result.target.order, result.assertion)
+        ref = f"{resource.get('resourceType')}/{resource.get('id')}"
+        actions.append({"type": "update", "description": f"Add coverage information to {ref}", "resource": resource})
+    return actions
+
+
+def persist(runtime: Runtime, call: Call, results: Sequence[OrderResult]) -> None:
+    """Keep every assertion with the decision behind it (CRD found-11)."""
+    for result in results:
+        decision = result.decision.to_dict() if result.decision else None
+        runtime.store.save_assertion(
+            {
+                "assertion_id": result.assertion.assertion_id,
+                "order_ref": result.order.ref,
+                "coverage_ref": result.assertion.coverage_ref,
+                "patient_id": call.context.get("patientId"),
+                "carepath_id": result.decision.carepath_id if result.decision else None,
+                "carepath_version": result.decision.carepath_version if result.decision else None,
+                "service_id": result.decision.service_id if result.decision else None,
+                "outcome": result.decision.outcome.value if result.decision else result.assertion.covered,
+                "pa_id": result.assertion.satisfied_pa_id,
+                "decision": {"decision": decision, "coverageInformation": result.assertion.extension()},
+                "created_at": call.now,
+            }
+        )
+
+
+def handle(runtime: Runtime, service: HookService, body: Any) -> CallResult:
+    """Run one hook call through every stage and return its response."""
+    call = validate_request(service, body, runtime.settings["CRD_VERSIONS"], runtime.clock())
+    call.client = fhir_client(runtime, call)
+    pairs = find_orders(call, runtime.carepaths)
+    data = gather(runtime, call, [order for _, order in pairs])
+    coverage = check_coverage(runtime, call, data)
+    technical = history_problem(data) if coverage.not_covered is None else None
+    results = decide(runtime, call, pairs, data, coverage, technical)
+    response: dict[str, Any] = {"cards": []}
+    actions = system_actions(call, results)
+    if actions:
+        response["systemActions"] = actions
+    persist(runtime, call, results)
+    return CallResult(response, results, coverage)

@@ -1,0 +1,155 @@
+"""Prefetch templates, and getting the patient's data from prefetch or from the EHR.
+
+The client may satisfy any subset of the templates (CDS Hooks §Prefetch): a
+key it sends is used (``null`` = nothing there; an OperationOutcome = it
+failed, so we query ourselves); a key it omits is fetched from ``fhirServer``
+with the hook's token, all missing keys in parallel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds_server.fhir_client import FhirClient, FhirError
+from hooks.base import HookService
+
+TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
+
+# Key -> template. Reads use a context id; searches are by patient. The history
+# searches cover every resource type the CarePath operators read
+# (tests/test_discovery.py checks that against the loaded CarePaths).
+TEMPLATES: dict[str, str] = {
+    "patient": "Patient/{{context.patientId}}",
+    "coverage": "Coverage?patient={{context.patientId}}&status=active",
+    "encounter": "Encounter/{{context.encounterId}}",
+    "conditions": "Condition?patient={{context.patientId}}",
+    "procedures": "Procedure?patient={{context.patientId}}&_sort=-date",
+    "observations": "Observation?patient={{context.patientId}}&_sort=-date",
+    "medicationRequests": "MedicationRequest?patient={{context.patientId}}",
+    "medicationStatements": "MedicationStatement?patient={{context.patientId}}",
+    "medicationDispenses": "MedicationDispense?patient={{context.patientId}}",
+    "allergies": "AllergyIntolerance?patient={{context.patientId}}",
+    "devices": "Device?patient={{context.patientId}}",
+    "diagnosticReports": "DiagnosticReport?patient={{context.patientId}}&_sort=-date",
+    "imagingStudies": "ImagingStudy?patient={{context.patientId}}",
+    "encounters": "Encounter?patient={{context.patientId}}&_sort=-date",
+    "questionnaireResponses": "QuestionnaireResponse?patient={{context.patientId}}&status=completed,amended",
+}
+# Keys whose data is needed only when some order is governed by a CarePath.
+HISTORY_KEYS = tuple(k for k in TEMPLATES if k not in ("coverage",))
+
+
+def templates_for(service: HookService) -> dict[str, str]:
+    """Return the templates whose tokens all name this hook's prefetch-eligible context fields."""
+    return {
+        key: template
+        for key, template in TEMPLATES.items()
+        if all(name in service.token_fields for name in TOKEN.findall(template))
+    }
+
+
+def render(template: str, context: Mapping[str, Any]) -> str | None:
+    """Fill a template's tokens from the context; None when a token's field is absent."""
+    missing = False
+
+    def value(match: re.Match[str]) -> str:
+        nonlocal missing
+        found = context.get(match.group(1))
+        if not isinstance(found, str) or not found:
+            missing = True
+            return ""
+        return found
+
+    rendered = TOKEN.sub(value, template)
+    return None if missing else rendered
+
+
+@dataclass
+class PatientData:
+    """What prefetch and fetching produced, key by key."""
+
+    resources: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # key -> why (no fhirServer, error ...)
+    fetched: list[str] = field(default_factory=list)
+
+    def all_resources(self, keys: tuple[str, ...] | None = None) -> list[Mapping[str, Any]]:
+        return [r for k, rs in self.resources.items() if keys is None or k in keys for r in rs]
+
+
+def _from_prefetch(value: Any) -> list[Mapping[str, Any]] | None:
+    """Return a prefetch value's resources; None when the client reported a failure."""
+    if value is None:
+        return []
+    if not isinstance(value, Mapping):
+        return None
+    if value.get("resourceType") == "OperationOutcome":
+        return None
+    if value.get("resourceType") == "Bundle":
+        out = []
+        for entry in value.get("entry") or []:
+            resource = entry.get("resource") if isinstance(entry, Mapping) else None
+            if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
+                out.append(resource)
+        return out
+    return [value]
+
+
+def resolve(
+    templates: Mapping[str, str],
+    keys: tuple[str, ...],
+    context: Mapping[str, Any],
+    prefetch: Mapping[str, Any],
+    client: FhirClient | None,
+    pool: ThreadPoolExecutor,
+) -> PatientData:
+    """Get the data of ``keys``: from prefetch when given, else from the FHIR server in parallel."""
+    data = PatientData()
+    to_fetch: dict[str, str] = {}
+    for key in keys:
+        query = render(templates[key], context) if key in templates else None
+        if query is None:
+            continue  # the template's token has no value in this call (e.g. no encounterId)
+        if key in prefetch:
+            resources = _from_prefetch(prefetch[key])
+            if resources is not None:
+                data.resources[key] = resources
+                _continue_pages(data, key, prefetch[key], client)
+                continue
+        to_fetch[key] = query
+    if not to_fetch:
+        return data
+    if client is None:
+        for key in to_fetch:
+            data.unavailable[key] = "not prefetched and no fhirServer to query"
+        return data
+    futures = {key: pool.submit(_fetch, client, query) for key, query in to_fetch.items()}
+    for key, future in futures.items():
+        try:
+            data.resources[key] = future.result()
+            data.fetched.append(key)
+        except FhirError as exc:
+            data.unavailable[key] = str(exc)
+    return data
+
+
+def _continue_pages(data: PatientData, key: str, value: Any, client: FhirClient | None) -> None:
+    """Follow the next links of a paginated prefetch Bundle when we can reach the server."""
+    if client is None or not isinstance(value, Mapping) or value.get("resourceType") != "Bundle":
+        return
+    if not any(isinstance(link, Mapping) and link.get("relation") == "next" for link in value.get("link") or []):
+        return
+    try:
+        data.resources[key] = client.continue_bundle(value)
+    except FhirError as exc:
+        data.unavailable[key] = str(exc)
+
+
+def _fetch(client: FhirClient, query: str) -> list[Mapping[str, Any]]:
+    if "?" in query:
+        return client.search(query)
+    found = client.read(query)
+    return [found] if found is not None else []

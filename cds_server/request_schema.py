@@ -1,0 +1,84 @@
+"""Validation of the CDS Hooks request envelope and each hook's context (JSON Schema, draft 2020-12).
+
+There is no official JSON Schema for CDS Hooks 2.0 (cds-hooks-crd.md §1.11);
+this one is written from the spec's tables. Unknown members are allowed and
+ignored (CRD hook-23, found-33).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+
+from cds_server.errors import InvalidRequest, Problems
+
+UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+ENVELOPE: dict[str, Any] = {
+    "type": "object",
+    "required": ["hook", "hookInstance", "context"],
+    "properties": {
+        "hook": {"type": "string", "minLength": 1},
+        "hookInstance": {"type": "string", "pattern": UUID},
+        "fhirServer": {"type": "string", "pattern": "^https?://[^\\s/$.?#].[^\\s]*$"},
+        "fhirAuthorization": {
+            "type": "object",
+            "required": ["access_token", "token_type", "expires_in", "scope", "subject"],
+            "properties": {
+                "access_token": {"type": "string", "minLength": 1},
+                "token_type": {"const": "Bearer"},
+                "expires_in": {"type": "integer", "minimum": 0},
+                "scope": {"type": "string"},
+                "subject": {"type": "string"},
+                "patient": {"type": "string"},
+            },
+        },
+        "context": {"type": "object"},
+        "prefetch": {
+            "type": "object",
+            "additionalProperties": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["resourceType"],
+                        "properties": {"resourceType": {"type": "string"}},
+                    },
+                ]
+            },
+        },
+        "extension": {"type": "object"},
+    },
+    "dependentRequired": {"fhirAuthorization": ["fhirServer"]},
+}
+
+
+_VALIDATORS: dict[int, jsonschema.Draft202012Validator] = {}
+
+
+def _validator(schema: Mapping[str, Any]) -> jsonschema.Draft202012Validator:
+    """Return a compiled validator; schemas are module constants, so their identity is a stable key."""
+    key = id(schema)
+    if key not in _VALIDATORS:
+        _VALIDATORS[key] = jsonschema.Draft202012Validator(schema)
+    return _VALIDATORS[key]
+
+
+def check(instance: Any, schema: Mapping[str, Any], where: str, summary: str) -> None:
+    """Validate ``instance``; raise InvalidRequest listing every problem with its JSON path.
+
+    :raises InvalidRequest: when the instance does not conform.
+    """
+    validator = _validator(schema)
+    problems = Problems()
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))[:20]:
+        path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        problems.add(_message(error), path)
+    problems.raise_if_any(InvalidRequest, summary)
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    text = error.message
+    return text if len(text) <= 200 else text[:197] + "..."

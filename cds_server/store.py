@@ -1,0 +1,186 @@
+"""Durable records: every invocation, every coverage assertion, every authorization number.
+
+CRD requires a payer to keep all guidance it gave (``found-11``, ``found-37``);
+authorization numbers are issued once and never reused. SQLAlchemy Core keeps
+one code path for the embedded SQLite default and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Engine
+
+JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+metadata = sa.MetaData()
+
+invocations = sa.Table(
+    "invocations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hook_instance", sa.String(200), nullable=False, index=True),
+    sa.Column("service_id", sa.String(100), nullable=False),
+    sa.Column("hook", sa.String(50)),
+    sa.Column("patient_id", sa.String(200)),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("duration_ms", sa.Float),
+    sa.Column("request", JSON),
+    sa.Column("response", JSON),
+)
+assertions = sa.Table(
+    "assertions",
+    metadata,
+    sa.Column("assertion_id", sa.String(80), primary_key=True),
+    sa.Column("order_ref", sa.String(200), nullable=False),
+    sa.Column("coverage_ref", sa.String(300), nullable=False),
+    sa.Column("patient_id", sa.String(200)),
+    sa.Column("carepath_id", sa.String(100)),
+    sa.Column("carepath_version", sa.String(30)),
+    sa.Column("service_id", sa.String(100)),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("pa_id", sa.String(40)),
+    sa.Column("decision", JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+authorizations = sa.Table(
+    "authorizations",
+    metadata,
+    sa.Column("pa_id", sa.String(40), primary_key=True),
+    sa.Column("assertion_id", sa.String(80), nullable=False, unique=True),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_on", sa.Date, nullable=False),
+)
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("service_id", sa.String(100), nullable=False),
+    sa.Column("card", sa.String(200), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Authorization numbers: a prefix and 10 characters from an alphabet without look-alikes.
+_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+
+def new_authorization_number() -> str:
+    """Return a fresh, unguessable authorization number such as ``PA-7KQ2M9XW4C``."""
+    return "PA-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL and a busy timeout let several gunicorn workers write one SQLite file (feasibility.md §7)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def now() -> datetime:
+    """Return the current UTC time (the store's single clock)."""
+    return datetime.now(UTC)
+
+
+class Store:
+    """The service's database: created from a URL, tables made on first use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def ping(self) -> bool:
+        """Return True when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            return False
+        return True
+
+    def record_invocation(self, row: Mapping[str, Any]) -> None:
+        """Keep one hook invocation and the response given (CRD found-37)."""
+        with self.engine.begin() as conn:
+            conn.execute(invocations.insert().values(**row))
+
+    def save_assertion(self, row: Mapping[str, Any]) -> None:
+        """Keep a coverage assertion; the same assertion id is stored once."""
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                sa.select(assertions.c.assertion_id).where(assertions.c.assertion_id == row["assertion_id"])
+            ).first()
+            if exists is None:
+                # Another worker may store the same assertion a moment earlier: that is fine.
+                with contextlib.suppress(sa.exc.IntegrityError):
+                    conn.execute(assertions.insert().values(**row))
+
+    def assertion(self, assertion_id: str) -> dict[str, Any] | None:
+        """Return a stored assertion by id."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(assertions).where(assertions.c.assertion_id == assertion_id)).mappings().first()
+            )
+        return dict(row) if row else None
+
+    def authorization_for(self, assertion_id: str, expires_on: date) -> str:
+        """Return the authorization number of an assertion, issuing one on first use.
+
+        The unique constraints make this safe across workers and instances: a
+        number is never issued twice, and one assertion never gets two numbers.
+        """
+        for _ in range(10):
+            existing = self._authorization(assertion_id)
+            if existing:
+                return existing
+            number = new_authorization_number()
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        authorizations.insert().values(
+                            pa_id=number, assertion_id=assertion_id, issued_at=now(), expires_on=expires_on
+                        )
+                    )
+                return number
+            except sa.exc.IntegrityError:
+                continue  # the number collided, or another worker issued one for this assertion
+        raise RuntimeError("could not issue an authorization number")
+
+    def _authorization(self, assertion_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(authorizations.c.pa_id).where(authorizations.c.assertion_id == assertion_id)
+            ).scalar()
+
+    def record_feedback(self, service_id: str, items: list[Mapping[str, Any]]) -> int:
+        """Keep feedback items; the same item may arrive more than once (CDS Hooks §Feedback)."""
+        rows = [
+            {
+                "service_id": service_id,
+                "card": str(i["card"]),
+                "outcome": str(i["outcome"]),
+                "payload": dict(i),
+                "received_at": now(),
+            }
+            for i in items
+        ]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(feedback.insert(), rows)
+        return len(rows)
+
+    def count(self, table: str) -> int:
+        """Return the number of rows in a table (for tests and health checks)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(metadata.tables[table])).scalar() or 0)

