@@ -343,7 +343,9 @@ class _Compiler:
         disambiguation = None
         if dis:
             self.check_question(dis["linkId"], f"{path}.disambiguation.linkId")
-            disambiguation = Disambiguation(dis["linkId"], dis["answer"], tuple(dis.get("textPatterns") or []))
+            disambiguation = Disambiguation(
+                dis["linkId"], dis["answer"], tuple(dis.get("textPatterns") or []), tuple(dis.get("notPatterns") or [])
+            )
         auto = self.resolve(raw.get("autoApproval", True), f"{path}.autoApproval", {})
         if not isinstance(auto, bool):
             raise self.fail(f"{path}.autoApproval", "must resolve to a boolean")

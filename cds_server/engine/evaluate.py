@@ -8,6 +8,7 @@ product-decisions.md §1-§3.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -89,7 +90,10 @@ def _decide_order(
         services = [s for c, s in candidates if c is cp]
         if in_cohort:
             return _decide_in_carepath(ctx, services, why)
-    cp, service = candidates[0]
+    # Outside every cohort: still name the service the order is for when it can be told (for the audit).
+    cp = candidates[0][0]
+    ctx = EvalContext(cp, record, answers_by_cp[cp.id], order, others, as_of, record_available)
+    service, _, _ = _route(ctx, [s for c, s in candidates if c is cp])
     return OrderDecision(
         order.ref,
         Outcome.NOT_APPLICABLE,
@@ -97,8 +101,8 @@ def _decide_order(
         as_of.isoformat(),
         cp.id,
         cp.version,
-        service.id,
-        service.title,
+        service.id if service else None,
+        service.title if service else None,
         applicability="outside-cohort",
     )
 
@@ -135,26 +139,37 @@ def _contained(order: Order, ref: str) -> dict[str, Any] | None:
 
 def _decide_in_carepath(ctx: EvalContext, services: list[Service], cohort_reason: str) -> OrderDecision:
     cp = ctx.carepath
-    chosen, routing = _route(ctx, services)
+    chosen, routing, questions = _route(ctx, services)
     if chosen is None:
+        ask_kind = any(s.disambiguation and s.disambiguation.link_id in questions for s in services)
+        summary = (
+            "Say which procedure this order is, so the right criteria apply"
+            if ask_kind
+            else "Document earlier procedures, so the initial or the subsequent criteria apply"
+        )
         return OrderDecision(
             ctx.order.ref,
             Outcome.DOCUMENTATION_NEEDED,
-            "Say which procedure this order is, so the right criteria apply",
+            summary,
             ctx.as_of.isoformat(),
             cp.id,
             cp.version,
             applicability=cohort_reason,
             criteria=routing,
-            questions=sorted({s.disambiguation.link_id for s in services if s.disambiguation}),
+            questions=questions,
         )
     memo: dict[tuple[str, str], CriterionResult] = {}
     roots = [_evaluate(node, ctx, kind, memo) for kind, node in chosen.groups.items()]
     return _outcome(ctx, chosen, roots, routing, cohort_reason)
 
 
-def _route(ctx: EvalContext, services: list[Service]) -> tuple[Service | None, list[CriterionResult]]:
-    """Pick one service: by its selection criterion (initial vs subsequent), then by disambiguation."""
+def _route(ctx: EvalContext, services: list[Service]) -> tuple[Service | None, list[CriterionResult], list[str]]:
+    """Pick one service: by its selection criterion (initial vs subsequent), then by disambiguation.
+
+    When no single service remains, return the questions that would tell
+    them apart: the disambiguation item when the candidates differ in kind,
+    and the items of selection criteria that are still unknown.
+    """
     routing: list[CriterionResult] = []
     kept = []
     for service in services:
@@ -165,10 +180,25 @@ def _route(ctx: EvalContext, services: list[Service]) -> tuple[Service | None, l
         if result.result is not Tri.NOT_MET:
             kept.append(service)
             routing.append(result)
-    if len(kept) <= 1:
-        return (kept[0] if kept else None), routing
-    picked = [s for s in kept if s.disambiguation and _disambiguated(ctx, s)]
-    return (picked[0] if len(picked) == 1 else None), routing
+    if len(kept) == 1:
+        return kept[0], _own(routing, kept[0]), []
+    kinds = {s.disambiguation.answer_code if s.disambiguation else None for s in kept}
+    narrowed = kept
+    if len(kinds) > 1:
+        picked = [s for s in kept if s.disambiguation and _disambiguated(ctx, s)]
+        narrowed = picked or kept
+    if len(narrowed) == 1:
+        return narrowed[0], _own(routing, narrowed[0]), []
+    questions: list[str] = []
+    if len({s.disambiguation.answer_code if s.disambiguation else None for s in narrowed}) > 1:
+        questions += sorted({s.disambiguation.link_id for s in narrowed if s.disambiguation})
+    questions += [q for q in _questions([r for r in routing if r.result is Tri.UNKNOWN]) if q not in questions]
+    return None, routing, questions
+
+
+def _own(routing: list[CriterionResult], service: Service) -> list[CriterionResult]:
+    """Keep only the chosen service's own selection result for the explanation."""
+    return [r for r in routing if service.selection is not None and r.id == service.selection.id]
 
 
 def _disambiguated(ctx: EvalContext, service: Service) -> bool:
@@ -179,7 +209,11 @@ def _disambiguated(ctx: EvalContext, service: Service) -> bool:
     if answer is not None:
         return answer.value == spec.answer_code
     text = ctx.order.code_text.lower()
-    return any(p.lower() in text for p in spec.text_patterns)
+
+    def has(pattern: str) -> bool:
+        return re.search(rf"\b{re.escape(pattern.lower())}\b", text) is not None
+
+    return any(has(p) for p in spec.text_patterns) and not any(has(p) for p in spec.not_patterns)
 
 
 # --- criteria ----------------------------------------------------------------------
@@ -207,6 +241,7 @@ def _evaluate_uncached(
             target.result,
             f"same criterion as {node.target}: {target.reason}",
             children=[target],
+            logic="ref",
         )
     assert isinstance(node, Group)
     children = [_evaluate(child, ctx, kind, memo) for child in node.children]
@@ -226,6 +261,7 @@ def _evaluate_uncached(
         _group_reason(node.op, result, children),
         parameters=dict(node.parameters),
         children=children,
+        logic=node.op,
     )
 
 
@@ -349,10 +385,17 @@ def _outcome(
 
 
 def _deciding(root: CriterionResult, value: Tri) -> list[str]:
-    """Return ids of the top-level criteria under ``root`` that have ``value``."""
-    if not root.children or root.result is not value:
-        return [root.id] if root.result is value else []
-    return [c.id for c in root.children if c.result is value]
+    """Return ids of the criteria under ``root`` that decided its ``value``, at the level a reader cites.
+
+    A leaf, a reference and a negation decide as a whole; a group is explained
+    by its children that have the same result.
+    """
+    if root.result is not value:
+        return []
+    if root.logic in ("leaf", "ref", "not"):
+        return [root.id]
+    ids = [c.id for c in root.children if c.result is value]
+    return ids or [root.id]
 
 
 def _questions(roots: list[CriterionResult]) -> list[str]:

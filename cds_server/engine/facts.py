@@ -17,7 +17,7 @@ from cds_server.engine.context import EvalContext
 from cds_server.engine.logic import Tri, all_of, any_of
 from fhir_mappings.codes import Code, concept_codes
 from fhir_mappings.dates import parse_date
-from fhir_mappings.record import Entry
+from fhir_mappings.record import Entry, counts_as_evidence
 
 # Child items of a repeating history group in a documentation questionnaire:
 # ``<group>.date``, ``<group>.type``, ``<group>.region``, ``<group>.relief-pct``
@@ -80,9 +80,15 @@ def _order_reason_codes(ctx: EvalContext) -> frozenset[Code]:
                 (c for c in ctx.order.raw.get("contained") or [] if isinstance(c, Mapping) and c.get("id") == ref[1:]),
                 None,
             )
-        if raw is not None:
+        # A referenced Condition is evidence only while it counts (not resolved, refuted or in error).
+        if raw is not None and counts_as_evidence(raw) and not _abated(raw, ctx.as_of):
             codes |= concept_codes(raw.get("code"))
     return frozenset(codes)
+
+
+def _abated(condition: Mapping[str, Any], as_of: date) -> bool:
+    end = parse_date(condition.get("abatementDateTime"))
+    return end is not None and end < as_of
 
 
 # --- symptom onset -----------------------------------------------------------------
@@ -258,6 +264,13 @@ def sessions(
     return ctx.fact(key, lambda: _sessions(ctx, value_sets, lookback_days, same_region_only, answer_group))
 
 
+def history_known(ctx: EvalContext, answer_group: Mapping[str, Any] | None) -> bool:
+    """Return True when prior sessions can be counted: the record was obtained, or history was documented."""
+    if ctx.record_available:
+        return True
+    return bool(answer_group) and bool(ctx.answers.groups(answer_group["linkId"]))
+
+
 def _sessions(
     ctx: EvalContext,
     value_sets: tuple[str, ...],
@@ -266,7 +279,8 @@ def _sessions(
     answer_group: Mapping[str, Any] | None,
 ) -> list[Session]:
     by_day: dict[date, Session] = {}
-    for entry, _ in matching_entries(ctx, value_sets, ("Procedure",), lookback_days, use_values=False):
+    recorded = matching_entries(ctx, value_sets, ("Procedure",), lookback_days, use_values=False)
+    for entry, _ in recorded if ctx.record_available else []:
         if entry.start is None:
             continue
         region = entry_region(ctx, entry)
@@ -349,18 +363,23 @@ def relief_after(ctx: EvalContext, session: Session, threshold: float) -> Relief
     baseline = before[-1]
     best = min(window, key=lambda s: (s.value, s.day))
     percent = (baseline.value - best.value) / baseline.value * 100.0
-    return Relief(percent, _relief_weeks(scores, baseline, best, threshold), (baseline.ref, best.ref))
+    return Relief(percent, _relief_weeks(scores, day, baseline, best, threshold), (baseline.ref, best.ref))
 
 
-def _relief_weeks(scores: list[PainScore], baseline: PainScore, best: PainScore, threshold: float) -> float | None:
-    """Weeks from the session's best response until relief fell below ``threshold``."""
-    later = [s for s in scores if s.day > best.day]
+def _relief_weeks(
+    scores: list[PainScore], session_day: date, baseline: PainScore, best: PainScore, threshold: float
+) -> float | None:
+    """Weeks from the session until relief fell below ``threshold`` (clinical-coding.md F-RELIEF-DURATION).
+
+    When no later score has fallen below it, the last score still above it
+    bounds the duration from below.
+    """
     last_good = best
-    for score in later:
+    for score in (s for s in scores if s.day > best.day):
         if (baseline.value - score.value) / baseline.value * 100.0 < threshold:
-            return (score.day - baseline.day).days / 7.0
+            return (score.day - session_day).days / 7.0
         last_good = score
-    return (last_good.day - baseline.day).days / 7.0
+    return (last_good.day - session_day).days / 7.0
 
 
 # --- conservative care ------------------------------------------------------------
@@ -422,7 +441,8 @@ def _component(
             day = entry.start
             if day is None or day > as_of - timedelta(days=min_days) or day < as_of - timedelta(days=lookback):
                 continue
-            last = entry.end or day
+            # An exposure still running (active, no end) lasts until the evaluation date.
+            last = entry.end or (as_of if entry.active_now else day)
             if (as_of - min(last, as_of)).days > stale:
                 continue
             if matcher.first_match(entry.codes):

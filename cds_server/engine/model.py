@@ -96,6 +96,7 @@ class Disambiguation:
     link_id: str
     answer_code: str
     text_patterns: tuple[str, ...]
+    not_patterns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -186,18 +186,29 @@ def attestation(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
 
 @operator(
     "observation_value_code",
-    {"codeValueSets": _VS_LIST, "valueValueSets": _VS_LIST, "lookbackDays": _DAYS},
+    {"codeValueSets": _VS_LIST, "valueValueSets": _VS_LIST, "negatingValueSets": _VS_LIST, "lookbackDays": _DAYS},
     ("codeValueSets", "valueValueSets"),
 )
 def observation_value_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
-    """An Observation with a code from one value set has a coded value from another (e.g. positive hCG)."""
+    """An Observation with a code from one value set has a coded value from another (e.g. positive hCG).
+
+    A newer record from ``negatingValueSets`` (e.g. "not pregnant") supersedes it.
+    """
     lookback = _days(args, "lookbackDays")
     value_matcher = ctx.matcher(tuple(args["valueValueSets"]))
-    for entry, code in facts.matching_entries(ctx, args["codeValueSets"], ("Observation",), lookback, use_values=False):
-        hit = value_matcher.first_match(entry.value_codes)
-        if hit:
-            return Finding(TRUE, f"{_cite(entry.ref, code, entry.start)} = {hit[1]}", [entry.ref])
-    return Finding(NONE, "", [], f"{', '.join(args['codeValueSets'])} results")
+    found = [
+        (entry, code)
+        for entry, code in facts.matching_entries(ctx, args["codeValueSets"], ("Observation",), lookback, False)
+        if value_matcher.first_match(entry.value_codes)
+    ]
+    if not found:
+        return Finding(NONE, "", [], f"{', '.join(args['codeValueSets'])} results")
+    negated = _negated(ctx, args, ("Condition", "Observation"), lookback, found)
+    if negated:
+        return negated
+    entry, code = max(found, key=lambda pair: pair[0].start or date.min)
+    hit = value_matcher.first_match(entry.value_codes) or ("", "")
+    return Finding(TRUE, f"{_cite(entry.ref, code, entry.start)} = {hit[1]}", [e.ref for e, _ in found])
 
 
 @operator(
@@ -443,7 +454,7 @@ def _if_none(args: Mapping[str, Any], text: str) -> Finding:
 )
 def session_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """The number of prior sessions (distinct dates, same region) compares with a count."""
-    if not ctx.record_available:
+    if not facts.history_known(ctx, args.get("answerGroup")):
         return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
     n = len(found)
@@ -464,7 +475,7 @@ def session_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
 )
 def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Days since the latest prior session compare with a threshold."""
-    if not ctx.record_available:
+    if not facts.history_known(ctx, args.get("answerGroup")):
         return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
     if not found:
@@ -490,7 +501,7 @@ def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Findin
 )
 def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Each of the last N sessions gave relief beyond a percentage (and lasted long enough)."""
-    if not ctx.record_available:
+    if not facts.history_known(ctx, args.get("answerGroup")):
         return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
     n = int(args.get("lastN", 1))
@@ -541,7 +552,7 @@ def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
 )
 def pain_trend_since_first_session(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """Pain fell by more than a percentage between the first prior session and now."""
-    if not ctx.record_available:
+    if not facts.history_known(ctx, args.get("answerGroup")):
         return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
     if not found:

@@ -33,6 +33,7 @@ class CriterionResult:
     questions: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
     children: list[CriterionResult] = field(default_factory=list)
+    logic: str = "leaf"  # leaf, all, any, not, or ref (a criterion that is another one word for word)
 
     def walk(self) -> list[CriterionResult]:
         """Return this node and all its descendants, depth first."""
@@ -48,6 +49,7 @@ class CriterionResult:
             "text": self.text,
             "cite": self.cite,
             "kind": self.kind,
+            "logic": self.logic,
             "result": self.result.value,
             "reason": self.reason,
         }
