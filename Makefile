@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint pytest bench carepath clean
+.PHONY: install node test lint pytest bench carepath serve clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +14,28 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
+# The real FHIR server the fallback tests start (Medplum's FHIR router, from npm; needs Node.js 20).
+node: tests/fhir_server/node_modules/.installed
+
+tests/fhir_server/node_modules/.installed: tests/fhir_server/package.json tests/fhir_server/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/fhir_server --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+		echo "npm not found: the FHIR fallback tests will be skipped (they run, and must pass, under CI)"; \
+	fi
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-pytest: install
+pytest: install node
 	$(PY) -m pytest
 
 test: lint pytest
+
+# Start the service at http://127.0.0.1:$${PORT:-8080} (gunicorn, sync workers, SQLite by default).
+serve: install
+	$(VENV)/bin/gunicorn --workers $${WORKERS:-3} --bind 127.0.0.1:$${PORT:-8080} --access-logfile - wsgi:app
 
 bench: install
 	$(PY) bench/bench_engine.py

@@ -1,8 +1,18 @@
-"""Shared fixtures: the default CarePath loaded once per test session."""
+"""Shared fixtures: the default CarePath, and a real FHIR server for the fallback tests."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import pytest
+import requests
 
 from cds_server.carepath_store import DEFAULT_CAREPATHS, load_carepath
 from cds_server.engine import CarePath
@@ -12,3 +22,86 @@ from cds_server.engine import CarePath
 def neck_pain() -> CarePath:
     """The Neck Pain CarePath as shipped."""
     return load_carepath(DEFAULT_CAREPATHS[0])
+
+
+# --- a real FHIR server (Medplum's FHIR router behind tests/fhir_server/server.mjs) ----------
+
+FHIR_SERVER_DIR = Path(__file__).parent / "fhir_server"
+FHIR_TOKEN = "test-access-token-not-a-secret"
+
+
+@dataclass
+class FhirTestServer:
+    """A running in-memory FHIR R4 server for one test session."""
+
+    base: str
+    token: str
+    process: subprocess.Popen[str]
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Content-Type": "application/fhir+json"}
+
+    def load(self, resources: list[Mapping[str, Any]]) -> None:
+        """PUT resources (ids kept) in one transaction."""
+        entries = [
+            {"resource": dict(r), "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ]
+        response = requests.post(
+            self.base,
+            json={"resourceType": "Bundle", "type": "transaction", "entry": entries},
+            headers=self._headers(),
+            timeout=10,
+        )
+        response.raise_for_status()
+
+    def requests_seen(self) -> list[dict[str, Any]]:
+        """Return the requests the server received since the last reset (method, url, token)."""
+        seen: list[dict[str, Any]] = requests.get(self.base.removesuffix("/fhir") + "/__requests", timeout=5).json()
+        return seen
+
+    def reset_log(self) -> None:
+        requests.delete(self.base.removesuffix("/fhir") + "/__requests", timeout=5)
+
+
+def _start_fhir_server(page_size: int) -> FhirTestServer:
+    env = {**os.environ, "FHIR_TOKEN": FHIR_TOKEN, "PAGE_SIZE": str(page_size)}
+    process = subprocess.Popen(
+        ["node", "server.mjs", "0"],
+        cwd=FHIR_SERVER_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("listening "):
+            return FhirTestServer(f"http://127.0.0.1:{int(line.split()[1])}/fhir", FHIR_TOKEN, process)
+        if process.poll() is not None:
+            break
+    process.kill()
+    process.wait(timeout=10)
+    process.stdout.close()
+    raise RuntimeError("the test FHIR server did not start")
+
+
+@pytest.fixture(scope="session")
+def fhir_server() -> Iterator[FhirTestServer]:
+    """A real FHIR server on loopback; skipped on a laptop without Node, required under CI."""
+    installed = (FHIR_SERVER_DIR / "node_modules" / "@medplum" / "fhir-router").exists() and shutil.which("node")
+    if not installed:
+        message = "test FHIR server not installed: run `npm ci --prefix tests/fhir_server` (make test does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = _start_fhir_server(page_size=10)
+    try:
+        yield server
+    finally:
+        server.process.terminate()
+        server.process.wait(timeout=10)
+        if server.process.stdout:
+            server.process.stdout.close()

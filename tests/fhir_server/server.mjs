@@ -3,7 +3,8 @@
 //
 //   node server.mjs [port]      (port 0 = any free port; the chosen port is printed)
 //
-// Base URL: http://127.0.0.1:<port>/fhir. When FHIR_TOKEN is set, every FHIR
+// Base URL: http://127.0.0.1:<port>/fhir. Searches are paged by _count (or PAGE_SIZE) with
+// _page next links. When FHIR_TOKEN is set, every FHIR
 // request must carry "Authorization: Bearer $FHIR_TOKEN" (401 otherwise).
 // GET /__requests lists the requests seen (method, url, whether a bearer
 // token came with it) so tests can check what the service asked for and
@@ -24,6 +25,36 @@ const repo = new MemoryRepository();
 const token = process.env.FHIR_TOKEN;
 const seen = [];
 const REFERENCE_PARAMS = ['patient', 'subject', 'beneficiary'];
+// PAGE_SIZE pages every search that gives no _count, as real servers do (0 = no paging).
+const DEFAULT_PAGE_SIZE = Number(process.env.PAGE_SIZE || 0) || null;
+
+// Paging: the memory repository returns every match in one page and links no "next" page, so the
+// wrapper pages searchsets itself: _count sets the page size, _page (0-based) picks the page.
+function takePaging(url) {
+  const [path, query] = url.split('?', 2);
+  if (!query) return { url, count: null, page: 0 };  // reads and whole-type searches are not paged
+  const params = new URLSearchParams(query);
+  const count = params.has('_count') ? Number(params.get('_count')) : DEFAULT_PAGE_SIZE;
+  const page = params.has('_page') ? Number(params.get('_page')) : 0;
+  params.delete('_count');
+  params.delete('_page');
+  const rest = params.toString();
+  return { url: rest ? `${path}?${rest}` : path, count, page, path, params };
+}
+
+function pageBundle(bundle, paging, base) {
+  if (!paging.count || bundle.resourceType !== 'Bundle' || !Array.isArray(bundle.entry)) return bundle;
+  const all = bundle.entry;
+  const start = paging.page * paging.count;
+  const page = { ...bundle, total: all.length, entry: all.slice(start, start + paging.count), link: [] };
+  if (start + paging.count < all.length) {
+    const params = new URLSearchParams(paging.params);
+    params.set('_count', String(paging.count));
+    params.set('_page', String(paging.page + 1));
+    page.link.push({ relation: 'next', url: `${base}${paging.path}?${params.toString()}` });
+  }
+  return page;
+}
 
 // The memory repository matches references literally: "patient=123" must be "patient=Patient/123".
 function rewriteQuery(url) {
@@ -54,16 +85,17 @@ async function handle(req, res, body) {
   if (token && bearer !== `Bearer ${token}`) {
     return send(res, 401, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'login' }] });
   }
-  const url = rewriteQuery(req.url.slice('/fhir'.length) || '/');
+  const paging = takePaging(req.url.slice('/fhir'.length) || '/');
+  const url = rewriteQuery(paging.url);
   const [result, resource] = await router.handleRequest(
     { method: req.method, url, pathname: '', params: {}, query: {}, body: body ? JSON.parse(body) : undefined,
       headers: req.headers },
     repo,
   );
-  const payload = resource ?? result;
+  const base = `http://${req.headers.host}/fhir`;
+  const payload = pageBundle(resource ?? result, paging, base);
   // Rewrite self/next links to this server's public base so clients can follow them.
   if (payload && payload.resourceType === 'Bundle' && Array.isArray(payload.link)) {
-    const base = `http://${req.headers.host}/fhir`;
     for (const link of payload.link) {
       if (typeof link.url === 'string' && !link.url.startsWith('http')) link.url = `${base}/${link.url.replace(/^\//, '')}`;
     }
