@@ -101,6 +101,10 @@ class Store:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
 
+    def close(self) -> None:
+        """Close every pooled connection (at shutdown, and in tests)."""
+        self.engine.dispose()
+
     def ping(self) -> bool:
         """Return True when the database answers."""
         try:

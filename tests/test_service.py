@@ -406,3 +406,10 @@ def store_table(store: Any) -> Any:
     from cds_server.store import invocations
 
     return sa.select(invocations)
+
+
+def test_the_readme_example_call_gets_an_authorization(client: FlaskClient) -> None:
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    payload = ok(client, body)
+    info = coverage_ext(payload["systemActions"][0]["resource"])
+    assert info["pa-needed"] == "satisfied" and info["satisfied-pa-id"].startswith("PA-")
