@@ -63,7 +63,7 @@ def invoke(service_id: str) -> Response:
         if service is None:
             raise UnknownService(f"No service {service_id!r}", [Issue(f"unknown service id {service_id!r}")])
         body = read_json()
-        result = handle(runtime(), service, body)
+        result = handle(runtime(), service, body, base_url())
         status, payload = 200, result.response
     except ServiceError as exc:
         status, payload = exc.status, exc.outcome()
@@ -86,6 +86,12 @@ def _feedback_items(body: Any) -> list[Mapping[str, Any]]:
     from cds_server.feedback import validate_feedback
 
     return validate_feedback(body)
+
+
+def base_url() -> str:
+    """Return the service's public base URL (configured, else the one this request came in on)."""
+    configured = str(current_app.config.get("PUBLIC_BASE_URL") or "")
+    return (configured or request.host_url).rstrip("/")
 
 
 def read_json() -> Any:

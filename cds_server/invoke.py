@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 
+from cds_server import cards
 from cds_server import coverage_info as ci
 from cds_server.coverage import CoverageCheck, select_coverage
 from cds_server.engine import CarePath, OrderDecision, evaluate_orders
@@ -373,7 +374,40 @@ def persist(runtime: Runtime, call: Call, results: Sequence[OrderResult]) -> Non
         )
 
 
-def handle(runtime: Runtime, service: HookService, body: Any) -> CallResult:
+def build_cards(runtime: Runtime, call: Call, results: Sequence[OrderResult], base_url: str) -> list[dict[str, Any]]:
+    """Cards for every decided order, filtered by the call's configuration (CRD dev-14)."""
+    ctx = cards.CardContext(runtime.settings["PAYER_NAME"], call.version, base_url, len(results) > 1)
+    carepaths = {cp.id: cp for cp in runtime.carepaths}
+    orders = [r.target.order for r in results]
+    out: list[dict[str, Any]] = []
+    for result in results:
+        decision = result.decision
+        if decision is None or decision.carepath_id not in carepaths:
+            continue
+        label = order_label(result.order)
+        if decision.applicability == "outside-cohort":
+            out.append(cards.outside_cohort_card(ctx, decision, label))
+            continue
+        carepath = carepaths[decision.carepath_id]
+        out.append(
+            cards.decision_card(
+                ctx, carepath, decision, label, result.assertion.satisfied_pa_id, call.service.clinical_documentation
+            )
+        )
+        others = [o for o in orders if o is not result.target.order]
+        out.extend(cards.alternative_cards(ctx, decision, result.target.order, others, carepath))
+        if decision.service_id:
+            out.append(cards.reference_card(ctx, carepath, decision, result.assertion.assertion_id))
+    return cards.apply_configuration(out, call.configuration)
+
+
+def order_label(order: Order) -> str:
+    """A human label for an order: what it is, and which resource."""
+    what = order.code_text or ", ".join(code for _, code in sorted(order.codes)) or order.type
+    return f"{what} ({order.ref})"
+
+
+def handle(runtime: Runtime, service: HookService, body: Any, base_url: str = "") -> CallResult:
     """Run one hook call through every stage and return its response."""
     call = validate_request(service, body, runtime.settings["CRD_VERSIONS"], runtime.clock())
     call.client = fhir_client(runtime, call)
@@ -382,7 +416,7 @@ def handle(runtime: Runtime, service: HookService, body: Any) -> CallResult:
     coverage = check_coverage(runtime, call, data)
     technical = history_problem(data) if coverage.not_covered is None else None
     results = decide(runtime, call, pairs, data, coverage, technical)
-    response: dict[str, Any] = {"cards": []}
+    response: dict[str, Any] = {"cards": build_cards(runtime, call, results, base_url)}
     actions = system_actions(call, results)
     if actions:
         response["systemActions"] = actions

@@ -363,15 +363,21 @@ class _Compiler:
         )
 
     def _check_alternatives(self, services: tuple[Service, ...]) -> None:
-        ids = {s.id for s in services}
         for i, service in enumerate(services):
             for j, alt in enumerate(service.alternatives):
                 path = f"$.services[{i}].alternatives[{j}]"
-                if alt["service"] not in ids:
-                    raise self.fail(f"{path}.service", f"unknown service {alt['service']!r}")
-                for k, crit in enumerate(alt["when"]):
-                    if crit not in self.nodes:
-                        raise self.fail(f"{path}.when[{k}]", f"unknown criterion {crit!r}")
+                for k, cond in enumerate(alt["when"]):
+                    if cond["criterion"] not in self.nodes:
+                        raise self.fail(f"{path}.when[{k}].criterion", f"unknown criterion {cond['criterion']!r}")
+                needs_code = alt["kind"] in ("replace", "companion")
+                if needs_code and "code" not in alt:
+                    raise self.fail(path, f"a {alt['kind']} alternative needs a code")
+                if alt["kind"] == "set-location" and "location" not in alt:
+                    raise self.fail(path, "a set-location alternative needs a location")
+                if alt["kind"] == "split-session":
+                    if "codesFrom" not in alt:
+                        raise self.fail(path, "a split-session alternative needs codesFrom")
+                    self.check_value_sets([alt["codesFrom"]], f"{path}.codesFrom")
 
     # -- whole CarePath ----------------------------------------------------------------
 

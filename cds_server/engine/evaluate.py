@@ -381,7 +381,28 @@ def _outcome(
         questions=questions,
         failing=failing,
         answers_used=used,
+        alternatives=_alternatives(service, outcome, routing + roots) if ctx.record_available else [],
     )
+
+
+def _alternatives(service: Service, outcome: Outcome, roots: list[CriterionResult]) -> list[dict[str, Any]]:
+    """Return the service's alternatives whose conditions hold, for an order that is not approved.
+
+    Only offered on a record that was obtained: "missing" must mean missing, not unseen.
+    """
+    if outcome is Outcome.CRITERIA_MET:
+        return []
+    results: dict[str, Tri] = {}
+    for root in roots:
+        for node in root.walk():
+            results.setdefault(node.id, node.result)
+    chosen = []
+    for alt in service.alternatives:
+        hits = [c["criterion"] for c in alt["when"] if results.get(c["criterion"], Tri.UNKNOWN).value in c["results"]]
+        holds = bool(hits) if alt.get("match") == "any" else len(hits) == len(alt["when"])
+        if holds:
+            chosen.append({**alt, "because": hits})
+    return chosen
 
 
 def _deciding(root: CriterionResult, value: Tri) -> list[str]:

@@ -82,6 +82,7 @@ class OrderDecision:
     questions: list[str] = field(default_factory=list)
     failing: list[str] = field(default_factory=list)
     answers_used: list[str] = field(default_factory=list)
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
 
     def criterion(self, criterion_id: str) -> CriterionResult | None:
         """Return the result of the criterion with this id, wherever it sits."""
@@ -110,4 +111,5 @@ class OrderDecision:
             "questions": list(self.questions),
             "failing": list(self.failing),
             "answersUsed": list(self.answers_used),
+            "alternatives": list(self.alternatives),
         }
