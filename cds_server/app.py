@@ -32,10 +32,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cds"] = build_runtime(app.config)
     from cds_server.api import bp
+    from cds_server.fhir_api import fhir
     from cds_server.health import health
+    from cds_server.pages import pages
 
     app.register_blueprint(bp)
+    app.register_blueprint(fhir)
     app.register_blueprint(health)
+    app.register_blueprint(pages)
     return app
 
 

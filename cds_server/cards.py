@@ -135,10 +135,12 @@ def _criterion_lines(node: CriterionResult, depth: int) -> list[str]:
     lines = [
         f"{indent}- {marks[node.result]}: {_md(node.text)} — {_md(node.reason)}{evidence} _({node.id}; {section})_"
     ]
-    if depth == 0 and node.result is not Tri.MET and node.logic in ("all", "any"):
-        for child in node.children:
-            if child.result is not Tri.MET or node.logic == "any":
-                lines.extend(_criterion_lines(child, 1))
+    if depth < 2 and node.logic in ("all", "any"):
+        children = node.children
+        if node.logic == "any" and node.result is Tri.MET:
+            children = [c for c in children if c.result is Tri.MET]  # the route that met it
+        for child in children:
+            lines.extend(_criterion_lines(child, depth + 1))
     return lines
 
 
@@ -380,6 +382,17 @@ def _split_session(
                 {"type": "create", "description": "Order that level for a separate session", "resource": new},
             ]
     return []
+
+
+def suggestion_key(card: Mapping[str, Any]) -> str:
+    """What a suggestion card does, ignoring generated ids: two cards with one key are duplicates."""
+    parts = []
+    for suggestion in card.get("suggestions") or []:
+        for action in suggestion.get("actions") or []:
+            resource = action.get("resource") or {}
+            codes = [c.get("code") for c in (resource.get("code") or {}).get("coding") or []]
+            parts.append(f"{action['type']}:{action.get('resourceId', '')}:{codes}:{resource.get('locationCode', '')}")
+    return "|".join(parts)
 
 
 # --- selection and limits -------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cds_server.cards import CARD_TYPES
 from cds_server.invoke import Runtime
 from cds_server.prefetch import templates_for
 from hooks import SERVICES
@@ -18,6 +19,10 @@ CONFIGURATION_OPTIONS: list[dict[str, Any]] = [
         "description": "Return coverage information (covered, prior authorization, documentation) on each order.",
         "default": True,
     },
+    *[
+        {"code": code, "type": "boolean", "name": name, "description": description, "default": True}
+        for code, (name, description) in CARD_TYPES.items()
+    ],
     {
         "code": "max-cards",
         "type": "integer",

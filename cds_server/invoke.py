@@ -227,7 +227,44 @@ def gather(runtime: Runtime, call: Call, orders: Sequence[Order]) -> PatientData
     """Get the Coverage and, when some order needs a decision, the patient's history."""
     keys = ("coverage", *HISTORY_KEYS) if governed(runtime.carepaths, orders) else ("coverage", "patient")
     prefetch = call.body.get("prefetch") or {}
-    return resolve(templates_for(call.service), keys, call.context, prefetch, call.client, runtime.pool)
+    data = resolve(templates_for(call.service), keys, call.context, prefetch, call.client, runtime.pool)
+    _supporting_info(call, orders, data)
+    return data
+
+
+def _supporting_info(call: Call, orders: Sequence[Order], data: PatientData) -> None:
+    """Add documentation the orders point to (``supportingInfo``): contained, already known, or read from the EHR.
+
+    This is how a completed DTR QuestionnaireResponse reaches the next signing when the
+    EHR attaches it to the order rather than storing it where the prefetch search finds it.
+    """
+    known = {f"{r.get('resourceType')}/{r.get('id')}" for r in data.all_resources()}
+    found: list[Mapping[str, Any]] = []
+    for order in orders:
+        contained = {c.get("id"): c for c in order.raw.get("contained") or [] if isinstance(c, Mapping)}
+        for info in order.raw.get("supportingInfo") or []:
+            ref = info.get("reference") if isinstance(info, Mapping) else None
+            if not isinstance(ref, str):
+                continue
+            if ref.startswith("#") and ref[1:] in contained:
+                found.append(contained[ref[1:]])
+            elif ref.startswith("QuestionnaireResponse/") and ref not in known:
+                fetched = _read_supporting(call, ref, data)
+                if fetched is not None:
+                    found.append(fetched)
+    if found:
+        data.resources["supportingInfo"] = found
+
+
+def _read_supporting(call: Call, ref: str, data: PatientData) -> Mapping[str, Any] | None:
+    if call.client is None:
+        data.unavailable["supportingInfo"] = f"not prefetched and no fhirServer to read {ref} from"
+        return None
+    try:
+        return call.client.read(ref)
+    except FhirError as exc:
+        data.unavailable["supportingInfo"] = str(exc)
+        return None
 
 
 def check_coverage(runtime: Runtime, call: Call, data: PatientData) -> CoverageCheck:
@@ -380,6 +417,7 @@ def build_cards(runtime: Runtime, call: Call, results: Sequence[OrderResult], ba
     carepaths = {cp.id: cp for cp in runtime.carepaths}
     orders = [r.target.order for r in results]
     out: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for result in results:
         decision = result.decision
         if decision is None or decision.carepath_id not in carepaths:
@@ -395,7 +433,11 @@ def build_cards(runtime: Runtime, call: Call, results: Sequence[OrderResult], ba
             )
         )
         others = [o for o in orders if o is not result.target.order]
-        out.extend(cards.alternative_cards(ctx, decision, result.target.order, others, carepath))
+        for card in cards.alternative_cards(ctx, decision, result.target.order, others, carepath):
+            key = cards.suggestion_key(card)
+            if key not in seen:  # several orders can point to the same better order
+                seen.add(key)
+                out.append(card)
         if decision.service_id:
             out.append(cards.reference_card(ctx, carepath, decision, result.assertion.assertion_id))
     return cards.apply_configuration(out, call.configuration)

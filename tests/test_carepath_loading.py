@@ -159,3 +159,11 @@ def test_every_operator_documents_itself_and_has_an_argument_schema() -> None:
 
 def test_file_declares_its_schema() -> None:
     assert json.loads(DEFAULT_CAREPATHS[0].read_text())["$schema"] == "./carepath.schema.json"
+
+
+def test_switching_off_a_criterion_switches_off_references_and_alternatives_that_depend_on_it() -> None:
+    carepath = load(DOC, {"facetLimitLevels": False})
+    assert "FI-F1" not in carepath.nodes and "FS-F1" not in carepath.nodes
+    facet = carepath.service("facet-initial")
+    assert "frequency" not in facet.groups
+    assert all(a["id"] != "two-levels-per-session" for a in facet.alternatives)

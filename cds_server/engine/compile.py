@@ -157,12 +157,23 @@ class _Compiler:
                 tuple(item.get("options") or []),
                 bool(item.get("repeats")),
                 children,
+                tuple(item.get("enableWhen") or []),
+                item.get("unit"),
+                item.get("min"),
+                item.get("max"),
             )
             self.questions[item["linkId"]] = question
             return question
 
         for i, item in enumerate(self.doc["questions"]):
             add(item, f"$.questions[{i}]")
+        for question in self.questions.values():
+            for j, cond in enumerate(question.enable_when):
+                if cond["question"] not in self.questions:
+                    raise self.fail(
+                        f"$.questions (linkId {question.link_id}).enableWhen[{j}].question",
+                        f"unknown question linkId {cond['question']!r}",
+                    )
 
     def check_question(self, link_id: Any, path: str) -> str:
         if link_id not in self.questions:
@@ -223,9 +234,29 @@ class _Compiler:
                     walk(child, off)
             walk(node.get("not"), off)
 
+        refs: dict[str, str] = {}
+
+        def collect(node: Any) -> None:
+            if not isinstance(node, Mapping):
+                return
+            if isinstance(node.get("ref"), str) and isinstance(node.get("id"), str):
+                refs[node["id"]] = node["ref"]
+            for key in ("all", "any"):
+                for child in node.get(key) or []:
+                    collect(child)
+            collect(node.get("not"))
+
         for service in self.doc["services"]:
             for node in service["criteria"].values():
                 walk(node, False)
+                collect(node)
+        changed = True
+        while changed:  # a reference to a switched-off criterion is switched off too
+            changed = False
+            for node_id, target in refs.items():
+                if target in disabled and node_id not in disabled:
+                    disabled.add(node_id)
+                    changed = True
         return disabled
 
     def text(self, raw: str, path: str) -> str:
@@ -359,8 +390,12 @@ class _Compiler:
             selection,
             disambiguation,
             auto,
-            tuple(raw.get("alternatives") or []),
+            tuple(a for a in raw.get("alternatives") or [] if not self._switched_off(a)),
         )
+
+    def _switched_off(self, alternative: Mapping[str, Any]) -> bool:
+        """An alternative that depends on a switched-off criterion is switched off with it."""
+        return any(cond.get("criterion") in self.disabled for cond in alternative.get("when") or [])
 
     def _check_alternatives(self, services: tuple[Service, ...]) -> None:
         for i, service in enumerate(services):
@@ -385,6 +420,8 @@ class _Compiler:
         facts: dict[str, Any] = self.resolve(self.doc["facts"], "$.facts", {})
         if "symptomOnset" in facts:
             self.check_value_sets(facts["symptomOnset"]["indexValueSets"], "$.facts.symptomOnset.indexValueSets")
+            if facts["symptomOnset"].get("answer"):
+                self.check_question(facts["symptomOnset"]["answer"], "$.facts.symptomOnset.answer")
         if "painScores" in facts:
             self.check_value_sets(facts["painScores"]["valueSets"], "$.facts.painScores.valueSets")
         if "conservativeCare" in facts:

@@ -17,6 +17,7 @@ from cds_server.engine.context import EvalContext
 from cds_server.engine.logic import Tri, all_of, any_of, compare
 from cds_server.engine.model import GROUP_KINDS, REQUEST_KINDS, AnswerSpec, CarePath, Group, Leaf, Node, Ref, Service
 from cds_server.engine.operators import FALSE, REGISTRY, SUGGESTIVE, TRUE, Finding
+from cds_server.engine.prefill import prefill
 from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
 from fhir_mappings.codes import Code, concept_codes
 from fhir_mappings.orders import Order
@@ -323,7 +324,8 @@ def _answer(spec: AnswerSpec | None, ctx: EvalContext) -> tuple[Tri, str, str] |
         return None
     first = answers[0]
     shown = ", ".join(str(a.value) for a in answers)
-    reason = f"answered '{shown}' to {spec.link_id}"
+    question = ctx.carepath.questions.get(spec.link_id)
+    reason = f"answered '{shown}' to “{question.text if question else spec.link_id}”"
     if spec.true_when is not None:
         hit = any(a.value in spec.true_when for a in answers)
         return (Tri.MET if hit else Tri.NOT_MET), reason, first.source
@@ -382,6 +384,7 @@ def _outcome(
         failing=failing,
         answers_used=used,
         alternatives=_alternatives(service, outcome, routing + roots) if ctx.record_available else [],
+        prefill=prefill(ctx, roots) if outcome is Outcome.DOCUMENTATION_NEEDED else {},
     )
 
 

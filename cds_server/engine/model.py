@@ -125,6 +125,10 @@ class Question:
     options: tuple[Mapping[str, str], ...] = ()
     repeats: bool = False
     items: tuple[Question, ...] = ()
+    enable_when: tuple[Mapping[str, Any], ...] = ()
+    unit: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 @dataclass(frozen=True)

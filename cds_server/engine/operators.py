@@ -323,7 +323,7 @@ def _care_weeks(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[st
         return Finding(TRUE, f"conservative care since {care.start} ({recorded:.1f} weeks)", care.evidence)
     if answered is not None:
         value, source = answered
-        return Finding(TRUE if compare(value, op, threshold) else FALSE, f"{value:g} weeks documented", [source])
+        return Finding(TRUE if compare(value, op, threshold) else FALSE, _answered(ctx, source, value), [source])
     if recorded is not None:
         return Finding(
             NONE,
@@ -332,6 +332,14 @@ def _care_weeks(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[st
             "therapy, exercise and medication records",
         )
     return Finding(NONE, "", [], "therapy, exercise and medication records in the look-back window")
+
+
+def _answered(ctx: EvalContext, source: str, value: Any) -> str:
+    """Say which answer decided: "answered '5' to “Total weeks ...”" (the question, not its linkId)."""
+    link_id = source.split("#", 1)[-1]
+    question = ctx.carepath.questions.get(link_id)
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"answered '{shown}' to “{question.text if question else link_id}”"
 
 
 def _number(answer: Any) -> tuple[float, str] | None:
@@ -359,7 +367,7 @@ def _care_failed(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[s
         return Finding(TRUE, f"pain fell {record[0]:.0f}% (less than {threshold:g}%)", record[1])
     failed = ctx.answers.first(links["failed"])
     if failed is not None and isinstance(failed.value, bool):
-        return Finding(TRUE if failed.value else FALSE, "documented in the questionnaire", [failed.source])
+        return Finding(TRUE if failed.value else FALSE, _answered(ctx, failed.source, failed.value), [failed.source])
     if record is not None:
         return Finding(FALSE, f"pain fell {record[0]:.0f}% (at least {threshold:g}%)", record[1])
     before, now = ctx.answers.first(links["painBaseline"]), ctx.answers.first(links["painNow"])
@@ -396,11 +404,17 @@ def conservative_care_before_first_session(ctx: EvalContext, args: Mapping[str, 
 
     The record's span is a lower bound; a documented longer span extends it.
     """
-    if not ctx.record_available:
-        return Finding(NONE, "the record could not be obtained", [], "conservative care before the first block")
-    found = facts.sessions(ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"), True, None)
     op, threshold = args["comparator"], float(args["weeks"])
     answered = _number(ctx.answers.first(args["answer"])) if args.get("answer") else None
+    if not ctx.record_available:
+        if answered is None:
+            return Finding(NONE, "the record could not be obtained", [], "conservative care before the first block")
+        return Finding(
+            TRUE if compare(answered[0], op, threshold) else FALSE,
+            _answered(ctx, answered[1], answered[0]),
+            [answered[1]],
+        )
+    found = facts.sessions(ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"), True, None)
     recorded: float | None = None
     evidence: list[str] = []
     if found:
@@ -410,7 +424,7 @@ def conservative_care_before_first_session(ctx: EvalContext, args: Mapping[str, 
             evidence = care.evidence + found[0].evidence
     if answered is not None and (recorded is None or answered[0] > recorded):
         value, source = answered
-        return Finding(TRUE if compare(value, op, threshold) else FALSE, f"{value:g} weeks documented", [source])
+        return Finding(TRUE if compare(value, op, threshold) else FALSE, _answered(ctx, source, value), [source])
     if recorded is not None:
         text = f"{recorded:.1f} weeks of conservative care before {found[0].day}"
         return Finding(TRUE if compare(recorded, op, threshold) else FALSE, text, evidence)

@@ -83,6 +83,7 @@ class OrderDecision:
     failing: list[str] = field(default_factory=list)
     answers_used: list[str] = field(default_factory=list)
     alternatives: list[dict[str, Any]] = field(default_factory=list)
+    prefill: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def criterion(self, criterion_id: str) -> CriterionResult | None:
         """Return the result of the criterion with this id, wherever it sits."""
@@ -112,4 +113,5 @@ class OrderDecision:
             "failing": list(self.failing),
             "answersUsed": list(self.answers_used),
             "alternatives": list(self.alternatives),
+            "prefill": dict(self.prefill),
         }

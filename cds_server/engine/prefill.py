@@ -1,0 +1,92 @@
+"""What the record already answers in the documentation questionnaire (DTR pre-population).
+
+Two sources, both from the same evaluation: leaf criteria the record decided
+(their answer items), and derived facts that documentation items ask for
+directly (onset date, conservative-care components and weeks, pain scores,
+requested quantity, region). Silence is never pre-filled: "none recorded" is
+for the clinician to confirm, not for us to answer.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from cds_server.engine import facts
+from cds_server.engine.context import EvalContext
+from cds_server.engine.logic import Tri
+from cds_server.engine.model import Leaf
+from cds_server.engine.operators import _requested
+from cds_server.engine.result import CriterionResult
+
+Prefill = dict[str, dict[str, Any]]
+
+
+def prefill(ctx: EvalContext, roots: list[CriterionResult]) -> Prefill:
+    """Return ``{linkId: {"value", "type", "evidence"}}`` for items the record answers."""
+    found: Prefill = {}
+    for root in roots:
+        for node in root.walk():
+            _from_leaf(ctx, node, found)
+    _from_facts(ctx, found)
+    return found
+
+
+def _put(found: Prefill, link_id: str | None, value: Any, kind: str, evidence: list[str]) -> None:
+    if link_id and link_id in found:
+        return
+    if link_id and value is not None and not any(e.startswith("QuestionnaireResponse/") for e in evidence):
+        found[link_id] = {
+            "value": value.isoformat() if isinstance(value, date) else value,
+            "type": kind,
+            "evidence": list(evidence),
+        }
+
+
+def _from_leaf(ctx: EvalContext, node: CriterionResult, found: Prefill) -> None:
+    leaf = ctx.carepath.nodes.get(node.id)
+    if not isinstance(leaf, Leaf) or leaf.answer is None or node.result is Tri.UNKNOWN:
+        return
+    if node.reason.startswith("none recorded") or any(e.startswith("QuestionnaireResponse/") for e in node.evidence):
+        return
+    spec = leaf.answer
+    if spec.true_when is not None:
+        # Only an unambiguous choice can be filled: with several "true" options we cannot tell which.
+        if node.result is Tri.MET and len(spec.true_when) == 1:
+            _put(found, spec.link_id, next(iter(spec.true_when)), "choice", node.evidence)
+    elif spec.compare is not None:
+        if leaf.op == "order_quantity":
+            requested = _requested(ctx, leaf.args["measure"])
+            _put(found, spec.link_id, int(requested) if requested is not None else None, "integer", [ctx.order.ref])
+    elif spec.weeks_since is None:
+        _put(found, spec.link_id, node.result is Tri.MET, "boolean", node.evidence)
+
+
+def _from_facts(ctx: EvalContext, found: Prefill) -> None:
+    cfg = ctx.carepath.facts
+    if "symptomOnset" in cfg and cfg["symptomOnset"].get("answer"):
+        onset = facts.symptom_onset(ctx)
+        if onset:
+            _put(found, cfg["symptomOnset"]["answer"], onset.day, "date", list(onset.evidence))
+    if "conservativeCare" in cfg:
+        _care(ctx, cfg["conservativeCare"], found)
+    if "regions" in cfg and cfg["regions"].get("answer"):
+        region = facts.order_region(ctx)
+        if not region.source.startswith("default"):
+            _put(found, cfg["regions"]["answer"], region.region, "choice", [region.source])
+
+
+def _care(ctx: EvalContext, cfg: dict[str, Any], found: Prefill) -> None:
+    care = facts.conservative_care(ctx)
+    for name, component in care.components.items():
+        links = cfg["components"][name].get("answers") or {}
+        if component.status is Tri.MET and component.start is not None:
+            _put(found, links.get("done"), True, "boolean", component.evidence)
+            _put(found, links.get("start"), component.start, "date", component.evidence)
+    if care.start is not None:
+        _put(found, cfg["answers"]["weeks"], (ctx.as_of - care.start).days // 7, "integer", care.evidence)
+    scores = facts.pain_scores(ctx)
+    episode = [s for s in scores if care.start is None or s.day >= care.start]
+    if len(episode) >= 2:
+        _put(found, cfg["answers"]["painBaseline"], round(episode[0].value), "integer", [episode[0].ref])
+        _put(found, cfg["answers"]["painNow"], round(episode[-1].value), "integer", [episode[-1].ref])

@@ -1,0 +1,136 @@
+"""Pages people read: the guideline (one anchor per service and criterion) and every decision.
+
+Both answer JSON for machines and HTML for reviewers, by content negotiation
+(``Accept``). Decision pages are as protected as the hook endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request
+
+from cds_server.api import base_url, json_response
+from cds_server.engine import CarePath
+from cds_server.engine.model import Group, Node, Ref
+from cds_server.errors import Issue, UnknownService
+
+pages = Blueprint("pages", __name__)
+
+
+def wants_html() -> bool:
+    """True when the client prefers HTML (a browser), else JSON."""
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"], default="application/json")
+    return best == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]
+
+
+def _carepath(cp_id: str) -> CarePath:
+    for cp in current_app.extensions["cds"].carepaths:
+        if cp.id == cp_id:
+            return cp
+    raise UnknownService(f"No CarePath {cp_id!r}", [Issue(f"unknown CarePath {cp_id!r}")])
+
+
+def _rule(node: Node, carepath: CarePath) -> dict[str, Any]:
+    if isinstance(node, Group):
+        return {
+            "id": node.id,
+            "text": node.text,
+            "cite": node.cite,
+            "kind": node.op,
+            "children": [_rule(c, carepath) for c in node.children],
+        }
+    if isinstance(node, Ref):
+        return {
+            "id": node.id,
+            "text": f"{node.text} (same as {node.target})",
+            "cite": node.cite,
+            "kind": "ref",
+            "children": [],
+        }
+    return {"id": node.id, "text": node.text, "cite": node.cite, "kind": "leaf", "children": []}
+
+
+@pages.get("/carepaths/<cp_id>")
+def guideline(cp_id: str) -> Response:
+    """The guideline as encoded: services, criteria (each with an anchor), parameters."""
+    carepath = _carepath(cp_id)
+    services = [
+        {
+            "id": s.id,
+            "title": s.title,
+            "cite": s.cite,
+            "codes": s.code_rows,
+            "groups": [(kind, _rule(node, carepath)) for kind, node in s.groups.items()],
+        }
+        for s in carepath.services
+    ]
+    if not wants_html():
+        return json_response(
+            {
+                "id": carepath.id,
+                "version": carepath.version,
+                "title": carepath.title,
+                "services": [{**s, "groups": dict(s["groups"])} for s in services],
+                "parameters": {p.name: p.value for p in carepath.parameters.values()},
+            }
+        )
+    html = render_template(
+        "carepath.html", cp=carepath, services=services, parameters=list(carepath.parameters.values())
+    )
+    return Response(html, mimetype="text/html")
+
+
+@pages.get("/determinations/<assertion_id>")
+def determination(assertion_id: str) -> Response:
+    """Everything behind one coverage assertion: criteria, evidence, parameters, answers, authorization."""
+    stored = current_app.extensions["cds"].store.assertion(assertion_id)
+    if stored is None:
+        raise UnknownService(f"No decision {assertion_id!r}", [Issue(f"unknown decision {assertion_id!r}")])
+    body = _determination(stored)
+    if not wants_html():
+        return json_response(body)
+    cp = body.get("carePath") or {}
+    guideline_url = f"{base_url()}/carepaths/{cp.get('id')}" if cp else ""
+    return Response(render_template("determination.html", d=body, guideline_url=guideline_url), mimetype="text/html")
+
+
+def _determination(stored: dict[str, Any]) -> dict[str, Any]:
+    decision = stored["decision"].get("decision") or {}
+    info = {
+        p["url"]: next(v for k, v in p.items() if k.startswith("value"))
+        for p in stored["decision"]["coverageInformation"]["extension"]
+    }
+    carepath = None
+    if stored.get("carepath_id"):
+        title = next(
+            (cp.title for cp in current_app.extensions["cds"].carepaths if cp.id == stored["carepath_id"]),
+            stored["carepath_id"],
+        )
+        carepath = {"id": stored["carepath_id"], "version": stored["carepath_version"], "title": title}
+    return {
+        "assertionId": stored["assertion_id"],
+        "order": stored["order_ref"],
+        "coverage": stored["coverage_ref"],
+        "patient": stored.get("patient_id"),
+        "createdAt": stored["created_at"].isoformat()
+        if hasattr(stored["created_at"], "isoformat")
+        else stored["created_at"],
+        "carePath": carepath,
+        "service": decision.get("service"),
+        "outcome": stored["outcome"],
+        "summary": decision.get("summary", ""),
+        "evaluationDate": decision.get("evaluationDate"),
+        "criteria": decision.get("criteria", []),
+        "questions": decision.get("questions", []),
+        "failing": decision.get("failing", []),
+        "answersUsed": decision.get("answersUsed", []),
+        "authorization": {"number": stored["pa_id"], "expires": info.get("expiry-date")}
+        if stored.get("pa_id")
+        else None,
+        "coverageInformation": {
+            "covered": info.get("covered"),
+            "paNeeded": info.get("pa-needed"),
+            "extension": stored["decision"]["coverageInformation"],
+        },
+    }
