@@ -72,7 +72,11 @@ def _names(decision: OrderDecision, ids: list[str]) -> str:
 
 
 def assertion_for(
-    decision: OrderDecision, questionnaire: str | None, documentation_allowed: bool, auto_approval: bool
+    decision: OrderDecision,
+    questionnaire: str | None,
+    documentation_allowed: bool,
+    auto_approval: bool,
+    question_texts: Mapping[str, str] | None = None,
 ) -> Assertion:
     """Map an engine decision to coverage information (issue 3 item 6)."""
     outcome = decision.outcome
@@ -87,7 +91,8 @@ def assertion_for(
             ],
         )
     if outcome is Outcome.DOCUMENTATION_NEEDED:
-        text = "Documentation needed to decide: " + (", ".join(decision.questions) or "see the questionnaire")
+        texts = [(question_texts or {}).get(q, q) for q in decision.questions]
+        text = "Documentation needed to decide: " + ("; ".join(texts) or "see the questionnaire")
         if not documentation_allowed:
             return Assertion("covered", "auth-needed", reasons=[(None, text + " (asked at order signing).")])
         return Assertion(

@@ -321,9 +321,26 @@ def decide(
             log.exception("decision failed for hook instance %s", call.body.get("hookInstance"))
             technical = "An internal error prevented the determination."
     return [
-        _result(runtime, call, target, order, decision, coverage, technical)
+        _safe_result(runtime, call, target, order, decision, coverage, technical)
         for (target, order), decision in zip(pairs, decisions, strict=True)
     ]
+
+
+def _safe_result(
+    runtime: Runtime,
+    call: Call,
+    target: OrderTarget,
+    order: Order,
+    decision: OrderDecision | None,
+    coverage: CoverageCheck,
+    technical: str | None,
+) -> OrderResult:
+    """Build one order's result; a failure (e.g. issuing an authorization number) is a technical answer."""
+    try:
+        return _result(runtime, call, target, order, decision, coverage, technical)
+    except Exception:
+        log.exception("coverage information failed for %s", order.ref)
+        return _result(runtime, call, target, order, None, coverage, "An internal error prevented the determination.")
 
 
 def _result(
@@ -345,6 +362,7 @@ def _result(
             questionnaire_url(runtime, decision),
             call.service.clinical_documentation,
             runtime.settings["AUTO_APPROVAL"],
+            question_texts(runtime, decision),
         )
     assertion.coverage_ref = coverage.ref
     assertion.date = call.today
@@ -356,6 +374,14 @@ def _result(
         assertion.satisfied_pa_id = runtime.store.authorization_for(assertion.assertion_id, expires)
         assertion.expiry_date = expires
     return OrderResult(target, order, decision, assertion, new)
+
+
+def question_texts(runtime: Runtime, decision: OrderDecision) -> dict[str, str]:
+    """Return the question texts of the decision's CarePath, by linkId."""
+    for cp in runtime.carepaths:
+        if cp.id == decision.carepath_id:
+            return {q.link_id: q.text for q in cp.questions.values()}
+    return {}
 
 
 def questionnaire_url(runtime: Runtime, decision: OrderDecision) -> str | None:
