@@ -35,7 +35,7 @@ test: lint pytest
 
 # Start the service at http://127.0.0.1:$${PORT:-8080} (gunicorn, sync workers, SQLite by default).
 serve: install
-	$(VENV)/bin/gunicorn --workers $${WORKERS:-3} --bind 127.0.0.1:$${PORT:-8080} --access-logfile - wsgi:app
+	CDS_AUTH_REQUIRED=$${CDS_AUTH_REQUIRED:-false} $(VENV)/bin/gunicorn --config gunicorn.conf.py wsgi:app
 
 bench: install
 	$(PY) bench/bench_engine.py

@@ -28,6 +28,7 @@ from cds_server.errors import (
     operation_outcome,
 )
 from cds_server.invoke import Runtime, handle
+from cds_server.observability import CALLS, LATENCY, OUTCOMES
 from cds_server.store import now
 from hooks import SERVICES
 
@@ -65,9 +66,15 @@ def invoke(service_id: str) -> Response:
         body = read_json()
         result = handle(runtime(), service, body, base_url())
         status, payload = 200, result.response
+        for order in result.results:
+            if order.decision is not None:
+                OUTCOMES.labels(order.decision.service_id or "none", order.decision.outcome.value).inc()
     except ServiceError as exc:
         status, payload = exc.status, exc.outcome()
     _record(service_id, body, status, payload, started)
+    CALLS.labels(service_id if service_id in SERVICES else "unknown", str(status)).inc()
+    if service_id in SERVICES:
+        LATENCY.labels(SERVICES[service_id].hook).observe(time.perf_counter() - started)
     return json_response(payload, status)
 
 

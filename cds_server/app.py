@@ -12,9 +12,13 @@ import requests
 from flask import Flask
 from requests.adapters import HTTPAdapter
 
+from cds_server.auth import build_authenticator, guard
 from cds_server.carepath_store import DEFAULT_CAREPATHS, load_carepaths
 from cds_server.config import DEFAULTS
+from cds_server.fhir_client import CircuitBreaker
 from cds_server.invoke import Runtime
+from cds_server.observability import configure_logging
+from cds_server.observability import install as install_observability
 from cds_server.store import Store
 
 
@@ -30,12 +34,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    configure_logging(str(app.config["LOG_LEVEL"]), str(app.config["LOG_FORMAT"]))
     app.extensions["cds"] = build_runtime(app.config)
     from cds_server.api import bp
     from cds_server.fhir_api import fhir
     from cds_server.health import health
     from cds_server.pages import pages
 
+    runtime = app.extensions["cds"]
+    app.extensions["cds-auth"] = build_authenticator(app.config, runtime.store, runtime.session)
+    if not app.config["AUTH_REQUIRED"]:
+        app.logger.warning(
+            "DEMO MODE: client authentication is OFF; every caller is trusted. Never run so with real data."
+        )
+    app.before_request(guard)
+    install_observability(app)
     app.register_blueprint(bp)
     app.register_blueprint(fhir)
     app.register_blueprint(health)
@@ -54,6 +67,7 @@ def build_runtime(settings: Mapping[str, Any]) -> Runtime:
     session.mount("https://", adapter)
     session.trust_env = False  # never route patient data through an environment proxy by accident
     clock = settings.get("CLOCK") or (lambda: datetime.now(UTC))
+    breaker = CircuitBreaker(int(settings["CIRCUIT_FAILURES"]), float(settings["CIRCUIT_COOLDOWN_SECONDS"]))
     return Runtime(
         carepaths,
         Store(settings["DATABASE_URL"]),
@@ -61,6 +75,7 @@ def build_runtime(settings: Mapping[str, Any]) -> Runtime:
         session,
         ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="fhir"),
         clock,
+        breaker,
     )
 
 

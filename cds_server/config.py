@@ -25,10 +25,24 @@ DEFAULTS: dict[str, Any] = {
     "FHIR_MAX_PAGES": 5,
     "FHIR_MAX_RESOURCES": 2000,
     "FHIR_MAX_PARALLEL": 6,
+    "CALL_BUDGET_SECONDS": 4.0,  # all FHIR reads of one hook call must fit in this (CRD asks 5 s at p90)
+    "CIRCUIT_FAILURES": 5,  # consecutive failures that open the circuit to one FHIR server
+    "CIRCUIT_COOLDOWN_SECONDS": 30.0,
+    # Client authentication (CDS Hooks JWT)
+    "AUTH_REQUIRED": True,  # false only for a local demo: every request is then trusted
+    "TRUSTED_CLIENTS": [],  # [{"iss": ..., "jwks": {...} | "jwks_file": path, "jku": [urls], "tenants": [...]}]
+    "JWT_ALGORITHMS": ["ES384", "RS384"],
+    "JWT_LEEWAY_SECONDS": 30,
+    "JWT_MAX_LIFETIME_SECONDS": 3600,
+    "JWKS_CACHE_SECONDS": 3600,
+    "REDIS_URL": "",  # e.g. redis://127.0.0.1:6379/0: keep seen jti values in Redis instead of the database
     # Requests
     "MAX_CONTENT_LENGTH": 5 * 1024 * 1024,
     "MAX_JSON_DEPTH": 64,
     "CRD_VERSIONS": ["2.0", "2.2"],
+    # Logs
+    "LOG_LEVEL": "INFO",
+    "LOG_FORMAT": "json",  # or "text"
 }
 
 

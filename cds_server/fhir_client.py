@@ -8,18 +8,55 @@ a body that is not a FHIR resource) is a :class:`FhirError`, never a crash.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
+
+from cds_server.observability import FHIR_FAILURES, FHIR_LATENCY
 
 FHIR_JSON = "application/fhir+json"
 
 
 class FhirError(Exception):
     """The FHIR server could not give an answer we can use."""
+
+
+@dataclass
+class CircuitBreaker:
+    """Stops calling a FHIR server that keeps failing, so one dead EHR cannot tie up the workers.
+
+    After ``threshold`` consecutive failures the circuit opens: calls fail at once
+    for ``cooldown`` seconds; then one trial call is let through (half-open), and
+    its success closes the circuit again. One breaker per server base URL.
+    """
+
+    threshold: int = 5
+    cooldown: float = 30.0
+    _state: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allow(self, server: str) -> bool:
+        with self._lock:
+            failures, opened_at = self._state.get(server, (0, 0.0))
+            if failures < self.threshold:
+                return True
+            if time.monotonic() - opened_at >= self.cooldown:
+                self._state[server] = (self.threshold - 1, opened_at)  # half-open: one trial
+                return True
+            return False
+
+    def record(self, server: str, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._state.pop(server, None)
+                return
+            failures, _ = self._state.get(server, (0, 0.0))
+            self._state[server] = (failures + 1, time.monotonic())
 
 
 @dataclass
@@ -32,9 +69,15 @@ class FhirClient:
     timeout: float
     max_pages: int
     max_resources: int
+    deadline: float | None = None  # time.monotonic() by which the whole hook call must be done
+    breaker: CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/") + "/"
+
+    def remaining(self) -> float:
+        """Seconds left of the call's time budget (infinite without a deadline)."""
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": FHIR_JSON}
@@ -45,10 +88,30 @@ class FhirClient:
     def _get(self, url: str) -> requests.Response:
         if not url.startswith(self.base_url):
             raise FhirError("refusing to send the access token outside fhirServer")
+        budget = min(self.timeout, self.remaining())
+        if budget <= 0.05:
+            FHIR_FAILURES.labels("budget").inc()
+            raise FhirError("the time budget of the hook call is spent")
+        if self.breaker is not None and not self.breaker.allow(self.base_url):
+            FHIR_FAILURES.labels("circuit-open").inc()
+            raise FhirError("the FHIR server keeps failing; not calling it for a while")
+        started = time.perf_counter()
         try:
-            return self.session.get(url, headers=self._headers(), timeout=self.timeout, allow_redirects=False)
+            response = self.session.get(url, headers=self._headers(), timeout=budget, allow_redirects=False)
         except requests.RequestException as exc:
+            self._outcome(False, "timeout" if isinstance(exc, requests.Timeout) else "connection")
             raise FhirError(f"{type(exc).__name__} reading {self._show(url)}") from exc
+        finally:
+            FHIR_LATENCY.observe(time.perf_counter() - started)
+        ok = response.status_code < 500
+        self._outcome(ok, None if ok else "server-error")
+        return response
+
+    def _outcome(self, ok: bool, kind: str | None) -> None:
+        if kind:
+            FHIR_FAILURES.labels(kind).inc()
+        if self.breaker is not None:
+            self.breaker.record(self.base_url, ok)
 
     def _show(self, url: str) -> str:
         return url[len(self.base_url) :] if url.startswith(self.base_url) else "(outside fhirServer)"

@@ -10,6 +10,7 @@ layer to answer, or returns data for the next one.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from cds_server import coverage_info as ci
 from cds_server.coverage import CoverageCheck, select_coverage
 from cds_server.engine import CarePath, OrderDecision, evaluate_orders
 from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems
-from cds_server.fhir_client import FhirClient, FhirError
+from cds_server.fhir_client import CircuitBreaker, FhirClient, FhirError
 from cds_server.prefetch import HISTORY_KEYS, PatientData, resolve, templates_for
 from cds_server.request_schema import ENVELOPE, check
 from cds_server.store import Store
@@ -47,6 +48,7 @@ class Runtime:
     session: requests.Session
     pool: ThreadPoolExecutor
     clock: Callable[[], datetime]
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Call:
     configuration: dict[str, Any] = field(default_factory=dict)
     version: str = "2.2"
     client: FhirClient | None = None
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def context(self) -> Mapping[str, Any]:
@@ -157,6 +160,8 @@ def fhir_client(runtime: Runtime, call: Call) -> FhirClient | None:
         float(s["FHIR_TIMEOUT_SECONDS"]),
         int(s["FHIR_MAX_PAGES"]),
         int(s["FHIR_MAX_RESOURCES"]),
+        deadline=call.started + float(s["CALL_BUDGET_SECONDS"]),
+        breaker=runtime.breaker,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,10 +130,12 @@ def resolve(
     futures = {key: pool.submit(_fetch, client, query) for key, query in to_fetch.items()}
     for key, future in futures.items():
         try:
-            data.resources[key] = future.result()
+            data.resources[key] = future.result(timeout=max(0.0, client.remaining()) + 0.5)
             data.fetched.append(key)
         except FhirError as exc:
             data.unavailable[key] = str(exc)
+        except FutureTimeout:
+            data.unavailable[key] = "the time budget of the hook call is spent"
     return data
 
 

@@ -24,13 +24,14 @@ from tests import conformance
 NOW = datetime(2024, 3, 20, 15, 0, tzinfo=UTC)
 SIGN = "/cds-services/crd-order-sign"
 QBASE = "http://cds.payer.example/fhir/Questionnaire"
-INTERNAL_ID = re.compile(r"\b[A-Z]{2,5}-(I|NI|S|F|P|SoS)[0-9A-Za-z.-]*\b")
+INTERNAL_ID = re.compile(r"\b(?!PA-)[A-Z]{2,5}-(I|NI|S|F|P|SoS)[0-9A-Za-z.-]*\b")
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
     return create_app(
         {
+            "AUTH_REQUIRED": False,
             "DATABASE_URL": f"sqlite:///{tmp_path / 'cards.sqlite'}",
             "CLOCK": lambda: NOW,
             "PAYER_NAME": "Acme Health",

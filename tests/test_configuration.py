@@ -22,7 +22,9 @@ def test_environment_then_mapping(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.setenv("CDS_PAYER_NAME", "Acme Health")
     monkeypatch.setenv("CDS_AUTO_APPROVAL", "false")
     monkeypatch.setenv("CDS_FHIR_TIMEOUT_SECONDS", "1.5")
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite'}", "FHIR_TIMEOUT_SECONDS": 0.5})
+    app = create_app(
+        {"AUTH_REQUIRED": False, "DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite'}", "FHIR_TIMEOUT_SECONDS": 0.5}
+    )
     assert app.config["PAYER_NAME"] == "Acme Health"
     assert app.config["AUTO_APPROVAL"] is False
     assert app.config["FHIR_TIMEOUT_SECONDS"] == 0.5
@@ -34,7 +36,9 @@ def test_a_broken_carepath_stops_the_service(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"formatVersion": 1}')
     with pytest.raises(InvalidCarePathError, match="bad.json"):
-        create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite'}", "CAREPATHS": [str(bad)]})
+        create_app(
+            {"AUTH_REQUIRED": False, "DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite'}", "CAREPATHS": [str(bad)]}
+        )
 
 
 def test_carepaths_from_a_comma_separated_environment_value(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -42,5 +46,5 @@ def test_carepaths_from_a_comma_separated_environment_value(monkeypatch: pytest.
 
     knee = Path(__file__).parent / "fixtures" / "knee-injection-mini.json"
     monkeypatch.setenv("CDS_CAREPATHS", f"{DEFAULT_CAREPATHS[0]},{knee}")
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite'}"})
+    app = create_app({"AUTH_REQUIRED": False, "DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite'}"})
     assert [cp.id for cp in app.extensions["cds"].carepaths] == ["neck-pain", "knee-oa-mini"]

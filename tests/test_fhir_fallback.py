@@ -27,7 +27,12 @@ SCENARIO = "mri/met-failed-conservative-care"
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
     return create_app(
-        {"DATABASE_URL": f"sqlite:///{tmp_path / 'fb.sqlite'}", "CLOCK": lambda: NOW, "FHIR_MAX_PAGES": 5}
+        {
+            "AUTH_REQUIRED": False,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'fb.sqlite'}",
+            "CLOCK": lambda: NOW,
+            "FHIR_MAX_PAGES": 5,
+        }
     )
 
 

@@ -63,6 +63,7 @@ def test_every_service_has_goldens_for_its_outcomes() -> None:
 def test_golden_response(service: str, outcome: str, path: Path, tmp_path: Path) -> None:
     app = create_app(
         {
+            "AUTH_REQUIRED": False,
             "DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite'}",
             "CLOCK": lambda: NOW,
             "PUBLIC_BASE_URL": "https://cds.payer.example",

@@ -25,7 +25,9 @@ SIGN = "/cds-services/crd-order-sign"
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    return create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'test.sqlite'}", "CLOCK": lambda: NOW})
+    return create_app(
+        {"AUTH_REQUIRED": False, "DATABASE_URL": f"sqlite:///{tmp_path / 'test.sqlite'}", "CLOCK": lambda: NOW}
+    )
 
 
 @pytest.fixture
@@ -137,7 +139,12 @@ def test_repeat_call_with_the_assertion_already_on_the_order_gets_no_new_action(
 
 def test_auto_approval_can_be_switched_off(tmp_path: Path) -> None:
     app = create_app(
-        {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite'}", "CLOCK": lambda: NOW, "AUTO_APPROVAL": False}
+        {
+            "AUTH_REQUIRED": False,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite'}",
+            "CLOCK": lambda: NOW,
+            "AUTO_APPROVAL": False,
+        }
     )
     info = coverage_ext(
         ok(app.test_client(), scenario_request("mri/met-failed-conservative-care"))["systemActions"][0]["resource"]
@@ -148,6 +155,7 @@ def test_auto_approval_can_be_switched_off(tmp_path: Path) -> None:
 def test_auto_approval_off_per_carepath_parameter(tmp_path: Path) -> None:
     app = create_app(
         {
+            "AUTH_REQUIRED": False,
             "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite'}",
             "CLOCK": lambda: NOW,
             "CAREPATH_OVERRIDES": {"neck-pain": {"autoApproval": False}},

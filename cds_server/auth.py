@@ -1,0 +1,269 @@
+"""Who is calling: CDS Hooks client authentication with signed JWTs (cds-hooks-crd.md §1.9).
+
+Every protected request carries ``Authorization: Bearer <JWT>`` signed with an
+asymmetric key (ES384 or RS384 by default; never ``none``, never HMAC). The
+issuer must be a trusted client; its key comes from the JWKS configured for it
+(inline or in a file) or from its ``jku`` URL when that URL is on the client's
+allow-list (fetched, cached and refreshed). ``aud`` must be the exact URL of
+the endpoint called, ``exp``/``iat`` must be sane, and a ``jti`` is accepted
+once across every worker and instance (kept in the database, or in Redis).
+Any failure answers 401 with no detail; tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import requests
+import sqlalchemy as sa
+
+from cds_server.store import Store, metadata
+
+log = logging.getLogger(__name__)
+ASYMMETRIC = {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+
+jti_seen = sa.Table(
+    "jti_seen",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+
+class Unauthorized(Exception):
+    """The request is not authenticated; ``reason`` is for the log only, never for the caller."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class TrustedClient:
+    """A CDS client: its issuer, its keys (a JWKS) and/or the ``jku`` URLs it may point to."""
+
+    issuer: str
+    jwks: dict[str, Any] | None = None
+    jku: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+
+
+def load_clients(config: Any) -> dict[str, TrustedClient]:
+    """Read TRUSTED_CLIENTS: a list of {iss, jwks | jwks_file, jku: [...], tenants: [...]}."""
+    clients: dict[str, TrustedClient] = {}
+    for i, raw in enumerate(config or []):
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("iss"), str):
+            raise ValueError(f"TRUSTED_CLIENTS[{i}] needs an 'iss'")
+        jwks = raw.get("jwks")
+        if raw.get("jwks_file"):
+            jwks = json.loads(Path(raw["jwks_file"]).read_text(encoding="utf-8"))
+        if jwks is not None and not isinstance(jwks.get("keys"), list):
+            raise ValueError(f"TRUSTED_CLIENTS[{i}] jwks must be a JWK Set with 'keys'")
+        jku = raw.get("jku") or []
+        jku = (jku,) if isinstance(jku, str) else tuple(jku)
+        if jwks is None and not jku:
+            raise ValueError(f"TRUSTED_CLIENTS[{i}] needs jwks, jwks_file or jku")
+        clients[raw["iss"]] = TrustedClient(raw["iss"], jwks, jku, tuple(raw.get("tenants") or ()))
+    return clients
+
+
+@dataclass
+class JwksCache:
+    """JWK Sets fetched from allow-listed ``jku`` URLs, kept for ``ttl`` seconds, refreshed on an unknown kid."""
+
+    session: requests.Session
+    ttl: float
+    timeout: float
+    _sets: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def key(self, url: str, kid: str) -> Any:
+        found = self._find(self._get(url, refresh=False), kid)
+        if found is None:
+            fetched_at, _ = self._sets.get(url, (0.0, {}))
+            if time.monotonic() - fetched_at > 10:  # at most one refresh per 10 s per URL (key rotation)
+                found = self._find(self._get(url, refresh=True), kid)
+        if found is None:
+            raise Unauthorized("kid not in the jku JWK Set")
+        return found
+
+    def _get(self, url: str, refresh: bool) -> dict[str, Any]:
+        with self._lock:
+            cached = self._sets.get(url)
+            if cached and not refresh and time.monotonic() - cached[0] < self.ttl:
+                return cached[1]
+        try:
+            response = self.session.get(url, timeout=self.timeout, allow_redirects=False)
+            body = response.json() if response.status_code == 200 else None
+        except (requests.RequestException, ValueError) as exc:
+            raise Unauthorized(f"jku fetch failed: {type(exc).__name__}") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
+            raise Unauthorized("jku did not return a JWK Set")
+        with self._lock:
+            self._sets[url] = (time.monotonic(), body)
+        return body
+
+    @staticmethod
+    def _find(jwks: Mapping[str, Any], kid: str) -> Any:
+        return find_key(jwks, kid)
+
+
+def find_key(jwks: Mapping[str, Any], kid: str) -> Any:
+    """Return the public key with this kid from a JWK Set, or None."""
+    for raw in jwks.get("keys") or []:
+        if isinstance(raw, Mapping) and raw.get("kid") == kid:
+            try:
+                return jwt.PyJWK.from_dict(dict(raw)).key
+            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
+                raise Unauthorized("unusable JWK") from exc
+    return None
+
+
+class JtiStore:
+    """Remembers every jti until its token expires, shared by all workers and instances."""
+
+    def __init__(self, store: Store, redis_url: str | None) -> None:
+        self.store = store
+        self.redis = None
+        if redis_url:
+            import redis
+
+            self.redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        metadata.create_all(store.engine, tables=[jti_seen])
+
+    def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
+        """Return True the first time this (issuer, jti) is seen, False on any replay."""
+        key = f"{issuer}|{jti}"[:300]
+        ttl = max(1, int(expires_at - time.time()) + 1)
+        if self.redis is not None:
+            return bool(self.redis.set(f"cds:jti:{key}", "1", nx=True, ex=ttl))
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(jti_seen.insert().values(key=key, expires_at=expires_at))
+                if hash(key) % 50 == 0:  # now and then, forget tokens that expired long ago
+                    conn.execute(jti_seen.delete().where(jti_seen.c.expires_at < time.time() - 3600))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+
+@dataclass
+class Authenticator:
+    """Checks one bearer token for one endpoint URL."""
+
+    clients: dict[str, TrustedClient]
+    jwks_cache: JwksCache
+    jtis: JtiStore
+    algorithms: frozenset[str]
+    leeway: float
+    max_lifetime: float
+
+    def check(self, authorization: str | None, audience: str) -> dict[str, Any]:
+        """Return the verified claims.
+
+        :raises Unauthorized: with an internal reason (never shown to the caller).
+        """
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthorized("no bearer token")
+        token = authorization[len("Bearer ") :].strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("not a JWT") from exc
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self.algorithms or alg not in ASYMMETRIC:
+            raise Unauthorized(f"algorithm {alg!r} not allowed")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("no kid")
+        if header.get("typ") != "JWT":
+            raise Unauthorized("typ is not JWT")
+        client = self.clients.get(str(unverified.get("iss")))
+        if client is None:
+            raise Unauthorized("issuer not trusted")
+        key = self._key(client, header, kid)
+        claims = self._verify(token, key, alg, audience, client.issuer)
+        if client.tenants and claims.get("tenant") not in client.tenants:
+            raise Unauthorized("tenant not allowed")
+        if not self.jtis.first_use(client.issuer, str(claims["jti"]), float(claims["exp"])):
+            raise Unauthorized("jti replayed")
+        return claims
+
+    def _key(self, client: TrustedClient, header: Mapping[str, Any], kid: str) -> Any:
+        jku = header.get("jku")
+        if isinstance(jku, str) and jku:
+            if jku not in client.jku:
+                raise Unauthorized("jku not on the allow-list")
+            return self.jwks_cache.key(jku, kid)
+        if client.jwks is None:
+            raise Unauthorized("no jku and no configured JWKS")
+        key = find_key(client.jwks, kid)
+        if key is None:
+            raise Unauthorized("kid not in the configured JWKS")
+        return key
+
+    def _verify(self, token: str, key: Any, alg: str, audience: str, issuer: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=audience,
+                issuer=issuer,
+                leeway=self.leeway,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"verification failed: {type(exc).__name__}") from exc
+        now = time.time()
+        if float(claims["iat"]) > now + self.leeway:
+            raise Unauthorized("iat in the future")
+        if float(claims["exp"]) - float(claims["iat"]) > self.max_lifetime:
+            raise Unauthorized("token lives too long")
+        return claims
+
+
+def build_authenticator(settings: Mapping[str, Any], store: Store, session: requests.Session) -> Authenticator:
+    """Make the authenticator from settings (TRUSTED_CLIENTS, REDIS_URL, ...)."""
+    return Authenticator(
+        clients=load_clients(settings["TRUSTED_CLIENTS"]),
+        jwks_cache=JwksCache(session, float(settings["JWKS_CACHE_SECONDS"]), float(settings["FHIR_TIMEOUT_SECONDS"])),
+        jtis=JtiStore(store, settings.get("REDIS_URL") or None),
+        algorithms=frozenset(settings["JWT_ALGORITHMS"]),
+        leeway=float(settings["JWT_LEEWAY_SECONDS"]),
+        max_lifetime=float(settings["JWT_MAX_LIFETIME_SECONDS"]),
+    )
+
+
+PROTECTED = ("/cds-services", "/fhir", "/determinations")
+
+
+def guard() -> Any:
+    """Flask before-request hook: authenticate protected endpoints (401 with no detail on failure)."""
+    from flask import current_app, g, request
+
+    from cds_server.api import json_response
+    from cds_server.errors import Issue, operation_outcome
+
+    if request.method == "OPTIONS" or not request.path.startswith(PROTECTED):
+        return None
+    if not current_app.config["AUTH_REQUIRED"]:
+        return None
+    base = str(current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
+    audience = f"{base}{request.path}" if base else request.base_url
+    try:
+        g.client = current_app.extensions["cds-auth"].check(request.headers.get("Authorization"), audience)
+    except Unauthorized as exc:
+        log.info("authentication failed: %s", exc.reason, extra={"request_id": g.get("request_id")})
+        response = json_response(operation_outcome([Issue("Unauthorized")], "login"), 401)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    return None

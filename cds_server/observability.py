@@ -1,0 +1,96 @@
+"""Structured logs, Prometheus metrics, and one log line per request.
+
+Logs are JSON, one object per line, with the request id; they never carry
+request bodies, patient data or tokens (only ids of services and decisions,
+statuses and timings). Metrics work across gunicorn workers through
+prometheus_client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+CALLS = Counter("cds_hook_calls_total", "Hook calls by service and HTTP status", ["service", "status"])
+LATENCY = Histogram(
+    "cds_hook_latency_seconds",
+    "Hook call latency by hook",
+    ["hook"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)
+OUTCOMES = Counter("cds_decisions_total", "Decisions by CarePath service and outcome", ["service", "outcome"])
+FHIR_LATENCY = Histogram(
+    "cds_fhir_fetch_seconds", "Latency of calls to EHR FHIR servers", buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+)
+FHIR_FAILURES = Counter("cds_fhir_fetch_failures_total", "Failed calls to EHR FHIR servers by kind", ["kind"])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id and any safe extras."""
+
+    SAFE = ("request_id", "method", "path", "status", "duration_ms", "service", "hook", "hook_instance", "outcome")
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in self.SAFE:
+            if hasattr(record, key):
+                data[key] = getattr(record, key)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Send logs to stderr, as JSON unless LOG_FORMAT is 'text'."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    handler._cds_handler = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_cds_handler", False)] + [handler]
+    root.setLevel(level.upper())
+
+
+def install(app: Flask) -> None:
+    """Log one line per request and expose ``GET /metrics``."""
+    log = logging.getLogger("cds_server.requests")
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _log(response: Response) -> Response:
+        duration = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        log.info(
+            "request",
+            extra={
+                "request_id": g.get("request_id"),
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(duration, 2),
+            },
+        )
+        response.headers["X-Request-ID"] = str(g.get("request_id", ""))
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

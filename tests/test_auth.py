@@ -1,0 +1,260 @@
+"""Client authentication: CDS Hooks JWTs as the sandbox and Inferno send them, and every way to get it wrong."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cds_server.app import create_app
+
+BASE = "https://cds.payer.example"
+SANDBOX = "https://sandbox.cds-hooks.org"
+INFERNO = "https://inferno.healthit.gov/suites/custom/crd_client"
+
+
+class Keys:
+    """Key pairs made at test time, and their public JWK Sets."""
+
+    def __init__(self) -> None:
+        self.ec = ec.generate_private_key(ec.SECP384R1())
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec.public_key())) | {
+            "kid": "ec-1",
+            "alg": "ES384",
+        }
+        self.rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa.public_key())) | {
+            "kid": "rsa-1",
+            "alg": "RS384",
+        }
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    return Keys()
+
+
+@pytest.fixture(scope="module")
+def jwks_server(keys: Keys) -> Iterator[str]:
+    """A JWK Set on loopback, like the sandbox's public jku."""
+    body = json.dumps({"keys": [keys.ec_jwk]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            self.send_response(200 if self.path == "/jwks.json" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body if self.path == "/jwks.json" else b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/jwks.json"
+    server.shutdown()
+    server.server_close()
+
+
+def make_app(tmp_path: Path, keys: Keys, jku: str, **extra: Any) -> Flask:
+    jwks_file = tmp_path / "inferno-jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [keys.rsa_jwk, keys.ec_jwk]}))
+    clients = [{"iss": SANDBOX, "jku": [jku]}, {"iss": INFERNO, "jwks_file": str(jwks_file)}]
+    return create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'auth.sqlite'}",
+            "PUBLIC_BASE_URL": BASE,
+            "TRUSTED_CLIENTS": clients,
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+def client(tmp_path: Path, keys: Keys, jwks_server: str) -> FlaskClient:
+    return make_app(tmp_path, keys, jwks_server).test_client()
+
+
+def token(
+    keys: Keys,
+    aud: str,
+    iss: str = INFERNO,
+    alg: str = "RS384",
+    kid: str | None = None,
+    headers: dict[str, Any] | None = None,
+    **claims: Any,
+) -> str:
+    now = int(time.time())
+    payload = {"iss": iss, "aud": aud, "exp": now + 300, "iat": now, "jti": str(uuid.uuid4())} | claims
+    key = keys.rsa if alg.startswith("RS") else keys.ec
+    header = {"typ": "JWT", "kid": kid or ("rsa-1" if alg.startswith("RS") else "ec-1")} | (headers or {})
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, key, algorithm=alg, headers=header)
+
+
+def get(client: FlaskClient, bearer: str | None, path: str = "/cds-services") -> Any:
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    return client.get(path, headers=headers, base_url=BASE)
+
+
+def test_inferno_shape_rs384_with_configured_jwks(client: FlaskClient, keys: Keys) -> None:
+    assert get(client, token(keys, f"{BASE}/cds-services")).status_code == 200
+
+
+def test_inferno_shape_es384_with_configured_jwks(client: FlaskClient, keys: Keys) -> None:
+    assert get(client, token(keys, f"{BASE}/cds-services", alg="ES384")).status_code == 200
+
+
+def test_sandbox_shape_es384_with_jku(client: FlaskClient, keys: Keys, jwks_server: str) -> None:
+    bearer = token(keys, f"{BASE}/cds-services", iss=SANDBOX, alg="ES384", headers={"jku": jwks_server})
+    assert get(client, bearer).status_code == 200
+
+
+def test_the_audience_is_the_exact_endpoint(client: FlaskClient, keys: Keys) -> None:
+    for_discovery = token(keys, f"{BASE}/cds-services")
+    response = client.post(
+        "/cds-services/crd-order-sign", json={}, base_url=BASE, headers={"Authorization": f"Bearer {for_discovery}"}
+    )
+    assert response.status_code == 401
+    for_service = token(keys, f"{BASE}/cds-services/crd-order-sign")
+    response = client.post(
+        "/cds-services/crd-order-sign", json={}, base_url=BASE, headers={"Authorization": f"Bearer {for_service}"}
+    )
+    assert response.status_code == 400, "authenticated; now the empty body is the problem"
+    assert get(client, token(keys, [f"{BASE}/x", f"{BASE}/cds-services"])).status_code == 200, "aud may be a list"
+
+
+def test_a_jti_is_accepted_once(client: FlaskClient, keys: Keys) -> None:
+    bearer = token(keys, f"{BASE}/cds-services")
+    assert get(client, bearer).status_code == 200
+    assert get(client, bearer).status_code == 401
+
+
+def bad_tokens(keys: Keys, jku: str) -> dict[str, str]:
+    aud = f"{BASE}/cds-services"
+    now = int(time.time())
+    unsigned = jwt.encode(
+        {"iss": INFERNO, "aud": aud, "exp": now + 60, "iat": now, "jti": "x"},
+        None,
+        algorithm="none",
+        headers={"kid": "rsa-1", "typ": "JWT"},
+    )
+    hmac = jwt.encode(
+        {"iss": INFERNO, "aud": aud, "exp": now + 60, "iat": now, "jti": "y"},
+        "a-shared-secret-that-is-long-enough-for-hs256",
+        algorithm="HS256",
+        headers={"kid": "rsa-1", "typ": "JWT"},
+    )
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(
+        {"iss": INFERNO, "aud": aud, "exp": now + 60, "iat": now, "jti": "z"},
+        other,
+        algorithm="RS384",
+        headers={"kid": "rsa-1", "typ": "JWT"},
+    )
+    return {
+        "alg none": unsigned,
+        "symmetric HS256": hmac,
+        "signed by another key": forged,
+        "no kid": jwt.encode(
+            {"iss": INFERNO, "aud": aud, "exp": now + 60, "iat": now, "jti": "a"},
+            keys.rsa,
+            algorithm="RS384",
+            headers={"typ": "JWT"},
+        ),
+        "typ not JWT": token(keys, aud, headers={"typ": "at+jwt"}),
+        "unknown issuer": token(keys, aud, iss="https://evil.example"),
+        "wrong audience": token(keys, "https://other.example/cds-services"),
+        "expired": token(keys, aud, exp=now - 120, iat=now - 400),
+        "issued in the future": token(keys, aud, iat=now + 600, exp=now + 900),
+        "lives too long": token(keys, aud, exp=now + 7200),
+        "no jti": token(keys, aud, jti=None),
+        "no exp": token(keys, aud, exp=None),
+        "jku not allowed": token(keys, aud, iss=SANDBOX, alg="ES384", headers={"jku": "http://127.0.0.1:9/jwks"}),
+        "unknown kid": token(keys, aud, kid="nope"),
+        "RS256 not allowed": token(keys, aud, alg="RS256"),
+        "garbage": "not.a.jwt",
+    }
+
+
+BAD_CASES = [
+    "alg none",
+    "symmetric HS256",
+    "signed by another key",
+    "no kid",
+    "typ not JWT",
+    "unknown issuer",
+    "wrong audience",
+    "expired",
+    "issued in the future",
+    "lives too long",
+    "no jti",
+    "no exp",
+    "jku not allowed",
+    "unknown kid",
+    "RS256 not allowed",
+    "garbage",
+]
+
+
+def test_the_bad_cases_are_all_built(keys: Keys) -> None:
+    assert sorted(bad_tokens(keys, "x")) == sorted(BAD_CASES)
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_tokens_get_401_with_no_detail(
+    client: FlaskClient, keys: Keys, jwks_server: str, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bearer = bad_tokens(keys, jwks_server)[case]
+    with caplog.at_level(logging.INFO):
+        response = get(client, bearer)
+    assert response.status_code == 401, case
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.get_json()["issue"][0]["diagnostics"] == "Unauthorized"
+    assert bearer not in caplog.text, "tokens are never logged"
+
+
+def test_no_token_gets_401_on_every_protected_endpoint(client: FlaskClient) -> None:
+    for method, path in [
+        ("GET", "/cds-services"),
+        ("POST", "/cds-services/crd-order-sign"),
+        ("POST", "/cds-services/crd-order-sign/feedback"),
+        ("GET", "/fhir/Questionnaire"),
+        ("GET", "/determinations/ca-x"),
+    ]:
+        assert client.open(path, method=method, base_url=BASE).status_code == 401, path
+    assert client.get("/healthz", base_url=BASE).status_code == 200
+    assert client.get("/carepaths/neck-pain", base_url=BASE).status_code == 200, "the guideline itself is public"
+
+
+def test_jti_replay_is_refused_through_redis(tmp_path: Path, keys: Keys, jwks_server: str) -> None:
+    url = os.environ.get("CDS_TEST_REDIS", "redis://127.0.0.1:6379/15")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is required under CI and is not reachable at {url}")
+        pytest.skip(f"Redis not reachable at {url}")
+    first = make_app(tmp_path, keys, jwks_server, REDIS_URL=url).test_client()
+    second = (
+        make_app(tmp_path / "other", keys, jwks_server, REDIS_URL=url) if (tmp_path / "other").mkdir() is None else None
+    )
+    assert second is not None
+    bearer = token(keys, f"{BASE}/cds-services")
+    assert get(first, bearer).status_code == 200
+    assert get(second.test_client(), bearer).status_code == 401, "another instance with another database, same Redis"
