@@ -194,6 +194,10 @@ def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTa
     problems = Problems()
     found = []
     for index, target in enumerate(targets):
+        empty = _first_empty(target.order, f"$.context.{call.service.orders_field}[{index}]")
+        if empty:
+            problems.add("FHIR JSON allows no null or empty values", empty)
+            continue
         order = read_order(target.order, index)
         try:
             validate_order(target.order)
@@ -207,6 +211,23 @@ def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTa
         found.append((target, order))
     problems.raise_if_any(InvalidRequest, "An order is not a valid FHIR resource")
     return found
+
+
+def _first_empty(value: Any, path: str) -> str | None:
+    """Return the path of the first null / "" / [] / {} in a resource (FHIR JSON forbids them), or None."""
+    if value is None or value == "" or value == [] or value == {}:
+        return path
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _first_empty(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_empty(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 _KNOWN_ORDER_TYPES = (

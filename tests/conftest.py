@@ -144,3 +144,64 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'store.sqlite'}"
     else:
         yield from _postgres_database()
+
+
+# --- a FHIR server that misbehaves on purpose (slow, failing, garbage) -----------------------
+
+
+@dataclass
+class HostileFhir:
+    """Loopback server: /slow/<ms>/fhir/..., /status/<code>/fhir/..., /garbage/fhir/..., /html/fhir/..."""
+
+    port: int
+    hits: list[str]
+
+    def base(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{mode}/fhir"
+
+
+@pytest.fixture(scope="session")
+def hostile_fhir() -> Iterator[HostileFhir]:
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            hits.append(self.path)
+            parts = self.path.split("/")
+            mode = parts[1] if len(parts) > 1 else ""
+            if mode == "slow":
+                time.sleep(int(parts[2]) / 1000)
+                return self._send(200, _json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": []}))
+            if mode == "status":
+                return self._send(int(parts[2]), _json.dumps({"resourceType": "OperationOutcome", "issue": []}))
+            if mode == "garbage":
+                return self._send(200, "{not json at all")
+            if mode == "html":
+                return self._send(200, "<html><body>Login</body></html>", "text/html")
+            if mode == "notfhir":
+                return self._send(200, _json.dumps({"hello": "world"}))
+            return self._send(404, "{}")
+
+        def _send(self, status: int, body: str, kind: str = "application/fhir+json") -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.end_headers()
+                self.wfile.write(body.encode())
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield HostileFhir(server.server_port, hits)
+    server.shutdown()
+    server.server_close()

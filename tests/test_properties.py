@@ -1,0 +1,143 @@
+"""Property-based tests: whatever arrives, the answer is JSON, never a 5xx, and every 4xx explains itself."""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cds_server.app import create_app
+from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
+from tests import conformance
+
+NOW = datetime(2024, 3, 20, 15, 0, tzinfo=UTC)
+APP = create_app(
+    {
+        "AUTH_REQUIRED": False,
+        "CLOCK": lambda: NOW,
+        "DATABASE_URL": f"sqlite:///{Path(tempfile.mkdtemp()) / 'prop.sqlite'}",
+    }
+)
+CLIENT = APP.test_client()
+VALID = hook_request(load_scenario(SCENARIO_DIR / "mri/met-failed-conservative-care.json"))
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30))
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+    max_leaves=25,
+)
+FHIRISH_KEYS = st.sampled_from(
+    [
+        "resourceType",
+        "id",
+        "code",
+        "coding",
+        "system",
+        "status",
+        "subject",
+        "reasonCode",
+        "onsetDateTime",
+        "performedDateTime",
+        "valueQuantity",
+        "value",
+        "entry",
+        "resource",
+        "clinicalStatus",
+        "extension",
+        "url",
+        "effectivePeriod",
+        "start",
+        "end",
+        "item",
+    ]
+)
+
+
+def check(response: Any) -> None:
+    assert response.status_code < 500, response.get_data(as_text=True)[:500]
+    assert response.mimetype in ("application/json", "application/fhir+json")
+    body = response.get_json()
+    if response.status_code >= 400:
+        assert conformance.check_outcome(body) == []
+
+
+@SETTINGS
+@given(body=json_values)
+def test_any_json_body_to_any_hook(body: Any) -> None:
+    for service in ("crd-order-sign", "crd-order-select", "crd-order-dispatch", "crd-appointment-book"):
+        check(CLIENT.post(f"/cds-services/{service}", data=json.dumps(body), content_type="application/json"))
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=300))
+def test_any_bytes(raw: bytes) -> None:
+    check(CLIENT.post("/cds-services/crd-order-sign", data=raw, content_type="application/json"))
+    check(CLIENT.post("/cds-services/crd-order-sign/feedback", data=raw, content_type="application/json"))
+    check(CLIENT.post("/fhir/Questionnaire/$questionnaire-package", data=raw, content_type="application/fhir+json"))
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += _paths(item, (*prefix, i))
+    return out
+
+
+PATHS = [p for p in _paths(VALID) if p]
+
+
+@SETTINGS
+@given(path=st.sampled_from(PATHS), value=json_values)
+def test_a_valid_request_with_one_value_replaced(path: tuple[Any, ...], value: Any) -> None:
+    body = copy.deepcopy(VALID)
+    target = body
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    response = CLIENT.post("/cds-services/crd-order-sign", json=body)
+    check(response)
+    if response.status_code == 200:
+        assert conformance.check_response(body, response.get_json()) == []
+
+
+@SETTINGS
+@given(
+    resource=st.dictionaries(FHIRISH_KEYS, json_values, max_size=8),
+    kind=st.sampled_from(
+        [
+            "Condition",
+            "Procedure",
+            "Observation",
+            "MedicationStatement",
+            "AllergyIntolerance",
+            "Device",
+            "DiagnosticReport",
+            "QuestionnaireResponse",
+            "Encounter",
+            "ImagingStudy",
+        ]
+    ),
+)
+def test_strange_history_resources_never_break_the_decision(resource: dict[str, Any], kind: str) -> None:
+    body = copy.deepcopy(VALID)
+    key = next(
+        k
+        for k, v in body["prefetch"].items()
+        if isinstance(v, dict) and v.get("resourceType") == "Bundle" and k != "coverage"
+    )
+    body["prefetch"][key]["entry"].append({"resource": {**resource, "resourceType": kind}})
+    response = CLIENT.post("/cds-services/crd-order-sign", json=body)
+    check(response)
+    assert response.status_code == 200, response.get_json()
