@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds_server.engine import CarePath, CriterionResult, OrderDecision, Outcome, Tri
+from fhir_mappings.codes import arr, obj
 
 CARD_TYPE_SYSTEMS = {
     "2.0": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp",
@@ -387,10 +388,10 @@ def _split_session(
 def suggestion_key(card: Mapping[str, Any]) -> str:
     """What a suggestion card does, ignoring generated ids: two cards with one key are duplicates."""
     parts = []
-    for suggestion in card.get("suggestions") or []:
-        for action in suggestion.get("actions") or []:
+    for suggestion in arr(card.get("suggestions")):
+        for action in arr(suggestion.get("actions")):
             resource = action.get("resource") or {}
-            codes = [c.get("code") for c in (resource.get("code") or {}).get("coding") or []]
+            codes = [c.get("code") for c in obj(resource.get("code")).get("coding") or []]
             parts.append(f"{action['type']}:{action.get('resourceId', '')}:{codes}:{resource.get('locationCode', '')}")
     return "|".join(parts)
 

@@ -11,12 +11,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from cds_server.errors import CoverageProblem, Issue
+from fhir_mappings.codes import arr
 from fhir_mappings.dates import period_bounds
 
 
@@ -31,7 +33,7 @@ class CoverageCheck:
 
 def _payer_identifiers(coverage: Mapping[str, Any]) -> set[str]:
     found = set()
-    for payor in coverage.get("payor") or []:
+    for payor in arr(coverage.get("payor")):
         if not isinstance(payor, Mapping):
             continue
         identifier = payor.get("identifier")
@@ -61,6 +63,7 @@ def select_coverage(
             [Issue(f"{len(coverages)} Coverages found; exactly one is expected", "prefetch.coverage")],
         )
     coverage = coverages[0]
+    _validate(coverage)
     ref = f"Coverage/{coverage.get('id')}"
     if payer_identifiers and not (_payer_identifiers(coverage) & set(payer_identifiers)):
         raise CoverageProblem(
@@ -68,6 +71,24 @@ def select_coverage(
             [Issue("Coverage.payor is not a payer this endpoint serves", "prefetch.coverage")],
         )
     return CoverageCheck(coverage, ref, _not_covered(coverage, patient_id, on))
+
+
+def _validate(coverage: Mapping[str, Any]) -> None:
+    """The Coverage is referenced from every answer: it must be valid FHIR with a usable id.
+
+    :raises CoverageProblem: naming the first problems (400).
+    """
+    from fhir.resources.R4B.coverage import Coverage
+
+    if not isinstance(coverage.get("id"), str) or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", coverage["id"]):
+        raise CoverageProblem(
+            "The Coverage has no valid id", [Issue("Coverage.id is missing or invalid", "prefetch.coverage")]
+        )
+    try:
+        Coverage.model_validate(dict(coverage))
+    except Exception as exc:  # pydantic.ValidationError and fhir-core's own errors
+        text = "; ".join(line.strip() for line in str(exc).splitlines()[:4] if line.strip())
+        raise CoverageProblem("The Coverage is not valid FHIR", [Issue(text, "prefetch.coverage")]) from exc
 
 
 def _not_covered(coverage: Mapping[str, Any], patient_id: str, on: date) -> tuple[str, str] | None:
@@ -79,7 +100,7 @@ def _not_covered(coverage: Mapping[str, Any], patient_id: str, on: date) -> tupl
     if isinstance(reference, str) and reference.split("/")[-1] != patient_id:
         return "coverage-not-found", "The coverage belongs to another patient."
     has_member_id = bool(coverage.get("subscriberId")) or any(
-        isinstance(i, Mapping) and i.get("value") for i in coverage.get("identifier") or []
+        isinstance(i, Mapping) and i.get("value") for i in arr(coverage.get("identifier"))
     )
     if not has_member_id:
         return "no-member-found", "The member cannot be matched: the coverage carries no member or subscriber id."

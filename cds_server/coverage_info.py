@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 
 from cds_server.engine import OrderDecision, Outcome
+from fhir_mappings.codes import arr, obj
 
 EXT_URL = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 REASON_SYSTEM = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
@@ -91,7 +92,7 @@ def assertion_for(
             ],
         )
     if outcome is Outcome.DOCUMENTATION_NEEDED:
-        texts = [(question_texts or {}).get(q, q) for q in decision.questions]
+        texts = [obj(question_texts).get(q, q) for q in decision.questions]
         text = "Documentation needed to decide: " + ("; ".join(texts) or "see the questionnaire")
         if not documentation_allowed:
             return Assertion("covered", "auth-needed", reasons=[(None, text + " (asked at order signing).")])
@@ -148,9 +149,7 @@ def assertion_id(
 def strip_coverage_information(resource: Mapping[str, Any]) -> dict[str, Any]:
     """Return a copy of a resource without coverage-information extensions."""
     copy = dict(resource)
-    extensions = [
-        e for e in resource.get("extension") or [] if not (isinstance(e, Mapping) and e.get("url") == EXT_URL)
-    ]
+    extensions = [e for e in arr(resource.get("extension")) if not (isinstance(e, Mapping) and e.get("url") == EXT_URL)]
     if extensions:
         copy["extension"] = extensions
     else:
@@ -161,9 +160,9 @@ def strip_coverage_information(resource: Mapping[str, Any]) -> dict[str, Any]:
 def existing_assertion_ids(resource: Mapping[str, Any]) -> set[str]:
     """Return the coverage-assertion-ids already on a resource."""
     found = set()
-    for ext in resource.get("extension") or []:
+    for ext in arr(resource.get("extension")):
         if isinstance(ext, Mapping) and ext.get("url") == EXT_URL:
-            for part in ext.get("extension") or []:
+            for part in arr(ext.get("extension")):
                 if isinstance(part, Mapping) and part.get("url") == "coverage-assertion-id":
                     found.add(str(part.get("valueString")))
     return found
@@ -173,15 +172,15 @@ def annotate(resource: Mapping[str, Any], assertion: Assertion) -> dict[str, Any
     """Return the resource with its coverage information for this coverage replaced by ``assertion``."""
     copy = dict(resource)
     kept = []
-    for ext in resource.get("extension") or []:
+    for ext in arr(resource.get("extension")):
         same_coverage = (
             isinstance(ext, Mapping)
             and ext.get("url") == EXT_URL
             and any(
                 isinstance(p, Mapping)
                 and p.get("url") == "coverage"
-                and (p.get("valueReference") or {}).get("reference") == assertion.coverage_ref
-                for p in ext.get("extension") or []
+                and obj(p.get("valueReference")).get("reference") == assertion.coverage_ref
+                for p in arr(ext.get("extension"))
             )
         )
         if not same_coverage:

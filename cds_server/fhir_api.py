@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from cds_server.coverage_info import existing_assertion_ids
 from cds_server.errors import InvalidRequest, Issue, ServiceError, UnknownService
 from cds_server.questionnaires import all_questionnaires, answer_system, prefilled_response
+from fhir_mappings.codes import arr, obj
 
 fhir = Blueprint("fhir", __name__, url_prefix="/fhir")
 FHIR_JSON = "application/fhir+json"
@@ -125,7 +126,7 @@ def questionnaire_package() -> Response:
     body = read_json()
     if not isinstance(body, Mapping) or body.get("resourceType") != "Parameters":
         raise InvalidRequest("Send a FHIR Parameters resource", [Issue("resourceType must be Parameters", "$")])
-    params = [p for p in body.get("parameter") or [] if isinstance(p, Mapping)]
+    params = [p for p in arr(body.get("parameter")) if isinstance(p, Mapping)]
     wanted = [p.get("valueCanonical") or p.get("valueUri") for p in params if p.get("name") == "questionnaire"]
     orders = [p["resource"] for p in params if p.get("name") == "order" and isinstance(p.get("resource"), Mapping)]
     coverage = [p for p in params if p.get("name") == "coverage"]
@@ -168,7 +169,7 @@ def _package(questionnaire: dict[str, Any], orders: list[Mapping[str, Any]]) -> 
         response = prefilled_response(
             questionnaire,
             decision.get("prefill") or {},
-            (order or {}).get("subject"),
+            obj(order).get("subject"),
             runtime.clock().isoformat(),
             answer_system(carepath),
         )
@@ -181,7 +182,7 @@ def _decision_for(questionnaire: Mapping[str, Any], orders: list[Mapping[str, An
     for order in orders:
         for assertion_id in existing_assertion_ids(order):
             stored = store.assertion(assertion_id)
-            decision = (stored or {}).get("decision", {}).get("decision")
+            decision = obj(stored).get("decision", {}).get("decision")
             if decision and f"{stored['carepath_id']}-{stored['service_id']}" == questionnaire["id"]:
                 return decision, order
     return None, None

@@ -18,6 +18,7 @@ from urllib.parse import urljoin
 import requests
 
 from cds_server.observability import FHIR_FAILURES, FHIR_LATENCY
+from fhir_mappings.codes import arr
 
 FHIR_JSON = "application/fhir+json"
 
@@ -172,7 +173,7 @@ class FhirClient:
 def page_resources(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """Return the resources of a Bundle page, skipping OperationOutcome search notes."""
     out = []
-    for entry in bundle.get("entry") or []:
+    for entry in arr(bundle.get("entry")):
         resource = entry.get("resource") if isinstance(entry, Mapping) else None
         if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
             out.append(resource)
@@ -181,7 +182,7 @@ def page_resources(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def next_link(bundle: Mapping[str, Any]) -> str | None:
     """Return the ``next`` page URL of a Bundle, if any."""
-    for link in bundle.get("link") or []:
+    for link in arr(bundle.get("link")):
         if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None

@@ -28,6 +28,7 @@ from cds_server.fhir_client import CircuitBreaker, FhirClient, FhirError
 from cds_server.prefetch import HISTORY_KEYS, PatientData, resolve, templates_for
 from cds_server.request_schema import ENVELOPE, check
 from cds_server.store import Store
+from fhir_mappings.codes import arr
 from fhir_mappings.orders import InvalidOrderError, Order, read_order, validate_order
 from fhir_mappings.record import PatientRecord
 from hooks import HookService, OrderTarget
@@ -267,8 +268,8 @@ def _supporting_info(call: Call, orders: Sequence[Order], data: PatientData) -> 
     known = {f"{r.get('resourceType')}/{r.get('id')}" for r in data.all_resources()}
     found: list[Mapping[str, Any]] = []
     for order in orders:
-        contained = {c.get("id"): c for c in order.raw.get("contained") or [] if isinstance(c, Mapping)}
-        for info in order.raw.get("supportingInfo") or []:
+        contained = {c.get("id"): c for c in arr(order.raw.get("contained")) if isinstance(c, Mapping)}
+        for info in arr(order.raw.get("supportingInfo")):
             ref = info.get("reference") if isinstance(info, Mapping) else None
             if not isinstance(ref, str):
                 continue

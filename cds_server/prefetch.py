@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_server.fhir_client import FhirClient, FhirError
+from fhir_mappings.codes import arr
 from hooks.base import HookService
 
 TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
@@ -91,7 +92,7 @@ def _from_prefetch(value: Any) -> list[Mapping[str, Any]] | None:
         return None
     if value.get("resourceType") == "Bundle":
         out = []
-        for entry in value.get("entry") or []:
+        for entry in arr(value.get("entry")):
             resource = entry.get("resource") if isinstance(entry, Mapping) else None
             if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
                 out.append(resource)
@@ -143,7 +144,7 @@ def _continue_pages(data: PatientData, key: str, value: Any, client: FhirClient 
     """Follow the next links of a paginated prefetch Bundle when we can reach the server."""
     if client is None or not isinstance(value, Mapping) or value.get("resourceType") != "Bundle":
         return
-    if not any(isinstance(link, Mapping) and link.get("relation") == "next" for link in value.get("link") or []):
+    if not any(isinstance(link, Mapping) and link.get("relation") == "next" for link in arr(value.get("link"))):
         return
     try:
         data.resources[key] = client.continue_bundle(value)

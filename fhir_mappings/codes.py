@@ -50,7 +50,7 @@ def concept_text(concept: Any) -> str:
         return text.strip()
     displays = [
         c.get("display")
-        for c in concept.get("coding") or []
+        for c in arr(concept.get("coding"))
         if isinstance(c, Mapping) and isinstance(c.get("display"), str)
     ]
     return "; ".join(d for d in displays if d)
@@ -129,3 +129,13 @@ class CodeMatcher:
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.prefixes or self.others)
+
+
+def obj(value: Any) -> Mapping[str, Any]:
+    """Return ``value`` when it is a JSON object, else an empty one (real data has surprises)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def arr(value: Any) -> list[Any]:
+    """Return ``value`` when it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from fhir_mappings.codes import arr
 from fhir_mappings.dates import parse_date, parse_datetime
 
 AnswerValue = bool | int | float | str | date
@@ -76,7 +77,7 @@ class Answers:
             if not isinstance(item, Mapping) or not isinstance(item.get("linkId"), str):
                 continue
             link_id = item["linkId"]
-            answers = [a for a in item.get("answer") or [] if isinstance(a, Mapping)]
+            answers = [a for a in arr(item.get("answer")) if isinstance(a, Mapping)]
             children = item.get("item")
             if children and not answers:
                 known = self._groups.get(link_id)
@@ -119,7 +120,7 @@ def _collect(items: Any) -> dict[str, tuple[AnswerValue, ...]]:
     for item in items or []:
         if not isinstance(item, Mapping) or not isinstance(item.get("linkId"), str):
             continue
-        for raw in item.get("answer") or []:
+        for raw in arr(item.get("answer")):
             if isinstance(raw, Mapping):
                 value = _value(raw)
                 if value is not None:

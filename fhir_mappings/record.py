@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from fhir_mappings.codes import Code, coding_key, concept_codes, concept_text
+from fhir_mappings.codes import Code, arr, coding_key, concept_codes, concept_text, obj
 from fhir_mappings.dates import parse_date, period_bounds
 
 # Which statuses make a resource count as evidence, per resource type.
@@ -69,7 +69,7 @@ def _status_code(concept: Any) -> str | None:
     """Return the first code of a status CodeableConcept (clinicalStatus etc.)."""
     if not isinstance(concept, Mapping):
         return None
-    for coding in concept.get("coding") or []:
+    for coding in arr(concept.get("coding")):
         if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
             return coding["code"]
     return None
@@ -197,7 +197,7 @@ class PatientRecord:
             med = _contained(r, ref["reference"]) or self.resolve(ref["reference"])
             if isinstance(med, Mapping):
                 codes |= concept_codes(med.get("code"))
-                for ingredient in med.get("ingredient") or []:
+                for ingredient in arr(med.get("ingredient")):
                     if isinstance(ingredient, Mapping):
                         codes |= concept_codes(ingredient.get("itemCodeableConcept"))
         return codes
@@ -206,7 +206,7 @@ class PatientRecord:
 def _contained(resource: Mapping[str, Any], reference: str) -> Mapping[str, Any] | None:
     if not reference.startswith("#"):
         return None
-    for item in resource.get("contained") or []:
+    for item in arr(resource.get("contained")):
         if isinstance(item, Mapping) and item.get("id") == reference[1:]:
             return item
     return None
@@ -225,13 +225,13 @@ def _flatten(resources: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
 
 
 def _condition(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
-    start = _first_date(r.get("onsetDateTime"), (r.get("onsetPeriod") or {}).get("start"), r.get("recordedDate"))
+    start = _first_date(r.get("onsetDateTime"), obj(r.get("onsetPeriod")).get("start"), r.get("recordedDate"))
     return Entry(
         ref,
         "Condition",
         frozenset(concept_codes(r.get("code"))),
         start,
-        end=_first_date(r.get("abatementDateTime"), (r.get("abatementPeriod") or {}).get("end")),
+        end=_first_date(r.get("abatementDateTime"), obj(r.get("abatementPeriod")).get("end")),
         body_site=frozenset(concept_codes(r.get("bodySite"))),
         text=concept_text(r.get("code")),
         raw=r,
@@ -273,14 +273,14 @@ def _observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
 def _medication(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
     rtype = str(r.get("resourceType"))
     eff_start, eff_end = period_bounds(r.get("effectivePeriod"))
-    validity = (r.get("dispenseRequest") or {}).get("validityPeriod")
+    validity = obj(r.get("dispenseRequest")).get("validityPeriod")
     v_start, v_end = period_bounds(validity)
     start = (
         _first_date(r.get("effectiveDateTime"), r.get("authoredOn"), r.get("whenHandedOver")) or eff_start or v_start
     )
     end = eff_end or v_end
     if rtype == "MedicationDispense" and start and end is None:
-        supply = (r.get("daysSupply") or {}).get("value")
+        supply = obj(r.get("daysSupply")).get("value")
         if isinstance(supply, (int, float)) and not isinstance(supply, bool):
             end = start + timedelta(days=int(supply))
     return Entry(
@@ -297,7 +297,7 @@ def _medication(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
 
 def _allergy(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
     codes = concept_codes(r.get("code"))
-    for reaction in r.get("reaction") or []:
+    for reaction in arr(r.get("reaction")):
         if isinstance(reaction, Mapping):
             codes |= concept_codes(reaction.get("substance"))
     return Entry(
@@ -332,14 +332,14 @@ def _report(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
 
 def _imaging(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
     codes: set[Code] = set()
-    for modality in r.get("modality") or []:
+    for modality in arr(r.get("modality")):
         key = coding_key(modality)
         if key:
             codes.add(key)
     codes |= concept_codes(r.get("procedureCode"))
-    for series in r.get("series") or []:
+    for series in arr(r.get("series")):
         if isinstance(series, Mapping):
-            key = coding_key(series.get("modality") or {})
+            key = coding_key(obj(series.get("modality")))
             if key:
                 codes.add(key)
     return Entry(ref, "ImagingStudy", frozenset(codes), _first_date(r.get("started")), body_site=frozenset(), raw=r)
@@ -348,7 +348,7 @@ def _imaging(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
 def _encounter(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
     start, end = period_bounds(r.get("period"))
     codes = concept_codes(r.get("type")) | concept_codes(r.get("serviceType"))
-    cls = coding_key(r.get("class") or {})
+    cls = coding_key(obj(r.get("class")))
     value_codes = {cls} if cls else set()
     return Entry(
         ref,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fhir_mappings.codes import arr
 from hooks.base import (
     BUNDLE_SCHEMA,
     ID_PATTERN,
@@ -37,7 +38,7 @@ def find_orders(context: Mapping[str, Any], read: Callable[[str], Mapping[str, A
     for appointment in bundle_resources(context["appointments"]):
         based_on = [
             b["reference"]
-            for b in appointment.get("basedOn") or []
+            for b in arr(appointment.get("basedOn"))
             if isinstance(b, Mapping)
             and isinstance(b.get("reference"), str)
             and b["reference"].startswith("ServiceRequest/")

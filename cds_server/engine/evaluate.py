@@ -19,7 +19,7 @@ from cds_server.engine.model import GROUP_KINDS, REQUEST_KINDS, AnswerSpec, Care
 from cds_server.engine.operators import FALSE, REGISTRY, SUGGESTIVE, TRUE, Finding
 from cds_server.engine.prefill import prefill
 from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
-from fhir_mappings.codes import Code, concept_codes
+from fhir_mappings.codes import Code, arr, concept_codes
 from fhir_mappings.orders import Order
 from fhir_mappings.questionnaire import Answers
 from fhir_mappings.record import PatientRecord
@@ -132,7 +132,7 @@ def _cohort(ctx: EvalContext) -> tuple[bool, str]:
 def _contained(order: Order, ref: str) -> dict[str, Any] | None:
     if not ref.startswith("#"):
         return None
-    for item in order.raw.get("contained") or []:
+    for item in arr(order.raw.get("contained")):
         if isinstance(item, dict) and item.get("id") == ref[1:]:
             return item
     return None

@@ -15,7 +15,7 @@ from typing import Any
 
 from cds_server.engine.context import EvalContext
 from cds_server.engine.logic import Tri, all_of, any_of
-from fhir_mappings.codes import Code, concept_codes
+from fhir_mappings.codes import Code, arr, concept_codes, obj
 from fhir_mappings.dates import parse_date
 from fhir_mappings.record import Entry, counts_as_evidence
 
@@ -77,7 +77,7 @@ def _order_reason_codes(ctx: EvalContext) -> frozenset[Code]:
         raw = ctx.record.resolve(ref) if not ref.startswith("#") else None
         if raw is None and ref.startswith("#"):
             raw = next(
-                (c for c in ctx.order.raw.get("contained") or [] if isinstance(c, Mapping) and c.get("id") == ref[1:]),
+                (c for c in arr(ctx.order.raw.get("contained")) if isinstance(c, Mapping) and c.get("id") == ref[1:]),
                 None,
             )
         # A referenced Condition is evidence only while it counts (not resolved, refuted or in error).
@@ -112,7 +112,7 @@ def _symptom_onset(ctx: EvalContext) -> Onset | None:
     hits = [e for e, _ in matching_entries(ctx, cfg["indexValueSets"], ("Condition",), None, use_values=False)]
     for ref in ctx.order.reason_refs:
         raw = ctx.record.resolve(ref)
-        day = parse_date((raw or {}).get("onsetDateTime") or (raw or {}).get("recordedDate"))
+        day = parse_date(obj(raw).get("onsetDateTime") or obj(raw).get("recordedDate"))
         if raw and day and day <= ctx.as_of:
             hits.append(Entry(ref, "Condition", frozenset(), day))
     dated = [e for e in hits if e.start is not None]
@@ -209,7 +209,7 @@ def _order_region(ctx: EvalContext) -> OrderRegion:
         return OrderRegion(region, f"{order.ref} reasonCode")
     for ref in order.reason_refs:
         raw = ctx.record.resolve(ref)
-        region = region_of_codes(ctx, concept_codes((raw or {}).get("code")))
+        region = region_of_codes(ctx, concept_codes(obj(raw).get("code")))
         if region:
             return OrderRegion(region, ref)
     answer = ctx.answers.first(cfg["answer"]) if cfg.get("answer") else None
@@ -301,7 +301,7 @@ def _merge_answered(
     same_region_only: bool,
 ) -> None:
     link = group["linkId"]
-    types = set(group.get("types") or [])
+    types = set(arr(group.get("types")))
     for instance in ctx.answers.groups(link):
         day = instance.first(f"{link}.date")
         if not isinstance(day, date) or not within(day, ctx.as_of, lookback_days):
