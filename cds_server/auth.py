@@ -137,7 +137,7 @@ class JtiStore:
             import redis
 
             self.redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-        metadata.create_all(store.engine, tables=[jti_seen])
+        store.create_tables()
 
     def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
         """Return True the first time this (issuer, jti) is seen, False on any replay."""
@@ -265,5 +265,12 @@ def guard() -> Any:
         log.info("authentication failed: %s", exc.reason, extra={"request_id": g.get("request_id")})
         response = json_response(operation_outcome([Issue("Unauthorized")], "login"), 401)
         response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    except Exception:  # the replay store (database or Redis) is down: fail closed, and say it is temporary
+        log.exception("authentication could not be checked", extra={"request_id": g.get("request_id")})
+        response = json_response(
+            operation_outcome([Issue("Authentication is temporarily unavailable")], "transient"), 503
+        )
+        response.headers["Retry-After"] = "5"
         return response
     return None

@@ -99,7 +99,14 @@ class Store:
         self.engine: Engine = sa.create_engine(url, pool_pre_ping=True, future=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        self.create_tables()
+
+    def create_tables(self) -> None:
+        """Create missing tables; workers starting together take turns (PostgreSQL advisory lock)."""
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(4826319)"))
+            metadata.create_all(conn)
 
     def close(self) -> None:
         """Close every pooled connection (at shutdown, and in tests)."""
