@@ -35,7 +35,8 @@ test: lint pytest
 
 # Start the service at http://127.0.0.1:$${PORT:-8080} (gunicorn, sync workers, SQLite by default).
 serve: install
-	CDS_AUTH_REQUIRED=$${CDS_AUTH_REQUIRED:-false} $(VENV)/bin/gunicorn --config gunicorn.conf.py wsgi:app
+	CDS_AUTH_REQUIRED=$${CDS_AUTH_REQUIRED:-false} CDS_DEMO_ENABLED=$${CDS_DEMO_ENABLED:-true} \
+		$(VENV)/bin/gunicorn --config gunicorn.conf.py wsgi:app
 
 bench: install
 	$(PY) bench/bench_engine.py

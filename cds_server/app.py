@@ -15,6 +15,7 @@ from requests.adapters import HTTPAdapter
 from cds_server.auth import build_authenticator, guard
 from cds_server.carepath_store import DEFAULT_CAREPATHS, load_carepaths
 from cds_server.config import DEFAULTS
+from cds_server.cors import install as install_cors
 from cds_server.fhir_client import CircuitBreaker
 from cds_server.invoke import Runtime
 from cds_server.observability import configure_logging
@@ -53,6 +54,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(fhir)
     app.register_blueprint(health)
     app.register_blueprint(pages)
+    if app.config["DEMO_ENABLED"]:
+        from cds_server import demo
+
+        demo.install(app)
+    install_cors(app)
     return app
 
 

@@ -53,8 +53,9 @@ OVERRIDE_REASONS = [
     {"system": OVERRIDE_SYSTEM, "code": "urgent", "display": "Urgent: cannot wait for review"},
     {"system": OVERRIDE_SYSTEM, "code": "patient-preference", "display": "Patient preference after discussion"},
 ]
-MARK = {Tri.MET: "✅ met", Tri.NOT_MET: "❌ not met", Tri.UNKNOWN: "❓ not documented"}
-NI_MARK = {Tri.MET: "⛔ present", Tri.NOT_MET: "✅ not present", Tri.UNKNOWN: "❓ not documented"}
+# Plain marks that every EHR font has (no emoji).
+MARK = {Tri.MET: "✓ met", Tri.NOT_MET: "✗ not met", Tri.UNKNOWN: "? not documented"}
+NI_MARK = {Tri.MET: "✗ present", Tri.NOT_MET: "✓ not present", Tri.UNKNOWN: "? not documented"}
 
 
 @dataclass(frozen=True)

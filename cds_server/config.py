@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 5 * 1024 * 1024,
     "MAX_JSON_DEPTH": 64,
     "CRD_VERSIONS": ["2.0", "2.2"],
+    # The test bench (/demo): a small EHR for trying the service; never on a production endpoint
+    "DEMO_ENABLED": False,
+    "DEMO_KEY_FILE": "demo-signing-key.pem",
+    "CORS_ORIGINS": [],  # origins allowed to call from a browser, e.g. ["https://sandbox.cds-hooks.org"] or ["*"]
     # Logs
     "LOG_LEVEL": "INFO",
     "LOG_FORMAT": "json",  # or "text"

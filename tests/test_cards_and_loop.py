@@ -82,7 +82,7 @@ def test_met_order_gets_an_info_checklist_and_links_that_work(client: FlaskClien
     checklist, reference = payload["cards"]
     assert (checklist["indicator"], checklist["source"]["topic"]["code"]) == ("info", "guideline")
     assert "prior authorization PA-" in checklist["summary"]
-    assert "✅ met" in checklist["detail"] and "MRI-I2" in checklist["detail"]
+    assert "✓ met" in checklist["detail"] and "MRI-I2" in checklist["detail"]
     assert "links" not in checklist and "suggestions" not in checklist, "Instructions: no links, no suggestions"
     urls = [link["url"] for link in reference["links"]]
     assert all(u.startswith("https://cds.acme.example/") for u in urls)
