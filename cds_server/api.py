@@ -71,6 +71,9 @@ def invoke(service_id: str) -> Response:
                 OUTCOMES.labels(order.decision.service_id or "none", order.decision.outcome.value).inc()
     except ServiceError as exc:
         status, payload = exc.status, exc.outcome()
+    except Exception:  # a defect: answer an OperationOutcome and keep the record (CRD found-37)
+        log.exception("unexpected error %s", g.get("request_id"))
+        status, payload = 500, operation_outcome([Issue("internal error")], "exception")
     _record(service_id, body, status, payload, started)
     CALLS.labels(service_id if service_id in SERVICES else "unknown", str(status)).inc()
     if service_id in SERVICES:
@@ -112,13 +115,42 @@ def read_json() -> Any:
         raise UnsupportedMediaType(f"Send the request as application/json, not {mimetype or 'no content type'}")
     raw = request.get_data(cache=False)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest("The body is not valid JSON", [Issue(f"not JSON: {str(exc)[:120]}", "$")]) from exc
     limit = int(current_app.config["MAX_JSON_DEPTH"])
     if depth(body, limit) > limit:
         raise InvalidRequest(f"The JSON nests deeper than {limit} levels", [Issue("too deeply nested", "$")])
+    bad = bad_text(body)
+    if bad:
+        raise InvalidRequest(
+            "The body holds characters FHIR and CDS Hooks do not allow",
+            [Issue(f"control character or unpaired surrogate in a string at {bad}", bad)],
+        )
     return body
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259); Python would accept them."""
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def bad_text(value: Any) -> str | None:
+    """Return the path of the first string with a control character (FHIR forbids those below U+0020
+    but tab, CR and LF) or an unpaired surrogate (not Unicode text), or None. Iterative, like ``depth``."""
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str) and _bad_chars(node):
+            return path
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if _bad_chars(key):
+                    return path
+                stack.append((item, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+    return None
 
 
 def depth(value: Any, limit: int) -> int:
@@ -135,6 +167,10 @@ def depth(value: Any, limit: int) -> int:
         elif isinstance(node, list):
             stack.extend((v, level + 1) for v in node)
     return deepest
+
+
+def _bad_chars(text: str) -> bool:
+    return any((ord(c) < 32 and c not in "\t\r\n") or 0xD800 <= ord(c) <= 0xDFFF for c in text)
 
 
 def _record(service_id: str, body: Any, status: int, payload: Any, started: float) -> None:

@@ -28,7 +28,15 @@ class CoverageCheck:
 
     resource: Mapping[str, Any]
     ref: str
-    not_covered: tuple[str, str] | None = None  # (reason code, text)
+    patient_id: str
+
+    def not_covered(self, on: date) -> tuple[str, str] | None:
+        """Return (reason code, text) when this Coverage cannot carry a determination for a service on ``on``."""
+        return _not_covered(self.resource, self.patient_id, on)
+
+    def usable_for_any(self, days: list[date]) -> bool:
+        """Return True when the Coverage is usable on at least one of the orders' dates."""
+        return any(self.not_covered(day) is None for day in days)
 
 
 def _payer_identifiers(coverage: Mapping[str, Any]) -> set[str]:
@@ -45,7 +53,7 @@ def _payer_identifiers(coverage: Mapping[str, Any]) -> set[str]:
 
 
 def select_coverage(
-    resources: Sequence[Mapping[str, Any]], patient_id: str, on: date, payer_identifiers: Sequence[str]
+    resources: Sequence[Mapping[str, Any]], patient_id: str, payer_identifiers: Sequence[str]
 ) -> CoverageCheck:
     """Return the single Coverage of the call, checked.
 
@@ -70,7 +78,7 @@ def select_coverage(
             "This endpoint does not serve the Coverage's payer",
             [Issue("Coverage.payor is not a payer this endpoint serves", "prefetch.coverage")],
         )
-    return CoverageCheck(coverage, ref, _not_covered(coverage, patient_id, on))
+    return CoverageCheck(coverage, ref, patient_id)
 
 
 def _validate(coverage: Mapping[str, Any]) -> None:
@@ -94,7 +102,7 @@ def _validate(coverage: Mapping[str, Any]) -> None:
 def _not_covered(coverage: Mapping[str, Any], patient_id: str, on: date) -> tuple[str, str] | None:
     start, end = period_bounds(coverage.get("period"))
     if coverage.get("status") != "active" or (end and end < on) or (start and start > on):
-        return "no-active-coverage", "The coverage is not active on the date of the order."
+        return "no-active-coverage", f"The coverage is not active on {on.isoformat()}, the date of the order."
     beneficiary = coverage.get("beneficiary") or {}
     reference = beneficiary.get("reference") if isinstance(beneficiary, Mapping) else None
     if isinstance(reference, str) and reference.split("/")[-1] != patient_id:

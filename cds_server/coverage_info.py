@@ -120,9 +120,14 @@ def not_covered_assertion(code: str, text: str) -> Assertion:
 
 
 def assertion_id(
-    order: Mapping[str, Any], coverage_ref: str, assertion: Assertion, decision: OrderDecision | None
+    order: Mapping[str, Any], coverage_ref: str, assertion: Assertion, decision: OrderDecision | None, salt: str = ""
 ) -> str:
-    """Return an id that is the same for the same order, coverage and decision (and only then)."""
+    """Return an id that is the same for the same order, coverage and decision (and only then).
+
+    "Decision" is all of it: outcome, every criterion's result with its
+    evidence, the evaluation date and the CarePath version, so a decision made
+    on a different record is a different assertion with its own audit record.
+    """
     payload = {
         "order": strip_coverage_information(order),
         "coverage": coverage_ref,
@@ -130,17 +135,8 @@ def assertion_id(
         "pa": assertion.pa_needed,
         "doc": assertion.doc_needed,
         "reasons": assertion.reasons,
-        "decision": None
-        if decision is None
-        else [
-            decision.carepath_id,
-            decision.carepath_version,
-            decision.service_id,
-            decision.outcome.value,
-            decision.questions,
-            decision.failing,
-            decision.evaluation_date,
-        ],
+        "decision": None if decision is None else decision.to_dict(),
+        "salt": salt,
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     return "ca-" + digest[:32]

@@ -305,7 +305,7 @@ def check_coverage(runtime: Runtime, call: Call, data: PatientData) -> CoverageC
             "The patient's Coverage could not be obtained", [Issue(data.unavailable["coverage"], "$.prefetch.coverage")]
         )
     return select_coverage(
-        data.resources.get("coverage", []), call.context["patientId"], call.today, runtime.settings["PAYER_IDENTIFIERS"]
+        data.resources.get("coverage", []), call.context["patientId"], runtime.settings["PAYER_IDENTIFIERS"]
     )
 
 
@@ -340,9 +340,9 @@ def decide(
     """Decide every order and build its coverage information."""
     orders = [order for _, order in pairs]
     decisions: list[OrderDecision | None] = [None] * len(orders)
-    if coverage.not_covered is None and technical is None:
+    if technical is None:
         try:
-            record = PatientRecord(data.all_resources())
+            record = PatientRecord(data.all_resources(), call.context.get("patientId"))
             decisions = list(evaluate_orders(runtime.carepaths, orders, record, call.today))
         except Exception:  # an engine defect must not become a 500 or a silent approval (CRD resp-43)
             log.exception("decision failed for hook instance %s", call.body.get("hookInstance"))
@@ -379,8 +379,9 @@ def _result(
     coverage: CoverageCheck,
     technical: str | None,
 ) -> OrderResult:
-    if coverage.not_covered is not None:
-        assertion = ci.not_covered_assertion(*coverage.not_covered)
+    not_covered = coverage.not_covered(order.authored_on or call.today)
+    if not_covered is not None:
+        assertion = ci.not_covered_assertion(*not_covered)
     elif technical is not None or decision is None:
         assertion = ci.technical_assertion(technical or "No determination could be made.")
     else:
@@ -395,11 +396,9 @@ def _result(
     assertion.date = call.today
     assertion.billing_codes = billing_codes(order)
     assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, decision)
-    new = assertion.assertion_id not in ci.existing_assertion_ids(target.order)
     if assertion.pa_needed == "satisfied":
-        expires = call.today + timedelta(days=int(runtime.settings["AUTHORIZATION_VALID_DAYS"]))
-        assertion.satisfied_pa_id = runtime.store.authorization_for(assertion.assertion_id, expires)
-        assertion.expiry_date = expires
+        _authorize(runtime, call, target, assertion, decision)
+    new = assertion.assertion_id not in ci.existing_assertion_ids(target.order)
     return OrderResult(target, order, decision, assertion, new)
 
 
@@ -409,6 +408,23 @@ def question_texts(runtime: Runtime, decision: OrderDecision) -> dict[str, str]:
         if cp.id == decision.carepath_id:
             return {q.link_id: q.text for q in cp.questions.values()}
     return {}
+
+
+def _authorize(
+    runtime: Runtime, call: Call, target: OrderTarget, assertion: ci.Assertion, decision: OrderDecision | None
+) -> None:
+    """Attach the assertion's authorization number; an expired one is replaced by a new assertion and number."""
+    valid_days = int(runtime.settings["AUTHORIZATION_VALID_DAYS"])
+    number, expires = runtime.store.authorization_for(assertion.assertion_id, call.today + timedelta(days=valid_days))
+    if expires < call.today:
+        assertion.assertion_id = ci.assertion_id(
+            target.order, assertion.coverage_ref, assertion, decision, salt=f"renewed {call.today.isoformat()}"
+        )
+        number, expires = runtime.store.authorization_for(
+            assertion.assertion_id, call.today + timedelta(days=valid_days)
+        )
+    assertion.satisfied_pa_id = number
+    assertion.expiry_date = expires
 
 
 def questionnaire_url(runtime: Runtime, decision: OrderDecision) -> str | None:
@@ -509,7 +525,8 @@ def handle(runtime: Runtime, service: HookService, body: Any, base_url: str = ""
     pairs = find_orders(call, runtime.carepaths)
     data = gather(runtime, call, [order for _, order in pairs])
     coverage = check_coverage(runtime, call, data)
-    technical = history_problem(data) if coverage.not_covered is None else None
+    days = [order.authored_on or call.today for _, order in pairs]
+    technical = history_problem(data) if coverage.usable_for_any(days) else None
     results = decide(runtime, call, pairs, data, coverage, technical)
     response: dict[str, Any] = {"cards": build_cards(runtime, call, results, base_url)}
     actions = system_actions(call, results)

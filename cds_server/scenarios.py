@@ -78,7 +78,7 @@ def run_scenario(scenario: Scenario, carepaths: Sequence[CarePath]) -> list[Orde
     for index, raw in enumerate(scenario.orders):
         validate_order(raw)
         orders.append(read_order(raw, index))
-    record = PatientRecord(scenario.record)
+    record = PatientRecord(scenario.record, patient_id(scenario))
     return evaluate_orders(carepaths, orders, record, scenario.evaluation_date, scenario.record_available)
 
 
@@ -213,6 +213,10 @@ def patient_id(scenario: Scenario) -> str:
     for resource in scenario.record:
         if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
             return str(resource["id"])
+    for order in scenario.orders:  # no Patient in the record: the orders say whose they are
+        ref = (order.get("subject") or {}).get("reference")
+        if isinstance(ref, str) and ref.startswith("Patient/"):
+            return ref.split("/", 1)[1]
     return "unknown-patient"
 
 

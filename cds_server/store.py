@@ -145,11 +145,12 @@ class Store:
             )
         return dict(row) if row else None
 
-    def authorization_for(self, assertion_id: str, expires_on: date) -> str:
-        """Return the authorization number of an assertion, issuing one on first use.
+    def authorization_for(self, assertion_id: str, expires_on: date) -> tuple[str, date]:
+        """Return (number, expiry) of an assertion's authorization, issuing one on first use.
 
         The unique constraints make this safe across workers and instances: a
         number is never issued twice, and one assertion never gets two numbers.
+        A repeat returns the expiry recorded when the number was issued.
         """
         for _ in range(10):
             existing = self._authorization(assertion_id)
@@ -163,16 +164,19 @@ class Store:
                             pa_id=number, assertion_id=assertion_id, issued_at=now(), expires_on=expires_on
                         )
                     )
-                return number
+                return number, expires_on
             except sa.exc.IntegrityError:
                 continue  # the number collided, or another worker issued one for this assertion
         raise RuntimeError("could not issue an authorization number")
 
-    def _authorization(self, assertion_id: str) -> str | None:
+    def _authorization(self, assertion_id: str) -> tuple[str, date] | None:
         with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(authorizations.c.pa_id).where(authorizations.c.assertion_id == assertion_id)
-            ).scalar()
+            row = conn.execute(
+                sa.select(authorizations.c.pa_id, authorizations.c.expires_on).where(
+                    authorizations.c.assertion_id == assertion_id
+                )
+            ).first()
+        return (row[0], row[1]) if row else None
 
     def record_feedback(self, service_id: str, items: list[Mapping[str, Any]]) -> int:
         """Keep feedback items; the same item may arrive more than once (CDS Hooks §Feedback)."""

@@ -131,7 +131,8 @@ class PatientRecord:
     build time so that no rule can use them by accident.
     """
 
-    def __init__(self, resources: Iterable[Mapping[str, Any]]) -> None:
+    def __init__(self, resources: Iterable[Mapping[str, Any]], patient_id: str | None = None) -> None:
+        self.patient_id = patient_id
         self.patient: Mapping[str, Any] | None = None
         self._by_type: dict[str, list[Entry]] = {}
         self._by_ref: dict[str, Mapping[str, Any]] = {}
@@ -151,9 +152,10 @@ class PatientRecord:
             return  # the same resource from prefetch and from a search: count it once
         self._by_ref[ref] = resource
         if rtype == "Patient":
-            self.patient = self.patient or resource
+            if patient_matches(resource, self.patient_id, own=True):
+                self.patient = self.patient or resource
             return
-        if not counts_as_evidence(resource):
+        if not counts_as_evidence(resource) or not patient_matches(resource, self.patient_id):
             self.ignored.append(ref)
             return
         if rtype == "QuestionnaireResponse":
@@ -201,6 +203,27 @@ class PatientRecord:
                     if isinstance(ingredient, Mapping):
                         codes |= concept_codes(ingredient.get("itemCodeableConcept"))
         return codes
+
+
+# Elements that say whose record a resource belongs to.
+_PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
+
+
+def patient_matches(resource: Mapping[str, Any], patient_id: str | None, own: bool = False) -> bool:
+    """Return False when a resource plainly belongs to another patient (it must never count as evidence).
+
+    A resource that names no patient (e.g. a QuestionnaireResponse contained in
+    the order) is accepted; one that names another patient is not.
+    """
+    if patient_id is None:
+        return True
+    if own:
+        return resource.get("id") in (None, patient_id)
+    for element in _PATIENT_ELEMENTS:
+        ref = obj(resource.get(element)).get("reference")
+        if isinstance(ref, str) and "Patient/" in ref:
+            return ref.rstrip("/").split("/")[-1] == patient_id
+    return True
 
 
 def _contained(resource: Mapping[str, Any], reference: str) -> Mapping[str, Any] | None:

@@ -45,23 +45,24 @@ def test_an_assertion_is_stored_once_and_read_back(store: Store) -> None:
 
 def test_one_assertion_gets_one_number_even_under_concurrency(store: Store) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
-        numbers = list(pool.map(lambda _: store.authorization_for("ca-x", date(2024, 9, 1)), range(16)))
+        numbers = list(pool.map(lambda _: store.authorization_for("ca-x", date(2024, 9, 1))[0], range(16)))
     assert len(set(numbers)) == 1
     assert store.count("authorizations") == 1
 
 
 def test_numbers_are_unique_across_assertions(store: Store) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
-        numbers = list(pool.map(lambda i: store.authorization_for(f"ca-{i}", date(2024, 9, 1)), range(60)))
+        numbers = list(pool.map(lambda i: store.authorization_for(f"ca-{i}", date(2024, 9, 1))[0], range(60)))
     assert len(set(numbers)) == 60
     assert all(n.startswith("PA-") and len(n) == 13 for n in numbers)
 
 
 def test_a_colliding_number_is_retried_never_reused(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = store.authorization_for("ca-a", date(2024, 9, 1))
+    first, _ = store.authorization_for("ca-a", date(2024, 9, 1))
     candidates = iter([first, first, "PA-NEWNUMBER2"])
     monkeypatch.setattr("cds_server.store.new_authorization_number", lambda: next(candidates))
-    assert store.authorization_for("ca-b", date(2024, 9, 1)) == "PA-NEWNUMBER2"
+    assert store.authorization_for("ca-b", date(2024, 9, 1)) == ("PA-NEWNUMBER2", date(2024, 9, 1))
+    assert store.authorization_for("ca-a", date(2030, 1, 1)) == (first, date(2024, 9, 1)), "the first expiry stands"
 
 
 def test_feedback_and_invocations_are_kept(store: Store) -> None:

@@ -57,12 +57,18 @@ def evaluate_orders(
 
 
 def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
+    """Responses to this CarePath's questionnaires, and to this version of them (or unversioned)."""
     prefix = carepath.questionnaire_base.rstrip("/") + "/"
-    return [
-        qr
-        for qr in record.questionnaire_responses
-        if isinstance(qr.get("questionnaire"), str) and qr["questionnaire"].startswith(prefix)
-    ]
+    found = []
+    for qr in record.questionnaire_responses:
+        canonical = qr.get("questionnaire")
+        if not isinstance(canonical, str) or not canonical.startswith(prefix):
+            continue
+        _, _, version = canonical.partition("|")
+        if version and version != carepath.version:
+            continue  # answers to another version's questions are not evidence for this one
+        found.append(qr)
+    return found
 
 
 def _decide_order(
