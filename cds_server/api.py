@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from cds_server.discovery import discovery_document
 from cds_server.errors import (
+    CrdViolation,
     InvalidRequest,
     Issue,
     PayloadTooLarge,
@@ -66,6 +67,7 @@ def invoke(service_id: str) -> Response:
         body = read_json()
         result = handle(runtime(), service, body, base_url())
         status, payload = 200, result.response
+        runtime().store.record_cards(service_id, str(body.get("hookInstance")), payload["cards"])
         for order in result.results:
             if order.decision is not None:
                 OUTCOMES.labels(order.decision.service_id or "none", order.decision.outcome.value).inc()
@@ -88,8 +90,16 @@ def feedback(service_id: str) -> Response:
         raise UnknownService(f"No service {service_id!r}")
     body = read_json()
     items = _feedback_items(body)
-    stored = runtime().store.record_feedback(service_id, items)
-    return json_response({"received": stored})
+    store = runtime().store
+    known = store.known_cards(service_id, [str(i["card"]) for i in items])
+    unknown = [i for i, item in enumerate(items) if str(item["card"]) not in known]
+    if unknown:
+        raise CrdViolation(
+            "Feedback names cards this service did not issue",
+            [Issue("unknown card uuid", f"$.feedback[{i}].card") for i in unknown],
+        )
+    stored = store.record_feedback(service_id, items)
+    return json_response({"received": len(items), "new": stored})
 
 
 def _feedback_items(body: Any) -> list[Mapping[str, Any]]:

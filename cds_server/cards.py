@@ -38,6 +38,7 @@ CARD_TYPES: dict[str, tuple[str, str]] = {
     ),
     "clinical-reminder": ("Prerequisite orders", "Proposes orders the guideline requires first, as companion orders."),
 }
+DEFAULT_MAX_CARDS = 10  # the advertised default of the max-cards configuration option
 OVERRIDE_SYSTEM = "http://cds.payer.example/fhir/CodeSystem/carepath-override-reason"
 OVERRIDE_REASONS = [
     {
@@ -403,7 +404,7 @@ def suggestion_key(card: Mapping[str, Any]) -> str:
 def apply_configuration(cards: list[dict[str, Any]], configuration: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Drop card types switched off, and keep at most ``max-cards`` (warnings and decisions first)."""
     kept = [c for c in cards if configuration.get(c["source"]["topic"]["code"], True) is not False]
-    limit = configuration.get("max-cards")
+    limit = configuration.get("max-cards", DEFAULT_MAX_CARDS)
     if isinstance(limit, int) and not isinstance(limit, bool):
         order = {
             "contraindication": 0,

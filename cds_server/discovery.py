@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cds_server.cards import CARD_TYPES
+from cds_server.cards import CARD_TYPES, DEFAULT_MAX_CARDS
 from cds_server.invoke import Runtime
 from cds_server.prefetch import templates_for
 from hooks import SERVICES
@@ -28,7 +28,7 @@ CONFIGURATION_OPTIONS: list[dict[str, Any]] = [
         "type": "integer",
         "name": "Maximum cards",
         "description": "Return at most this many cards per call.",
-        "default": 10,
+        "default": DEFAULT_MAX_CARDS,
     },
 ]
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from cds_server.errors import InvalidRequest, Problems
 from cds_server.request_schema import check
 
 FEEDBACK_SCHEMA: dict[str, Any] = {
@@ -53,4 +55,11 @@ def validate_feedback(body: Any) -> list[Mapping[str, Any]]:
     :raises InvalidRequest: listing every problem with its JSON path (400).
     """
     check(body, FEEDBACK_SCHEMA, "$", "The feedback is not valid CDS Hooks feedback")
+    problems = Problems()
+    for i, item in enumerate(body["feedback"]):
+        try:
+            datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00"))
+        except ValueError:
+            problems.add("outcomeTimestamp is not a real instant", f"$.feedback[{i}].outcomeTimestamp")
+    problems.raise_if_any(InvalidRequest, "The feedback is not valid CDS Hooks feedback")
     return list(body["feedback"])

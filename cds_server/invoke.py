@@ -28,7 +28,7 @@ from cds_server.fhir_client import CircuitBreaker, FhirClient, FhirError
 from cds_server.prefetch import HISTORY_KEYS, PatientData, resolve, templates_for
 from cds_server.request_schema import ENVELOPE, check
 from cds_server.store import Store
-from fhir_mappings.codes import arr
+from fhir_mappings.codes import arr, obj
 from fhir_mappings.orders import InvalidOrderError, Order, read_order, validate_order
 from fhir_mappings.record import PatientRecord
 from hooks import HookService, OrderTarget
@@ -176,14 +176,18 @@ def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTa
     :raises InvalidRequest: an order is not a valid FHIR resource (400).
     """
     client = call.client
+    prefetched = _prefetched_by_ref(call.body.get("prefetch"))
 
     def read(ref: str) -> Mapping[str, Any] | None:
+        if ref in prefetched:  # e.g. a client that prefetches the dispatched orders under any key
+            return prefetched[ref]
         if client is None:
             return None
         try:
-            return client.read(ref)
+            found = client.read(ref)
         except FhirError:
             return None
+        return found if found is not None and f"{found.get('resourceType')}/{found.get('id')}" == ref else None
 
     try:
         targets = call.service.find_orders(call.context, read)
@@ -240,6 +244,17 @@ _KNOWN_ORDER_TYPES = (
     "CommunicationRequest",
     "Appointment",
 )
+
+
+def _prefetched_by_ref(prefetch: Any) -> dict[str, Mapping[str, Any]]:
+    """Every resource in the prefetch, by ``Type/id``."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for value in obj(prefetch).values():
+        resources = [e.get("resource") for e in arr(obj(value).get("entry")) if isinstance(e, Mapping)]
+        for resource in [value, *resources]:
+            if isinstance(resource, Mapping) and isinstance(resource.get("id"), str):
+                found.setdefault(f"{resource.get('resourceType')}/{resource['id']}", resource)
+    return found
 
 
 def governed(carepaths: Sequence[CarePath], orders: Sequence[Order]) -> bool:

@@ -183,10 +183,6 @@ def main() -> None:
         print("  " + gap)
 
 
-if __name__ == "__main__":
-    main()
-
-
 # --- scenarios as CDS Hooks requests (for the HTTP tests, the demo and load tests) ---------
 
 _KEY_OF_TYPE = {
@@ -279,3 +275,7 @@ def hook_request(scenario: Scenario, hook: str = "order-sign", hook_instance: st
     if hook == "order-select":
         context["selections"] = [f"{o['resourceType']}/{o['id']}" for o in orders]
     return {"hookInstance": hook_instance or str(uuid.uuid4()), "hook": hook, "context": context, "prefetch": prefetch}
+
+
+if __name__ == "__main__":
+    main()

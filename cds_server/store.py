@@ -64,8 +64,21 @@ feedback = sa.Table(
     sa.Column("service_id", sa.String(100), nullable=False),
     sa.Column("card", sa.String(200), nullable=False),
     sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("outcome_timestamp", sa.String(40), nullable=False),
     sa.Column("payload", JSON, nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("card", "outcome", "outcome_timestamp", name="feedback_once"),
+)
+cards_issued = sa.Table(
+    "cards_issued",
+    metadata,
+    sa.Column("uuid", sa.String(64), primary_key=True),
+    sa.Column("service_id", sa.String(100), nullable=False),
+    sa.Column("hook_instance", sa.String(200)),
+    sa.Column("order_ref", sa.String(200)),
+    sa.Column("topic", sa.String(60)),
+    sa.Column("suggestions", JSON),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 # Authorization numbers: a prefix and 10 characters from an alphabet without look-alikes.
@@ -178,22 +191,53 @@ class Store:
             ).first()
         return (row[0], row[1]) if row else None
 
-    def record_feedback(self, service_id: str, items: list[Mapping[str, Any]]) -> int:
-        """Keep feedback items; the same item may arrive more than once (CDS Hooks §Feedback)."""
+    def record_cards(self, service_id: str, hook_instance: str, cards: list[Mapping[str, Any]]) -> None:
+        """Remember the cards given, so feedback can be tied to them."""
         rows = [
             {
+                "uuid": c["uuid"],
                 "service_id": service_id,
-                "card": str(i["card"]),
-                "outcome": str(i["outcome"]),
-                "payload": dict(i),
-                "received_at": now(),
+                "hook_instance": hook_instance[:200],
+                "order_ref": ((c.get("extension") or {}).get("davinci-crd.associated-resource") or [None])[0],
+                "topic": c["source"]["topic"]["code"],
+                "suggestions": [s["uuid"] for s in c.get("suggestions") or []],
+                "issued_at": now(),
             }
-            for i in items
+            for c in cards
         ]
         if rows:
             with self.engine.begin() as conn:
-                conn.execute(feedback.insert(), rows)
-        return len(rows)
+                conn.execute(cards_issued.insert(), rows)
+
+    def known_cards(self, service_id: str, uuids: list[str]) -> set[str]:
+        """Return which of these card uuids this service issued."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(cards_issued.c.uuid).where(
+                    cards_issued.c.uuid.in_(uuids), cards_issued.c.service_id == service_id
+                )
+            )
+            return {row[0] for row in found}
+
+    def record_feedback(self, service_id: str, items: list[Mapping[str, Any]]) -> int:
+        """Keep feedback items once: the same item sent again is accepted and not stored twice."""
+        stored = 0
+        for item in items:
+            row = {
+                "service_id": service_id,
+                "card": str(item["card"]),
+                "outcome": str(item["outcome"]),
+                "outcome_timestamp": str(item["outcomeTimestamp"]),
+                "payload": dict(item),
+                "received_at": now(),
+            }
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(feedback.insert().values(**row))
+                stored += 1
+            except sa.exc.IntegrityError:
+                continue  # already recorded (CDS Hooks: feedback may be sent more than once)
+        return stored
 
     def count(self, table: str) -> int:
         """Return the number of rows in a table (for tests and health checks)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fhir_mappings.codes import arr
+from fhir_mappings.codes import arr, obj
 from hooks.base import (
     BUNDLE_SCHEMA,
     ID_PATTERN,
@@ -33,24 +33,34 @@ CONTEXT_SCHEMA = {
 
 
 def find_orders(context: Mapping[str, Any], read: Callable[[str], Mapping[str, Any] | None]) -> list[OrderTarget]:
-    """An Appointment based on a ServiceRequest is decided (and annotated) through that ServiceRequest."""
-    targets = []
+    """An Appointment based on a ServiceRequest is decided (and annotated) through that ServiceRequest.
+
+    ``basedOn`` may be relative (``ServiceRequest/1``) or absolute (``https://.../ServiceRequest/1``);
+    several appointments based on one ServiceRequest decide it once.
+    """
+    targets: dict[str, OrderTarget] = {}
     for appointment in bundle_resources(context["appointments"]):
-        based_on = [
-            b["reference"]
-            for b in arr(appointment.get("basedOn"))
-            if isinstance(b, Mapping)
-            and isinstance(b.get("reference"), str)
-            and b["reference"].startswith("ServiceRequest/")
-        ]
+        based_on = [ref for ref in (_service_request_ref(b) for b in arr(appointment.get("basedOn"))) if ref]
         if not based_on:
-            targets.append(OrderTarget(appointment, ref_of(appointment)))
+            targets.setdefault(ref_of(appointment), OrderTarget(appointment, ref_of(appointment)))
         for ref in based_on:
+            if ref in targets:
+                continue
             order = read(ref)
             if order is None:
                 raise MissingOrder(ref)
-            targets.append(OrderTarget(order, ref))
-    return targets
+            targets[ref] = OrderTarget(order, ref)
+    return list(targets.values())
+
+
+def _service_request_ref(based_on: Any) -> str | None:
+    ref = obj(based_on).get("reference")
+    if not isinstance(ref, str):
+        return None
+    parts = ref.rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "ServiceRequest":
+        return f"ServiceRequest/{parts[-1]}"
+    return None
 
 
 def crd_checks(context: Mapping[str, Any]) -> list[tuple[str, str]]:

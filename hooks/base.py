@@ -82,8 +82,18 @@ def crd_bundle_checks(bundle: Any, field: str, allowed: tuple[str, ...]) -> list
     entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
     if not entries:
         problems.append((f"{field} must hold at least one entry", f"{where}.entry"))
+    seen: set[str] = set()
     for i, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if isinstance(resource, Mapping) and isinstance(resource.get("id"), str):
+            if ref_of(resource) in seen:
+                problems.append(
+                    (
+                        f"{ref_of(resource)} appears twice; ids must be unique (CRD found-36)",
+                        f"{where}.entry[{i}].resource.id",
+                    )
+                )
+            seen.add(ref_of(resource))
         if not isinstance(resource, Mapping):
             problems.append(("every entry needs a resource", f"{where}.entry[{i}].resource"))
             continue

@@ -26,7 +26,7 @@ class MissingOrder(LookupError):
 def find_orders(context: Mapping[str, Any], read: Callable[[str], Mapping[str, Any] | None]) -> list[OrderTarget]:
     """The dispatched orders live on the EHR's FHIR server: read each one."""
     targets = []
-    for ref in context["dispatchedOrders"]:
+    for ref in dict.fromkeys(context["dispatchedOrders"]):  # a reference listed twice is one order
         resource = read(ref)
         if resource is None:
             raise MissingOrder(ref)

@@ -67,7 +67,9 @@ def test_a_colliding_number_is_retried_never_reused(store: Store, monkeypatch: p
 
 def test_feedback_and_invocations_are_kept(store: Store) -> None:
     item = {"card": "u1", "outcome": "overridden", "outcomeTimestamp": "2024-03-20T10:00:00Z"}
-    assert store.record_feedback("crd-order-sign", [item, item]) == 2
+    later = {**item, "outcomeTimestamp": "2024-03-20T10:05:00Z"}
+    assert store.record_feedback("crd-order-sign", [item, item]) == 1, "a resent item is kept once"
+    assert store.record_feedback("crd-order-sign", [item, later]) == 1, "a new outcome time is a new item"
     store.record_invocation(
         {
             "hook_instance": "h",
