@@ -294,6 +294,23 @@ def test_the_whole_documentation_loop(client: FlaskClient) -> None:
     assert "QuestionnaireResponse/qr-loop#cc.weeks" in decision["answersUsed"]
 
 
+def test_answers_about_another_patient_are_ignored(client: FlaskClient) -> None:
+    """A QuestionnaireResponse whose subject is someone else never completes this patient's request."""
+    body = scenario("mri/conservative-care-exactly-42-days")
+    first = sign(client, body)
+    annotated = first["systemActions"][0]["resource"]
+    bundle = package(client, annotated, body["prefetch"]["coverage"]["entry"][0]["resource"])
+    questionnaire, prefill = (e["resource"] for e in bundle["parameter"][0]["resource"]["entry"])
+    completed = answer_all(questionnaire, prefill, {"cc.weeks": 8, "mri.contraindication": "none"})
+    completed["subject"] = {"reference": "Patient/someone-else"}
+    again = copy.deepcopy(body)
+    order = again["context"]["draftOrders"]["entry"][0]["resource"]
+    order["contained"] = [completed]
+    order["supportingInfo"] = [{"reference": "#qr-loop"}]
+    info = info_of(sign(client, again))
+    assert info["pa-needed"] == "auth-needed" and info["doc-needed"] == "clinical"
+
+
 def test_an_answer_that_fails_a_criterion_is_named_on_the_card(client: FlaskClient) -> None:
     body = scenario("mri/conservative-care-exactly-42-days")
     qr = {
