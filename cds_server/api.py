@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
+from cds_server.audit import audit_copy
 from cds_server.discovery import discovery_document
 from cds_server.errors import (
     CrdViolation,
@@ -184,11 +185,11 @@ def _bad_chars(text: str) -> bool:
 
 
 def _record(service_id: str, body: Any, status: int, payload: Any, started: float) -> None:
-    """Keep the invocation and the answer (CRD found-37); the access token is never stored."""
+    """Keep the invocation and the answer (CRD found-37), minimised as ``audit.audit_copy`` says."""
     service = SERVICES.get(service_id)
     if service is None:
         return
-    safe = redact(body) if isinstance(body, dict) else None
+    safe = audit_copy(body) if isinstance(body, dict) else None
     context = safe.get("context") if isinstance(safe, dict) else None
     try:
         runtime().store.record_invocation(
@@ -206,15 +207,6 @@ def _record(service_id: str, body: Any, status: int, payload: Any, started: floa
         )
     except Exception:  # losing an audit row must be loud, but must not turn an answer into a 500
         log.exception("could not record invocation %s", g.get("request_id"))
-
-
-def redact(body: dict[str, Any]) -> dict[str, Any]:
-    """Return the request without the access token (it must never be stored)."""
-    copy = dict(body)
-    auth = copy.get("fhirAuthorization")
-    if isinstance(auth, dict):
-        copy["fhirAuthorization"] = {k: ("[redacted]" if k == "access_token" else v) for k, v in auth.items()}
-    return copy
 
 
 @bp.app_errorhandler(ServiceError)

@@ -25,17 +25,10 @@ import jwt
 import requests
 import sqlalchemy as sa
 
-from cds_server.store import Store, metadata
+from cds_server.store import Store, jti_seen
 
 log = logging.getLogger(__name__)
 ASYMMETRIC = {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
-
-jti_seen = sa.Table(
-    "jti_seen",
-    metadata,
-    sa.Column("key", sa.String(300), primary_key=True),
-    sa.Column("expires_at", sa.Float, nullable=False, index=True),
-)
 
 
 class Unauthorized(Exception):
@@ -137,7 +130,6 @@ class JtiStore:
             import redis
 
             self.redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-        store.create_tables()
 
     def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
         """Return True the first time this (issuer, jti) is seen, False on any replay."""

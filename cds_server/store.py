@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
+from cds_server.migrations import migrate
+
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 metadata = sa.MetaData()
 
@@ -67,7 +69,7 @@ feedback = sa.Table(
     sa.Column("outcome_timestamp", sa.String(40), nullable=False),
     sa.Column("payload", JSON, nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("card", "outcome", "outcome_timestamp", name="feedback_once"),
+    sa.Index("feedback_once", "card", "outcome", "outcome_timestamp", unique=True),
 )
 cards_issued = sa.Table(
     "cards_issued",
@@ -79,6 +81,12 @@ cards_issued = sa.Table(
     sa.Column("topic", sa.String(60)),
     sa.Column("suggestions", JSON),
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+)
+jti_seen = sa.Table(  # JWT ids already used, until their token expires (auth.JtiStore)
+    "jti_seen",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 
 # Authorization numbers: a prefix and 10 characters from an alphabet without look-alikes.
@@ -105,21 +113,18 @@ def now() -> datetime:
 
 
 class Store:
-    """The service's database: created from a URL, tables made on first use."""
+    """The service's database: opened from a URL and brought to the current schema (``migrations``)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = sa.create_engine(url, pool_pre_ping=True, future=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self.create_tables()
-
-    def create_tables(self) -> None:
-        """Create missing tables; workers starting together take turns (PostgreSQL advisory lock)."""
-        with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(4826319)"))
-            metadata.create_all(conn)
+        try:
+            migrate(self.engine)
+        except Exception:
+            self.engine.dispose()  # a refused start leaves no connection open
+            raise
 
     def close(self) -> None:
         """Close every pooled connection (at shutdown, and in tests)."""

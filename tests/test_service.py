@@ -24,10 +24,11 @@ SIGN = "/cds-services/crd-order-sign"
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
-    return create_app(
-        {"AUTH_REQUIRED": False, "DATABASE_URL": f"sqlite:///{tmp_path / 'test.sqlite'}", "CLOCK": lambda: NOW}
-    )
+def app(database_url: str) -> Iterator[Flask]:
+    """The service on each database it supports: every HTTP test runs on SQLite and on PostgreSQL."""
+    app = create_app({"AUTH_REQUIRED": False, "DATABASE_URL": database_url, "CLOCK": lambda: NOW})
+    yield app
+    app.extensions["cds"].store.close()
 
 
 @pytest.fixture
@@ -406,6 +407,27 @@ def test_every_invocation_is_recorded_without_the_token(client: FlaskClient, app
     with store.engine.connect() as conn:
         dump = json.dumps([dict(r) for r in conn.execute(store_table(store)).mappings()], default=str)
     assert "SECRET-TOKEN-123" not in dump
+
+
+def test_invocation_records_keep_references_and_digests_not_the_chart(client: FlaskClient, app: Flask) -> None:
+    """CRD sec-6: the audit row proves what was seen without keeping a second copy of the record."""
+    from cds_server.audit import digest
+
+    body = scenario_request("mri/met-failed-conservative-care")
+    ok(client, body)
+    store = app.extensions["cds"].store
+    with store.engine.connect() as conn:
+        (row,) = conn.execute(store_table(store)).mappings().all()
+    kept = row["request"]
+    assert kept["context"] == body["context"], "the orders decided are kept in full"
+    for key, value in body["prefetch"].items():
+        summary = kept["prefetch"][key]
+        assert summary["sha256"] == digest(value), key
+        entries = [e["resource"] for e in value.get("entry", [])] if "entry" in value else [value]
+        assert summary["refs"] == [f"{r['resourceType']}/{r['id']}" for r in entries], key
+    condition = next(e["resource"] for e in body["prefetch"]["conditions"]["entry"])
+    assert json.dumps(condition["code"]) not in json.dumps(kept), "no clinical content outside the orders"
+    assert row["response"]["systemActions"], "the answer is kept whole"
 
 
 def store_table(store: Any) -> Any:
