@@ -48,6 +48,17 @@ SUB_URLS = {
     "expiry-date",
 }
 PRIMARY = {"order-sign", "order-dispatch", "appointment-book"}
+NOT_IDS = {"None", "null", "undefined", "nan", "NaN"}  # a valid FHIR id that betrays a bug upstream
+CRD_TYPES = {
+    "Appointment",
+    "CommunicationRequest",
+    "DeviceRequest",
+    "Encounter",
+    "MedicationRequest",
+    "NutritionOrder",
+    "ServiceRequest",
+    "VisionPrescription",
+}
 
 
 def empty_values(value: Any, path: str = "$", allowed: tuple[str, ...] = ()) -> list[str]:
@@ -136,7 +147,7 @@ def check_coverage_information(ext: Mapping[str, Any], hook: str, where: str) ->
         if len(one[url]) > 1:
             problems.append(f"{where}: more than one {url}")
     ref = (one["coverage"][0].get("valueReference") or {}).get("reference", "") if one["coverage"] else ""
-    if not re.search(r"(^|/)Coverage/[A-Za-z0-9\-.]+$", ref):
+    if not re.search(r"(^|/)Coverage/[A-Za-z0-9\-.]+$", ref) or ref.rsplit("/", 1)[-1] in NOT_IDS:
         problems.append(f"{where}: coverage reference {ref!r}")
     covered = one["covered"][0].get("valueCode") if one["covered"] else None
     pa = one["pa-needed"][0].get("valueCode") if one["pa-needed"] else None
@@ -218,7 +229,7 @@ def check_response(
     if len(uuids) != len(set(uuids)):
         problems.append("card uuids are not unique")
     for i, card in enumerate(body["cards"]):
-        problems += check_card(card, f"cards[{i}]")
+        problems += check_card(card, f"cards[{i}]") + check_card_kind(card, f"cards[{i}]")
     context = {**context_resources(request), **extra_targets}
     for i, action in enumerate(body.get("systemActions") or []):
         where = f"systemActions[{i}]"
@@ -231,10 +242,122 @@ def check_response(
             problems.append(f"{where}: no coverage-information extension (crd-respci1)")
         for j, ext in enumerate(exts):
             problems += check_coverage_information(ext, hook, f"{where}.ext[{j}]")
+        if resource.get("resourceType") not in CRD_TYPES:
+            problems.append(f"{where}: {ref} is not a CRD request type (rule 101)")
         if ref not in context:
             problems.append(f"{where}: updates {ref}, which is not in the request context")
         elif _without_coverage_information(context[ref]) != _without_coverage_information(resource):
             problems.append(f"{where}: {ref} changed beyond coverage information (resp-37)")
+    problems += _one_action_per_order(request, body, context)
+    problems += _cards_name_their_orders(request, body)
+    for i, card in enumerate(body["cards"]):
+        problems += _suggestion_targets(card, context, f"cards[{i}]")
+    return problems
+
+
+def expected_targets(request: Mapping[str, Any], context: Mapping[str, Any]) -> set[str]:
+    """Rules 104-105: the resources that must each get one coverage-information systemAction."""
+    ctx = request.get("context") or {}
+    hook = request.get("hook")
+    if hook == "order-dispatch":
+        return set(ctx.get("dispatchedOrders") or [])
+    targets: set[str] = set()
+    for ref, resource in context_resources(request).items():
+        if resource.get("resourceType") not in CRD_TYPES:
+            continue
+        if hook == "appointment-book":
+            based = [
+                str(b.get("reference", "")).rsplit("/", 2)[-2:]
+                for b in resource.get("basedOn") or []
+                if "ServiceRequest/" in str(b.get("reference", ""))
+            ]
+            if based:
+                targets |= {"/".join(b) for b in based}
+                continue
+        targets.add(ref)
+    return targets
+
+
+def _carries_coverage_information(resource: Mapping[str, Any] | None) -> bool:
+    return any(e.get("url") == EXT for e in (resource or {}).get("extension") or [])
+
+
+def _one_action_per_order(request: Mapping[str, Any], body: Mapping[str, Any], context: Mapping[str, Any]) -> list[str]:
+    """Rule 105 (CRD hook-16, resp-29): one coverage-information systemAction per in-scope order."""
+    if request.get("hook") not in PRIMARY:
+        return []
+    config = ((request.get("extension") or {}).get("davinci-crd.configuration")) or {}
+    if config.get("coverage-info") is False:
+        return []
+    updated = [
+        f"{(a.get('resource') or {}).get('resourceType')}/{(a.get('resource') or {}).get('id')}"
+        for a in body.get("systemActions") or []
+    ]
+    problems = []
+    for ref in sorted(expected_targets(request, context)):
+        count = updated.count(ref)
+        if count > 1 or (count == 0 and not _carries_coverage_information(context.get(ref))):
+            problems.append(f"{ref}: {count} coverage-information systemActions, expected one (rule 105)")
+    return problems
+
+
+def _cards_name_their_orders(request: Mapping[str, Any], body: Mapping[str, Any]) -> list[str]:
+    """Rules 80 and 82: no coverage-info cards; with several orders, cards say which ones they are about."""
+    problems = []
+    orders = {r for r, res in context_resources(request).items() if res.get("resourceType") in CRD_TYPES}
+    for i, card in enumerate(body["cards"]):
+        topic = ((card.get("source") or {}).get("topic") or {}).get("code")
+        if topic in ("coverage-info", "unsolicited-determ"):
+            problems.append(f"cards[{i}]: coverage information belongs in a systemAction, not a card (rule 80)")
+        if len(orders) < 2:
+            continue
+        associated = (card.get("extension") or {}).get("davinci-crd.associated-resource")
+        if associated is None:
+            continue  # the card is about every order
+        if not isinstance(associated, list) or not set(associated) <= orders:
+            problems.append(f"cards[{i}]: associated-resource {associated!r} must list context orders (rule 82)")
+    return problems
+
+
+def _suggestion_targets(card: Mapping[str, Any], context: Mapping[str, Any], where: str) -> list[str]:
+    """Rule 90: an update or delete suggestion targets a context resource (or a Coverage)."""
+    problems = []
+    for j, suggestion in enumerate(card.get("suggestions") or []):
+        for k, action in enumerate(suggestion.get("actions") or []):
+            resource = action.get("resource") or {}
+            if action.get("type") == "update":
+                target = f"{resource.get('resourceType')}/{resource.get('id')}"
+            elif action.get("type") == "delete":
+                target = str(action.get("resourceId"))
+            else:
+                continue
+            if target.split("/")[0] != "Coverage" and target not in context:
+                problems.append(f"{where}.suggestions[{j}].actions[{k}]: {target} is not in the context (rule 90)")
+    return problems
+
+
+def check_card_kind(card: Mapping[str, Any], where: str) -> list[str]:
+    """Rules 92-95: each CRD response type has its shape (told apart by links, suggestions and actions)."""
+    links, suggestions = card.get("links") or [], card.get("suggestions") or []
+    problems = []
+    external = links and not suggestions and all(link.get("type") == "absolute" for link in links)
+    if external and any("appContext" in link for link in links):
+        problems.append(f"{where}: external reference link with appContext (rule 92)")
+    if not links and not suggestions and not card.get("detail"):
+        problems.append(f"{where}: an instructions card needs detail (rule 93)")
+    for j, suggestion in enumerate(suggestions):
+        kinds = sorted(a.get("type") for a in suggestion.get("actions") or [])
+        at = f"{where}.suggestions[{j}]"
+        if "update" in kinds or "delete" in kinds:
+            if kinds not in (["update"], ["create", "delete"]):
+                problems.append(f"{at}: an alternate request is one update, or one delete plus one create (rule 94)")
+            for action in suggestion.get("actions") or []:
+                if action.get("type") == "delete" and ("resource" in action or not action.get("resourceId")):
+                    problems.append(f"{at}: delete with a resource or without resourceId (rule 94)")
+        elif kinds:
+            for action in suggestion.get("actions") or []:
+                if not action.get("resource") or "resourceId" in action:
+                    problems.append(f"{at}: an additional order is a create with a resource (rule 95)")
     return problems
 
 
