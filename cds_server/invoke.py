@@ -112,6 +112,8 @@ def validate_request(service: HookService, body: Any, versions: Sequence[str], n
             f"This service answers {service.hook}, not {body['hook']}",
             [Issue(f"hook must be {service.hook!r}", "$.hook")],
         )
+    if isinstance(body["context"], Mapping):
+        body = {**body, "context": service.normalise_context(body["context"])}
     check(body["context"], service.context_schema, "$.context", f"The {service.hook} context is not valid")
     problems = Problems()
     for message, location in service.crd_checks(body["context"]):

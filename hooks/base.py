@@ -57,6 +57,7 @@ class HookService:
     orders_field: str
     find_orders: Callable[[Mapping[str, Any], Callable[[str], Mapping[str, Any] | None]], list[OrderTarget]]
     crd_checks: Callable[[Mapping[str, Any]], list[tuple[str, str]]]
+    normalise_context: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda context: context
 
 
 def bundle_resources(bundle: Any) -> list[Mapping[str, Any]]:

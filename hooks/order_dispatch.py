@@ -34,6 +34,23 @@ def find_orders(context: Mapping[str, Any], read: Callable[[str], Mapping[str, A
     return targets
 
 
+def legacy_context(context: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accept the draft order-dispatch context that names one ``order`` and one ``task``.
+
+    Early drafts of the hook (and the Inferno CRD kit's own ``order_dispatch_hook_request.json``)
+    send ``order: "ServiceRequest/1"`` and ``task: {...}`` instead of ``dispatchedOrders`` and
+    ``fulfillmentTasks``. Refusing them would fail testers for a renaming; the 2.0 fields win
+    when both are present.
+    """
+    if "dispatchedOrders" in context or not isinstance(context.get("order"), str):
+        return context
+    current = {k: v for k, v in context.items() if k not in ("order", "task")}
+    current["dispatchedOrders"] = [context["order"]]
+    if isinstance(context.get("task"), Mapping) and "fulfillmentTasks" not in context:
+        current["fulfillmentTasks"] = [context["task"]]
+    return current
+
+
 def crd_checks(context: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Dispatched orders must be CRD request types."""
     problems = []
@@ -58,4 +75,5 @@ SERVICE = HookService(
     orders_field="dispatchedOrders",
     find_orders=find_orders,
     crd_checks=crd_checks,
+    normalise_context=legacy_context,
 )
