@@ -1,6 +1,7 @@
 """Validate CarePath files: ``python -m cds_server.carepath_check FILE...``.
 
-Prints one line per file: ``ok`` with a summary, or the JSON path at fault.
+Prints ``ok`` with a summary per valid file; for an invalid one, a line per fault
+with its JSON path (every schema fault at once; past the schema, the first fault).
 Exits 1 when any file is invalid, so it can run in a content author's CI.
 """
 
@@ -22,7 +23,8 @@ def main(argv: list[str]) -> int:
         try:
             cp = load_carepath(name)
         except InvalidCarePathError as exc:
-            print(f"invalid {exc}")
+            for path, message in exc.problems:
+                print(f"invalid {exc.source}: {path}: {message}")
             status = 1
             continue
         print(

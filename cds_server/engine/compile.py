@@ -10,7 +10,7 @@ fault, so a content author can fix a file without reading engine code.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jsonschema
@@ -35,12 +35,17 @@ FORMAT_VERSION = 1
 
 
 class InvalidCarePathError(ValueError):
-    """A CarePath document is invalid; ``path`` is the JSON path of the fault."""
+    """A CarePath document is invalid; ``path`` is the JSON path of the (first) fault.
 
-    def __init__(self, path: str, message: str, source: str = "CarePath") -> None:
+    ``problems`` lists every fault found in the same pass as (path, message), so an
+    author fixes a file in one round rather than one error per run.
+    """
+
+    def __init__(self, path: str, message: str, source: str = "CarePath", more: Sequence[tuple[str, str]] = ()) -> None:
         self.path = path
         self.message = message
         self.source = source
+        self.problems = [(path, message), *more]
         super().__init__(f"{source}: {path}: {message}")
 
 
@@ -66,11 +71,18 @@ def compile_carepath(
     return _Compiler(doc, overrides or {}, source).build()
 
 
+MAX_REPORTED = 50  # schema faults listed at once; past this the file likely has a structural mistake
+
+
 def _check_schema(doc: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> None:
     validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
-    if error is not None:
-        raise InvalidCarePathError(error.json_path, _short(error.message), source)
+    errors = list(validator.iter_errors(doc))
+    if not errors:
+        return
+    first = jsonschema.exceptions.best_match(errors)
+    head = (first.json_path, _short(first.message))
+    rest = sorted({(e.json_path, _short(e.message)) for e in errors} - {head}, key=lambda p: p[0])
+    raise InvalidCarePathError(first.json_path, _short(first.message), source, rest[: MAX_REPORTED - 1])
 
 
 def _short(message: str, limit: int = 300) -> str:
