@@ -164,12 +164,19 @@ _GROUP_TITLES = {
 }
 
 
+def _sentence_case(text: str) -> str:
+    """Lower the first letter to run a criterion on in a sentence, but never an acronym ("CT myelogram")."""
+    if len(text) > 1 and text[0].isupper() and not text[1].isupper():
+        return text[0].lower() + text[1:]
+    return text
+
+
 def _first_texts(decision: OrderDecision, ids: Sequence[str], limit: int = 2) -> str:
     texts = []
     for criterion_id in ids[:limit]:
         node = decision.criterion(criterion_id)
         if node:
-            texts.append(node.text[0].lower() + node.text[1:])
+            texts.append(_sentence_case(node.text))
     return "; ".join(texts)
 
 

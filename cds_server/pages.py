@@ -6,6 +6,7 @@ Both answer JSON for machines and HTML for reviewers, by content negotiation
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request
@@ -113,9 +114,7 @@ def _determination(stored: dict[str, Any]) -> dict[str, Any]:
         "order": stored["order_ref"],
         "coverage": stored["coverage_ref"],
         "patient": stored.get("patient_id"),
-        "createdAt": stored["created_at"].isoformat()
-        if hasattr(stored["created_at"], "isoformat")
-        else stored["created_at"],
+        "createdAt": _instant(stored["created_at"]),
         "carePath": carepath,
         "service": decision.get("service"),
         "outcome": stored["outcome"],
@@ -134,3 +133,10 @@ def _determination(stored: dict[str, Any]) -> dict[str, Any]:
             "extension": stored["decision"]["coverageInformation"],
         },
     }
+
+
+def _instant(value: Any) -> Any:
+    """An ISO instant with its zone: SQLite hands back naive datetimes for UTC values stored aware."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return value

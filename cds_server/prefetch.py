@@ -23,7 +23,7 @@ TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
 
 # Key -> template. Reads use a context id; searches are by patient. The history
 # searches cover every resource type the CarePath operators read
-# (tests/test_discovery.py checks that against the loaded CarePaths).
+# (tests/test_service.py::test_prefetch_covers_every_resource_type_the_carepath_reads checks that).
 TEMPLATES: dict[str, str] = {
     "patient": "Patient/{{context.patientId}}",
     "coverage": "Coverage?patient={{context.patientId}}&status=active",

@@ -127,6 +127,12 @@ def _find_request(service: str, outcome: str, **extra: str) -> dict[str, Any]:
     pytest.fail(f"no scenario for {service}/{outcome}")
 
 
+def test_summaries_keep_acronyms_in_capitals(client: FlaskClient) -> None:
+    payload = sign(client, _find_request("ct-ctm", "not-met"))
+    summary = payload["cards"][0]["summary"]
+    assert "CT myelogram" in summary and "cT" not in summary, summary
+
+
 def test_contraindication_card(client: FlaskClient) -> None:
     payload = sign(client, _find_request("mri", "contraindicated"))
     assert payload["cards"][0]["source"]["topic"]["code"] == "contraindication"
@@ -338,6 +344,7 @@ def test_decision_page_in_json_and_html(client: FlaskClient) -> None:
     data = client.get(f"/determinations/{assertion}", headers={"Accept": "application/json"}).get_json()
     assert data["carePath"] == {"id": "neck-pain", "version": "3.0.0", "title": "Neck Pain"}
     assert data["service"]["id"] == "mri" and data["outcome"] == "criteria-met"
+    assert datetime.fromisoformat(data["createdAt"]).utcoffset() is not None, "an instant, with its zone"
     weeks = next(n for n in _walk(data["criteria"]) if n["id"] == "MRI-I2.weeks")
     assert weeks["parameters"] == {"mriCareWeeks": 6} and weeks["evidence"]
     html = client.get(f"/determinations/{assertion}", headers={"Accept": "text/html"})
