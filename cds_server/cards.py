@@ -100,6 +100,8 @@ def _card(ctx: CardContext, code: str, indicator: str, summary: str, order_ref: 
     card.update({k: v for k, v in fields.items() if v})
     if ctx.several_orders:
         card["extension"] = {"davinci-crd.associated-resource": [order_ref]}
+        if order_ref not in card.get("detail", ""):  # CRD dev-24: say which order, in words the user sees
+            card["detail"] = (card.get("detail", "") + f"\n\n_Applies to {order_ref}._").lstrip()
     return card
 
 

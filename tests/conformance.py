@@ -302,7 +302,7 @@ def _one_action_per_order(request: Mapping[str, Any], body: Mapping[str, Any], c
 
 
 def _cards_name_their_orders(request: Mapping[str, Any], body: Mapping[str, Any]) -> list[str]:
-    """Rules 80 and 82: no coverage-info cards; with several orders, cards say which ones they are about."""
+    """Rules 80-82: no coverage-info cards; with several orders, cards say which ones they are about."""
     problems = []
     orders = {r for r, res in context_resources(request).items() if res.get("resourceType") in CRD_TYPES}
     for i, card in enumerate(body["cards"]):
@@ -316,6 +316,8 @@ def _cards_name_their_orders(request: Mapping[str, Any], body: Mapping[str, Any]
             continue  # the card is about every order
         if not isinstance(associated, list) or not set(associated) <= orders:
             problems.append(f"cards[{i}]: associated-resource {associated!r} must list context orders (rule 82)")
+        elif set(associated) < orders and not all(ref in str(card.get("detail", "")) for ref in associated):
+            problems.append(f"cards[{i}]: the detail does not name the orders it is about (rule 81)")
     return problems
 
 
