@@ -63,6 +63,7 @@ class Call:
     version: str = "2.2"
     client: FhirClient | None = None
     started: float = field(default_factory=time.monotonic)
+    decide_ms: float | None = None  # time the engine took for this call's orders, kept with each assertion
 
     @property
     def context(self) -> Mapping[str, Any]:
@@ -359,8 +360,10 @@ def decide(
     decisions: list[OrderDecision | None] = [None] * len(orders)
     if technical is None:
         try:
+            began = time.perf_counter()
             record = PatientRecord(data.all_resources(), call.context.get("patientId"))
             decisions = list(evaluate_orders(runtime.carepaths, orders, record, call.today))
+            call.decide_ms = round((time.perf_counter() - began) * 1000, 3)
         except Exception:  # an engine defect must not become a 500 or a silent approval (CRD resp-43)
             log.exception("decision failed for hook instance %s", call.body.get("hookInstance"))
             technical = "An internal error prevented the determination."
@@ -493,6 +496,8 @@ def persist(runtime: Runtime, call: Call, results: Sequence[OrderResult]) -> Non
                 "pa_id": result.assertion.satisfied_pa_id,
                 "decision": {"decision": decision, "coverageInformation": result.assertion.extension()},
                 "created_at": call.now,
+                "hook_instance": str(call.body.get("hookInstance", ""))[:200] or None,
+                "decided_ms": call.decide_ms,
             }
         )
 

@@ -170,10 +170,19 @@ def _v3(conn: Connection) -> None:
         last = rows[-1][0]
 
 
+# --- version 4: each determination names its invocation and keeps its latency ---------------------------
+
+
+def _v4(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE assertions ADD COLUMN hook_instance VARCHAR(200)"))
+    conn.execute(sa.text("ALTER TABLE assertions ADD COLUMN decided_ms FLOAT"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: invocations, assertions, authorizations, feedback, jti_seen", _v1),
     Migration(2, "cards_issued; feedback kept once (unique card, outcome, time)", _v2),
     Migration(3, "invocation requests minimised: prefetch kept as references and digests", _v3),
+    Migration(4, "assertions: hook_instance and decided_ms (the determination's latency)", _v4),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -115,6 +115,8 @@ def _determination(stored: dict[str, Any]) -> dict[str, Any]:
         "coverage": stored["coverage_ref"],
         "patient": stored.get("patient_id"),
         "createdAt": _instant(stored["created_at"]),
+        "hookInstance": stored.get("hook_instance"),
+        "decidedMs": stored.get("decided_ms"),
         "carePath": carepath,
         "service": decision.get("service"),
         "outcome": stored["outcome"],

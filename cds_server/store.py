@@ -50,6 +50,8 @@ assertions = sa.Table(
     sa.Column("pa_id", sa.String(40)),
     sa.Column("decision", JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("hook_instance", sa.String(200)),  # the invocation that first made this determination
+    sa.Column("decided_ms", sa.Float),  # how long the engine took to decide that call's orders
 )
 authorizations = sa.Table(
     "authorizations",

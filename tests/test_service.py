@@ -116,6 +116,8 @@ def test_criteria_met_gives_satisfied_prior_auth_with_a_kept_number(client: Flas
     stored = app.extensions["cds"].store.assertion(info["coverage-assertion-id"])
     assert stored["pa_id"] == info["satisfied-pa-id"] and stored["outcome"] == "criteria-met"
     assert stored["decision"]["decision"]["service"]["id"] == "mri"
+    assert stored["hook_instance"] == body["hookInstance"], "the determination names its invocation"
+    assert 0 < stored["decided_ms"] < 5000, "and keeps its latency"
 
 
 def test_same_order_coverage_and_decision_keep_their_assertion_and_number(client: FlaskClient) -> None:
