@@ -18,6 +18,16 @@ def test_every_setting_is_documented() -> None:
     assert documented == set(settings_names())
 
 
+def test_every_setting_the_docs_name_exists() -> None:
+    """A README or docs page that names ``CDS_SOMETHING`` names a real setting (no stale advice)."""
+    root = DOC.parent.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    named = {(page.name, m) for page in pages for m in re.findall(r"\bCDS_([A-Z][A-Z_]*[A-Z])\b", page.read_text())}
+    test_only = set(re.findall(r"CDS_(TEST_[A-Z_]+)", (root / "tests" / "conftest.py").read_text()))
+    unknown = sorted((page, name) for page, name in named if name not in set(settings_names()) | test_only)
+    assert unknown == []
+
+
 def test_environment_then_mapping(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CDS_PAYER_NAME", "Acme Health")
     monkeypatch.setenv("CDS_AUTO_APPROVAL", "false")
