@@ -29,7 +29,7 @@ _TYPES = {
 
 
 def questionnaire_id(carepath: CarePath, service: Service) -> str:
-    """Return the Questionnaire's resource id."""
+    """Return the Questionnaire's resource id (the engine matches answers by this prefix: keep in step)."""
     return f"{carepath.id}-{service.id}"
 
 

@@ -71,6 +71,25 @@ def test_knee_carepath_reads_its_own_questionnaire_answers(both: list[CarePath])
     assert decision.answers_used == ["QuestionnaireResponse/qr#knee.xray-done"]
 
 
+def test_answers_to_one_carepath_never_count_for_another(both: list[CarePath]) -> None:
+    """Both CarePaths share a canonical base and the linkId ``safety.infection-site``."""
+    knee_answer = b.answers(
+        "qr-knee",
+        "2024-05-30",
+        [b.answer("safety.infection-site", False)],
+        questionnaire="http://cds.payer.example/fhir/Questionnaire/knee-oa-mini-knee-injection",
+    )
+    neck = decide(both, b.order("62321", reason="M54.12"), [b.patient(), knee_answer])
+    assert neck.carepath_id == "neck-pain"
+    assert not any("qr-knee" in used for used in neck.answers_used)
+    neck_answer = knee_answer | {
+        "id": "qr-neck",
+        "questionnaire": "http://cds.payer.example/fhir/Questionnaire/neck-pain-esi",
+    }
+    knee = decide(both, b.order("20610", reason="M17.11"), [b.patient(birth="1960-01-01"), neck_answer])
+    assert not any("qr-neck" in used for used in knee.answers_used)
+
+
 def test_young_patient_fails_the_knee_age_criterion(both: list[CarePath]) -> None:
     decision = decide(both, b.order("20610", reason="M17.11"), [b.patient(birth="1995-01-01")])
     assert decision.outcome is Outcome.NOT_MET and decision.failing == ["KNEE-I1"]

@@ -57,8 +57,13 @@ def evaluate_orders(
 
 
 def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
-    """Responses to this CarePath's questionnaires, and to this version of them (or unversioned)."""
-    prefix = carepath.questionnaire_base.rstrip("/") + "/"
+    """Responses to this CarePath's questionnaires, and to this version of them (or unversioned).
+
+    Its questionnaires are ``{canonicalBase}/{carepath id}-{service id}``; two CarePaths may share a
+    base and even a linkId, so the id is part of the match, or one guideline's answers would
+    count for another's.
+    """
+    prefix = f"{carepath.questionnaire_base.rstrip('/')}/{carepath.id}-"
     found = []
     for qr in record.questionnaire_responses:
         canonical = qr.get("questionnaire")
