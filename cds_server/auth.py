@@ -190,17 +190,21 @@ class Authenticator:
         return claims
 
     def _key(self, client: TrustedClient, header: Mapping[str, Any], kid: str) -> Any:
+        """A configured key wins (a ``jku`` header is then only a hint); else an allow-listed ``jku``.
+
+        Inferno sends ``jku`` pointing at its own session URL; a payer that saved that JWK Set
+        in ``jwks_file`` already trusts the key and need not allow-list every session URL.
+        An unlisted ``jku`` is never fetched.
+        """
+        configured = find_key(client.jwks, kid) if client.jwks is not None else None
+        if configured is not None:
+            return configured
         jku = header.get("jku")
         if isinstance(jku, str) and jku:
             if jku not in client.jku:
                 raise Unauthorized("jku not on the allow-list")
             return self.jwks_cache.key(jku, kid)
-        if client.jwks is None:
-            raise Unauthorized("no jku and no configured JWKS")
-        key = find_key(client.jwks, kid)
-        if key is None:
-            raise Unauthorized("kid not in the configured JWKS")
-        return key
+        raise Unauthorized("kid not in the configured JWKS" if client.jwks is not None else "no jku, no JWKS")
 
     def _verify(self, token: str, key: Any, alg: str, audience: str, issuer: str) -> dict[str, Any]:
         try:

@@ -123,6 +123,12 @@ def test_sandbox_shape_es384_with_jku(client: FlaskClient, keys: Keys, jwks_serv
     assert get(client, bearer).status_code == 200
 
 
+def test_inferno_shape_with_an_unlisted_jku_uses_the_configured_key(client: FlaskClient, keys: Keys) -> None:
+    """Inferno adds a ``jku`` to its session; the saved JWK Set already names the key, so it is used."""
+    bearer = token(keys, f"{BASE}/cds-services", alg="ES384", headers={"jku": "https://inferno.example/jwks.json"})
+    assert get(client, bearer).status_code == 200
+
+
 def test_the_audience_is_the_exact_endpoint(client: FlaskClient, keys: Keys) -> None:
     for_discovery = token(keys, f"{BASE}/cds-services")
     response = client.post(
