@@ -48,8 +48,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.logger.warning(
             "DEMO MODE: client authentication is OFF; every caller is trusted. Never run so with real data."
         )
+    install_observability(app)  # first: every later hook, the auth guard included, logs with the request id
     app.before_request(guard)
-    install_observability(app)
     app.register_blueprint(bp)
     app.register_blueprint(fhir)
     app.register_blueprint(health)

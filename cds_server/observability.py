@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -61,6 +62,12 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
+def request_id() -> str:
+    """The request's id for logs: the caller's X-Request-ID when it is sane, else a fresh one."""
+    given = request.headers.get("X-Request-ID", "")
+    return given if given.isascii() and 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+
+
 def install(app: Flask) -> None:
     """Log one line per request and expose ``GET /metrics``."""
     log = logging.getLogger("cds_server.requests")
@@ -68,6 +75,7 @@ def install(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
+        g.request_id = request_id()
 
     @app.after_request
     def _log(response: Response) -> Response:
@@ -75,7 +83,7 @@ def install(app: Flask) -> None:
         log.info(
             "request",
             extra={
-                "request_id": g.get("request_id"),
+                "request_id": g.setdefault("request_id", request_id()),  # a CORS preflight skips _start
                 "method": request.method,
                 "path": request.path,
                 "status": response.status_code,
