@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +19,6 @@ from werkzeug.exceptions import HTTPException
 from cds_server.audit import audit_copy
 from cds_server.discovery import discovery_document
 from cds_server.errors import (
-    CrdViolation,
     InvalidRequest,
     Issue,
     PayloadTooLarge,
@@ -86,21 +84,25 @@ def invoke(service_id: str) -> Response:
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
-    """CDS Hooks feedback: kept as received; duplicates are fine."""
+    """CDS Hooks feedback: valid feedback is accepted (2xx) and kept once per item.
+
+    Each item is tied to the card it names when this service issued that card; an item
+    naming an unknown card is still kept (never lose what a client reported) but flagged,
+    and listed back in ``unknownCards`` so the client can see the mismatch.
+    """
     if service_id not in SERVICES:
         raise UnknownService(f"No service {service_id!r}")
     body = read_json()
     items = _feedback_items(body)
     store = runtime().store
     known = store.known_cards(service_id, [str(i["card"]) for i in items])
-    unknown = [i for i, item in enumerate(items) if str(item["card"]) not in known]
+    stored = store.record_feedback(service_id, items, known)
+    answer: dict[str, Any] = {"received": len(items), "new": stored}
+    unknown = sorted({str(i["card"]) for i in items} - known)
     if unknown:
-        raise CrdViolation(
-            "Feedback names cards this service did not issue",
-            [Issue("unknown card uuid", f"$.feedback[{i}].card") for i in unknown],
-        )
-    stored = store.record_feedback(service_id, items)
-    return json_response({"received": len(items), "new": stored})
+        log.warning("feedback names %d card(s) this service did not issue", len(unknown))
+        answer["unknownCards"] = unknown
+    return json_response(answer)
 
 
 def _feedback_items(body: Any) -> list[Mapping[str, Any]]:
@@ -231,10 +233,3 @@ def unexpected(exc: Exception) -> Response:
     """Last resort: log it with the request id and answer an OperationOutcome, not an HTML page."""
     log.exception("unexpected error %s", g.get("request_id"))
     return json_response(operation_outcome([Issue("internal error")], "exception"), 500)
-
-
-@bp.before_app_request
-def request_id() -> None:
-    """Give every request an id for logs (taken from X-Request-ID when the caller sends a sane one)."""
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if given.isascii() and 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex

@@ -178,11 +178,28 @@ def _v4(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE assertions ADD COLUMN decided_ms FLOAT"))
 
 
+# --- version 5: feedback about cards this service did not issue is kept, flagged -------------------------
+
+
+def _v5(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE feedback ADD COLUMN card_issued BOOLEAN"))
+    # Once per service: a misrouted item kept under one service must not block the right one.
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ALTER TABLE feedback DROP CONSTRAINT IF EXISTS feedback_once"))
+    conn.execute(sa.text("DROP INDEX IF EXISTS feedback_once"))
+    conn.execute(
+        sa.text(
+            "CREATE UNIQUE INDEX feedback_once_per_service ON feedback (service_id, card, outcome, outcome_timestamp)"
+        )
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: invocations, assertions, authorizations, feedback, jti_seen", _v1),
     Migration(2, "cards_issued; feedback kept once (unique card, outcome, time)", _v2),
     Migration(3, "invocation requests minimised: prefetch kept as references and digests", _v3),
     Migration(4, "assertions: hook_instance and decided_ms (the determination's latency)", _v4),
+    Migration(5, "feedback.card_issued (unknown cards kept, flagged); kept once per service", _v5),
 )
 LATEST = MIGRATIONS[-1].version
 

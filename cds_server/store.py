@@ -71,7 +71,8 @@ feedback = sa.Table(
     sa.Column("outcome_timestamp", sa.String(40), nullable=False),
     sa.Column("payload", JSON, nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("feedback_once", "card", "outcome", "outcome_timestamp", unique=True),
+    sa.Column("card_issued", sa.Boolean),  # False: the card is not one this service issued (kept, flagged)
+    sa.Index("feedback_once_per_service", "service_id", "card", "outcome", "outcome_timestamp", unique=True),
 )
 cards_issued = sa.Table(
     "cards_issued",
@@ -226,12 +227,16 @@ class Store:
             )
             return {row[0] for row in found}
 
-    def record_feedback(self, service_id: str, items: list[Mapping[str, Any]]) -> int:
-        """Keep feedback items once: the same item sent again is accepted and not stored twice."""
+    def record_feedback(self, service_id: str, items: list[Mapping[str, Any]], issued: set[str] | None = None) -> int:
+        """Keep feedback items once: the same item sent again is accepted and not stored twice.
+
+        ``issued`` names the cards this service gave; items about other cards are kept, flagged.
+        """
         stored = 0
         for item in items:
             row = {
                 "service_id": service_id,
+                "card_issued": None if issued is None else str(item["card"]) in issued,
                 "card": str(item["card"]),
                 "outcome": str(item["outcome"]),
                 "outcome_timestamp": str(item["outcomeTimestamp"]),

@@ -210,15 +210,32 @@ def test_feedback_for_an_issued_card_is_kept_once(client: FlaskClient, app: Flas
     assert store.count("feedback") == 1
 
 
-def test_feedback_for_a_card_never_issued_or_at_an_impossible_time_is_refused(client: FlaskClient, app: Flask) -> None:
+def test_feedback_for_a_card_never_issued_is_kept_flagged_and_an_impossible_time_refused(
+    client: FlaskClient, app: Flask
+) -> None:
+    """Valid feedback gets 2xx (checklist 140) and is never lost; the answer says which cards were unknown."""
+    import sqlalchemy as sa
+
+    from cds_server.store import feedback
+
     card = ok(client, met_request())["cards"][0]["uuid"]
-    unknown = client.post(FEEDBACK, json=_feedback("00000000-0000-4000-8000-000000000000"))
-    assert unknown.status_code == 422 and conformance.check_outcome(unknown.get_json()) == []
+    stranger = "00000000-0000-4000-8000-000000000000"
+    unknown = client.post(FEEDBACK, json=_feedback(stranger))
+    assert unknown.status_code == 200 and unknown.get_json() == {"received": 1, "new": 1, "unknownCards": [stranger]}
     impossible = client.post(FEEDBACK, json=_feedback(card, "2024-02-30T10:00:00Z"))
     assert impossible.status_code == 400 and conformance.check_outcome(impossible.get_json()) == []
-    wrong_service = client.post("/cds-services/crd-order-select/feedback", json=_feedback(card))
-    assert wrong_service.status_code == 422
-    assert app.extensions["cds"].store.count("feedback") == 0
+    other_service = client.post("/cds-services/crd-order-select/feedback", json=_feedback(card))
+    assert other_service.get_json()["unknownCards"] == [card], "issued by order-sign, not order-select"
+    mine = client.post(FEEDBACK, json=_feedback(card))
+    assert "unknownCards" not in mine.get_json()
+    store = app.extensions["cds"].store
+    with store.engine.connect() as conn:
+        rows = {(r.service_id, r.card): r.card_issued for r in conn.execute(sa.select(feedback))}
+    assert rows == {
+        ("crd-order-sign", stranger): False,
+        ("crd-order-select", card): False,
+        ("crd-order-sign", card): True,
+    }
 
 
 def test_request_at_sign_url_with_these_bodies_is_never_a_500(client: FlaskClient) -> None:
@@ -235,3 +252,116 @@ def test_request_at_sign_url_with_these_bodies_is_never_a_500(client: FlaskClien
         assert status < 500, (body, payload)
         if status >= 400:
             assert conformance.check_outcome(payload) == []
+
+
+# --- malformed requests the checklist names (rules 25, 30-32, 38, 142, 143) -------------------------------
+
+
+def _select_body() -> dict[str, Any]:
+    body = _order_sign(_sr("72141"), [])
+    body["hook"] = "order-select"
+    body["context"]["selections"] = ["ServiceRequest/sr1"]
+    return body
+
+
+def _dispatch_body() -> dict[str, Any]:
+    body = _order_sign(_sr("72141"), [])
+    body["hook"] = "order-dispatch"
+    body["context"] = {"patientId": "p1", "dispatchedOrders": ["ServiceRequest/sr1"], "performer": "Organization/x"}
+    return body
+
+
+def _auth(**changes: Any) -> dict[str, Any]:
+    auth = {"access_token": "t", "token_type": "Bearer", "expires_in": 30, "scope": "s", "subject": "c"}
+    return {k: v for k, v in (auth | changes).items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("url", "build", "mutate", "status"),
+    [
+        (
+            SIGN,
+            lambda: _order_sign(_sr("72141"), []),
+            lambda b: b.update(fhirServer="https://ehr.example/fhir", fhirAuthorization=_auth(token_type="MAC")),
+            400,
+        ),
+        (
+            SIGN,
+            lambda: _order_sign(_sr("72141"), []),
+            lambda b: b.update(fhirServer="https://ehr.example/fhir", fhirAuthorization=_auth(expires_in="30")),
+            400,
+        ),
+        (
+            SIGN,
+            lambda: _order_sign(_sr("72141"), []),
+            lambda b: b.update(fhirServer="https://ehr.example/fhir", fhirAuthorization=_auth(subject=None)),
+            400,
+        ),
+        (
+            SIGN,
+            lambda: _order_sign(_sr("72141"), []),
+            lambda b: b["context"]["draftOrders"]["entry"][0]["resource"].update(resourceType="Procedure"),
+            422,
+        ),
+        ("/cds-services/crd-order-select", _select_body, lambda b: b["context"].update(selections=[]), 400),
+        (
+            "/cds-services/crd-order-select",
+            _select_body,
+            lambda b: b["context"].update(selections=["ServiceRequest/none"]),
+            422,
+        ),
+        ("/cds-services/crd-order-dispatch", _dispatch_body, lambda b: b["context"].pop("performer"), 400),
+        (
+            "/cds-services/crd-order-dispatch",
+            _dispatch_body,
+            lambda b: b["context"].update(dispatchedOrders=["sr1"]),
+            400,
+        ),
+        (SIGN, lambda: _order_sign(_sr("72141"), []), lambda b: b.update(extension=["not", "an", "object"]), 400),
+    ],
+    ids=[
+        "token-type",
+        "expires-in",
+        "no-subject",
+        "procedure-order",
+        "no-selections",
+        "selection-elsewhere",
+        "no-performer",
+        "bare-id",
+        "extension-array",
+    ],
+)
+def test_checklist_violations_get_a_4xx_with_the_path(
+    client: FlaskClient, url: str, build: Any, mutate: Any, status: int
+) -> None:
+    body = build()
+    mutate(body)
+    got, payload = post(client, body, url)
+    assert got == status, payload
+    assert conformance.check_outcome(payload) == [] and payload["issue"][0].get("expression")
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"outcome": "accepted"},
+        {"outcome": "accepted", "acceptedSuggestions": []},
+        {"outcome": "overridden", "overrideReason": {}},
+        {"outcome": "overridden", "overrideReason": {"reason": {"code": "x"}}},
+        {"outcome": "ignored"},
+        {"outcome": "overridden", "outcomeTimestamp": "2024-03-20T10:00:00+01:00"},
+    ],
+    ids=[
+        "accepted-without-suggestions",
+        "empty-suggestions",
+        "empty-override",
+        "reason-without-system",
+        "bad-outcome",
+        "not-utc",
+    ],
+)
+def test_malformed_feedback_is_a_400(client: FlaskClient, app: Flask, item: dict[str, Any]) -> None:
+    body = {"feedback": [{"card": "u", "outcomeTimestamp": "2024-03-20T10:00:00Z"} | item]}
+    response = client.post(FEEDBACK, json=body)
+    assert response.status_code == 400 and conformance.check_outcome(response.get_json()) == []
+    assert app.extensions["cds"].store.count("feedback") == 0
