@@ -445,3 +445,28 @@ def test_the_readme_example_call_gets_an_authorization(client: FlaskClient) -> N
     payload = ok(client, body)
     info = coverage_ext(payload["systemActions"][0]["resource"])
     assert info["pa-needed"] == "satisfied" and info["satisfied-pa-id"].startswith("PA-")
+
+
+def test_the_answer_the_readme_shows_is_the_real_one(client: FlaskClient) -> None:
+    """The README's abridged answer must stay true: same cards, links and coverage information."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    shown = json.loads(readme.split("approves it and says why:\n\n```json\n", 1)[1].split("```", 1)[0])
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    real = ok(client, body)
+
+    def pa(text: str) -> str:
+        return re.sub(r"PA-[0-9A-Z]{10}", "PA-…", text)
+
+    assert [pa(c["summary"]) for c in shown["cards"]] == [pa(c["summary"]) for c in real["cards"]]
+    assert [[link["label"] for link in c.get("links", [])] for c in shown["cards"]] == [
+        [link["label"] for link in c.get("links", [])] for c in real["cards"]
+    ]
+    stable = ("coverage", "covered", "pa-needed", "billingCode")
+    (shown_ext,) = shown["systemActions"][0]["resource"]["extension"]
+    (real_ext,) = real["systemActions"][0]["resource"]["extension"]
+    assert [p["url"] for p in shown_ext["extension"]] == [p["url"] for p in real_ext["extension"]]
+    assert [p for p in shown_ext["extension"] if p["url"] in stable] == [
+        p for p in real_ext["extension"] if p["url"] in stable
+    ]
