@@ -9,7 +9,8 @@ CPT = "http://www.ama-assn.org/go/cpt"
 SCT = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-QBASE = "http://cds.payer.example/fhir/Questionnaire/neck-pain-test"
+# Any Neck Pain questionnaire: answers count for every service of the CarePath that asks the item.
+QBASE = "http://cds.payer.example/fhir/Questionnaire/neck-pain-mri"
 
 
 def concept(system: str, code: str, display: str | None = None) -> dict[str, Any]:

@@ -90,6 +90,25 @@ def test_answers_to_one_carepath_never_count_for_another(both: list[CarePath]) -
     assert not any("qr-neck" in used for used in knee.answers_used)
 
 
+def test_a_carepath_whose_id_extends_another_keeps_its_answers_to_itself() -> None:
+    """``neck-pain-peds-knee-injection`` starts with ``neck-pain-``; it is still not a Neck Pain questionnaire."""
+    import json
+
+    from cds_server.carepath_store import load_schema
+    from cds_server.engine import compile_carepath
+
+    doc = json.loads(KNEE.read_text()) | {"id": "neck-pain-peds"}
+    carepaths = [load_carepaths((DEFAULT_CAREPATHS[0],))[0], compile_carepath(doc, load_schema())]
+    answer = b.answers(
+        "qr-peds",
+        "2024-05-30",
+        [b.answer("safety.infection-site", False)],
+        questionnaire="http://cds.payer.example/fhir/Questionnaire/neck-pain-peds-knee-injection",
+    )
+    neck = decide(carepaths, b.order("62321", reason="M54.12"), [b.patient(), answer])
+    assert neck.carepath_id == "neck-pain" and neck.answers_used == []
+
+
 def test_young_patient_fails_the_knee_age_criterion(both: list[CarePath]) -> None:
     decision = decide(both, b.order("20610", reason="M17.11"), [b.patient(birth="1995-01-01")])
     assert decision.outcome is Outcome.NOT_MET and decision.failing == ["KNEE-I1"]

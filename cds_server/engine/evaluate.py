@@ -59,19 +59,20 @@ def evaluate_orders(
 def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
     """Responses to this CarePath's questionnaires, and to this version of them (or unversioned).
 
-    Its questionnaires are ``{canonicalBase}/{carepath id}-{service id}``; two CarePaths may share a
-    base and even a linkId, so the id is part of the match, or one guideline's answers would
-    count for another's.
+    Its questionnaires are exactly ``{canonicalBase}/{carepath id}-{service id}``; two CarePaths
+    may share a base, linkIds and even an id prefix (``neck-pain`` and ``neck-pain-peds``), so
+    only an exact canonical counts, or one guideline's answers would count for another's.
     """
-    prefix = f"{carepath.questionnaire_base.rstrip('/')}/{carepath.id}-"
+    base = carepath.questionnaire_base.rstrip("/")
+    own = {f"{base}/{carepath.id}-{service.id}" for service in carepath.services}
     found = []
     for qr in record.questionnaire_responses:
         canonical = qr.get("questionnaire")
-        if not isinstance(canonical, str) or not canonical.startswith(prefix):
+        if not isinstance(canonical, str):
             continue
-        _, _, version = canonical.partition("|")
-        if version and version != carepath.version:
-            continue  # answers to another version's questions are not evidence for this one
+        url, _, version = canonical.partition("|")
+        if url not in own or (version and version != carepath.version):
+            continue  # another guideline's questions, or another version's: not evidence for this one
         found.append(qr)
     return found
 
