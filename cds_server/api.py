@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -45,7 +46,10 @@ def runtime() -> Runtime:
 
 def json_response(body: Any, status: int = 200) -> Response:
     """Serialise ``body`` as the response (application/json)."""
-    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+    # allow_nan=False: whatever happens, never answer with NaN/Infinity, which are not JSON.
+    return Response(
+        json.dumps(body, separators=(",", ":"), allow_nan=False), status=status, mimetype="application/json"
+    )
 
 
 @bp.get("/cds-services")
@@ -128,7 +132,7 @@ def read_json() -> Any:
         raise UnsupportedMediaType(f"Send the request as application/json, not {mimetype or 'no content type'}")
     raw = request.get_data(cache=False)
     try:
-        body = json.loads(raw, parse_constant=_no_constant)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest("The body is not valid JSON", [Issue(f"not JSON: {str(exc)[:120]}", "$")]) from exc
     limit = int(current_app.config["MAX_JSON_DEPTH"])
@@ -141,6 +145,14 @@ def read_json() -> Any:
             [Issue(f"control character or unpaired surrogate in a string at {bad}", bad)],
         )
     return body
+
+
+def _finite(text: str) -> float:
+    """A number too large for a double (``1e400``) would become Infinity: not JSON, not storable."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
 
 
 def _no_constant(name: str) -> Any:

@@ -382,6 +382,32 @@ def test_malformed_bodies(client: FlaskClient) -> None:
     assert client.get(SIGN).status_code == 405
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"hook": "order-sign", "x": NaN}',
+        '{"hook": "order-sign", "x": -Infinity}',
+        '{"hook": "order-sign", "x": 1e400}',
+        '{"hook": "order-sign", "x": "bell\\u0007"}',
+        '{"hook": "order-sign", "x": "half \\ud800 pair"}',
+    ],
+    ids=["nan", "infinity", "overflow", "control-character", "unpaired-surrogate"],
+)
+def test_json_that_is_not_json_is_a_400_and_still_recorded(client: FlaskClient, app: Flask, raw: str) -> None:
+    """Python's parser accepts these; RFC 8259 and the databases do not. The audit row must not be lost."""
+    store = app.extensions["cds"].store
+    before = store.count("invocations")
+    response = client.post(SIGN, data=raw, content_type="application/json")
+    assert response.status_code == 400 and conformance.check_outcome(response.get_json()) == []
+    assert store.count("invocations") == before + 1
+
+
+def test_a_huge_number_inside_a_valid_request_is_refused_not_turned_into_infinity(client: FlaskClient) -> None:
+    body = json.dumps(scenario_request("mri/met-failed-conservative-care")).replace("{", '{"example.big": 1e400, ', 1)
+    response = client.post(SIGN, data=body, content_type="application/json")
+    assert response.status_code == 400 and "out of range" in json.dumps(response.get_json())
+
+
 def test_inferno_order_sign_fixture_is_accepted_as_cds_hooks(client: FlaskClient) -> None:
     """Inferno's own order-sign request (no Coverage, unreachable fhirServer) is valid: 412, not 400/422."""
     if not FIXTURES.exists():
