@@ -2,8 +2,10 @@
 
 The payer must be able to show what it was asked and what it answered; it does
 not need a second copy of the patient's chart. So the record keeps the request
-envelope and its context (the orders decided, in full) but, for each prefetched
-record set, only which resources were seen (``Type/id`` and ``meta.versionId``)
+envelope, the context's ids and references, and the orders decided in full
+(with the questionnaire answers they contain; other contained resources are
+dropped), but, for each prefetched record set and any other context member,
+only which resources were seen (``Type/id`` and ``meta.versionId``)
 and a SHA-256 digest of the exact JSON received, so a copy produced later can be
 proven to be the one the decision saw. The decision itself (with the evidence
 each criterion used, by reference) is kept with its assertion. Access tokens are
@@ -22,16 +24,65 @@ from fhir_mappings.codes import arr, obj
 MAX_REFS = 500  # a summary lists at most this many references per prefetch key
 
 
+ORDER_BUNDLES = ("draftOrders", "appointments")
+ORDER_TYPES = {
+    "Appointment",
+    "CommunicationRequest",
+    "DeviceRequest",
+    "MedicationRequest",
+    "NutritionOrder",
+    "ServiceRequest",
+    "VisionPrescription",
+}
+KEPT_CONTAINED = {"QuestionnaireResponse"}  # the documentation answers a decision may rest on
+
+
 def audit_copy(body: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the request as it is kept: token dropped, prefetched records summarised."""
+    """Return the request as it is kept: token dropped, prefetched records and extras summarised."""
     kept = dict(body)
     auth = kept.get("fhirAuthorization")
     if isinstance(auth, Mapping):
         kept["fhirAuthorization"] = {k: v for k, v in auth.items() if k != "access_token"}
+    elif "fhirAuthorization" in kept:
+        kept["fhirAuthorization"] = "(not an object: dropped)"  # it may be a bare token
     prefetch = kept.get("prefetch")
     if isinstance(prefetch, Mapping):
         kept["prefetch"] = {str(key): summarise(value) for key, value in prefetch.items()}
+    elif prefetch is not None:
+        kept["prefetch"] = summarise(prefetch)
+    context = kept.get("context")
+    if isinstance(context, Mapping):
+        kept["context"] = {str(key): _context_member(str(key), value) for key, value in context.items()}
+    elif context is not None:
+        kept["context"] = summarise(context)
     return kept
+
+
+def _context_member(key: str, value: Any) -> Any:
+    """Ids and references stay; order bundles keep their orders; anything else is summarised."""
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return value
+    if key in ORDER_BUNDLES and isinstance(value, Mapping):
+        return _orders_only(value)
+    return summarise(value)
+
+
+def _orders_only(bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """The orders decided, whole (with their contained answers); other entries by reference only."""
+    entries = []
+    for entry in arr(bundle.get("entry")):
+        resource = obj(entry).get("resource")
+        if isinstance(resource, Mapping) and resource.get("resourceType") in ORDER_TYPES:
+            kept = dict(resource)
+            if "contained" in kept:
+                kept["contained"] = [c for c in arr(kept["contained"]) if obj(c).get("resourceType") in KEPT_CONTAINED]
+                if not kept["contained"]:
+                    del kept["contained"]
+            entries.append({**obj(entry), "resource": kept})
+        else:
+            entries.append({"summary": summarise(resource)})
+    out = {k: v for k, v in bundle.items() if k in ("resourceType", "type", "id")}
+    return {**out, "sha256": digest(bundle), "entry": entries}
 
 
 def summarise(value: Any) -> dict[str, Any] | None:
@@ -39,7 +90,12 @@ def summarise(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     resource = obj(value)
-    resources = [obj(e).get("resource") for e in arr(resource.get("entry"))] if "entry" in resource else [value]
+    if isinstance(value, list):
+        resources = value
+    elif "entry" in resource:
+        resources = [obj(e).get("resource") for e in arr(resource.get("entry"))]
+    else:
+        resources = [value]
     refs = [_ref(r) for r in resources if isinstance(r, Mapping)]
     summary: dict[str, Any] = {
         "resourceType": resource.get("resourceType") if isinstance(resource.get("resourceType"), str) else None,

@@ -7,6 +7,7 @@ ignored (CRD hook-23, found-33).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,6 +80,37 @@ def check(instance: Any, schema: Mapping[str, Any], where: str, summary: str) ->
     problems.raise_if_any(InvalidRequest, summary)
 
 
+_LIMITS = {
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "minProperties",
+    "maxProperties",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+}
+
+
 def _message(error: jsonschema.ValidationError) -> str:
-    text = error.message
+    """Say what is wrong without repeating the value: a misplaced token or a patient's name must not
+    travel back in the answer, nor into the invocation record that keeps it."""
+    rule, expected = error.validator, error.validator_value
+    if rule == "required":
+        text = error.message  # names the missing member, taken from the schema
+    elif rule == "type":
+        text = f"must be of type {' or '.join(expected) if isinstance(expected, list) else expected}"
+    elif rule in ("enum", "const"):
+        choices = expected if isinstance(expected, list) else [expected]
+        text = f"must be one of {', '.join(json.dumps(c) for c in choices)}"
+    elif rule == "pattern":
+        text = f"does not match the pattern {expected}"
+    elif rule in _LIMITS:
+        text = f"breaks {rule} {expected}"
+    elif rule == "additionalProperties":
+        text = "has members that are not allowed here"
+    else:
+        text = f"does not satisfy {rule}"
     return text if len(text) <= 200 else text[:197] + "..."

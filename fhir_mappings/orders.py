@@ -86,12 +86,23 @@ def validate_order(resource: Mapping[str, Any]) -> None:
     try:
         model.model_validate(dict(resource))
     except Exception as exc:  # pydantic.ValidationError and fhir-core's own errors
-        raise InvalidOrderError(f"{rtype}/{resource.get('id', '?')}: {_first_lines(str(exc))}") from exc
+        raise InvalidOrderError(f"{rtype}/{resource.get('id', '?')}: {_describe(exc)}") from exc
 
 
-def _first_lines(text: str, limit: int = 6) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return "; ".join(lines[:limit])
+def _describe(exc: Exception, limit: int = 6) -> str:
+    """Where and what, never the offending value (it may be a name, a note or a token)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            found = errors(include_input=False, include_url=False)
+        except TypeError:
+            found = None
+        if isinstance(found, list) and found:
+            return "; ".join(
+                f"{'.'.join(str(p) for p in e.get('loc', ())) or '(resource)'}: {e.get('msg', 'invalid')}"
+                for e in found[:limit]
+            )
+    return type(exc).__name__
 
 
 def _refs(items: Any) -> tuple[str, ...]:

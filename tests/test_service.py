@@ -447,7 +447,9 @@ def test_invocation_records_keep_references_and_digests_not_the_chart(client: Fl
     with store.engine.connect() as conn:
         (row,) = conn.execute(store_table(store)).mappings().all()
     kept = row["request"]
-    assert kept["context"] == body["context"], "the orders decided are kept in full"
+    orders = [e["resource"] for e in body["context"]["draftOrders"]["entry"]]
+    assert [e["resource"] for e in kept["context"]["draftOrders"]["entry"]] == orders, "the orders, in full"
+    assert kept["context"]["patientId"] == body["context"]["patientId"]
     for key, value in body["prefetch"].items():
         summary = kept["prefetch"][key]
         assert summary["sha256"] == digest(value), key
@@ -496,3 +498,28 @@ def test_the_answer_the_readme_shows_is_the_real_one(client: FlaskClient) -> Non
     assert [p for p in shown_ext["extension"] if p["url"] in stable] == [
         p for p in real_ext["extension"] if p["url"] in stable
     ]
+
+
+def test_what_is_not_an_order_never_reaches_the_record(client: FlaskClient, app: Flask) -> None:
+    """Error paths and odd shapes keep no token and no chart: not in the request kept, not in the answer kept."""
+    order = _sr("72141")
+    order["contained"] = [{"resourceType": "Patient", "id": "pp", "name": [{"family": "SECRET-NAME-1"}]}]
+    body = _order_sign(order, [])
+    body["context"]["draftOrders"]["entry"].append(
+        {"resource": {"resourceType": "Condition", "id": "c", "code": {"text": "SECRET-DIAGNOSIS-2"}}}
+    )
+    body["context"]["extraThing"] = {"resourceType": "Bundle", "entry": [{"resource": {"id": "x", "note": "SECRET-3"}}]}
+    post(client, body)  # a Condition is not an order: 422
+    bare = _order_sign(_sr("72141"), [])
+    bare["fhirServer"] = "https://ehr.example/fhir"
+    bare["fhirAuthorization"] = "Bearer SECRET-TOKEN-4"
+    assert post(client, bare)[0] == 400
+    odd = _order_sign(_sr("72141"), [])
+    odd["prefetch"]["patient"] = {"id": "p1", "name": [{"family": "SECRET-NAME-5"}]}
+    status, payload = post(client, odd)
+    assert status < 500 and "SECRET-NAME-5" not in json.dumps(payload), "errors never echo the data"
+    store = app.extensions["cds"].store
+    with store.engine.connect() as conn:
+        dump = json.dumps([dict(r) for r in conn.execute(store_table(store)).mappings()], default=str)
+    for secret in ("SECRET-NAME-1", "SECRET-DIAGNOSIS-2", "SECRET-3", "SECRET-TOKEN-4", "SECRET-NAME-5"):
+        assert secret not in dump, secret
