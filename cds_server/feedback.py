@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -25,7 +26,7 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
                     "outcome": {"enum": ["accepted", "overridden"]},
                     "outcomeTimestamp": {
                         "type": "string",
-                        "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?Z$",
+                        "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?Z$",
                     },
                     "acceptedSuggestions": {
                         "type": "array",
@@ -48,6 +49,25 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
     },
 }
 
+_INSTANT = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z", re.ASCII)
+
+
+def canonical_instant(text: str) -> str:
+    """Return the one spelling kept for an ``outcomeTimestamp``: seconds, the fraction without trailing zeros, ``Z``.
+
+    ``…T10:00:00Z``, ``…T10:00:00.0Z`` and ``…T10:00:00.000Z`` are one instant and all give
+    ``…T10:00:00Z``, so feedback is kept once whichever way a client writes the time. Every
+    digit given (up to nanoseconds) is kept: two different instants never share a spelling.
+
+    :raises ValueError: not a UTC (``Z``) instant with at most 9 fractional digits, or not a real date and time.
+    """
+    match = _INSTANT.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a UTC instant: {text[:60]!r}")
+    datetime.fromisoformat(match[1])  # a real date and time: no 30 February, no hour 24
+    fraction = (match[2] or "").rstrip("0")
+    return f"{match[1]}.{fraction}Z" if fraction else f"{match[1]}Z"
+
 
 def validate_feedback(body: Any) -> list[Mapping[str, Any]]:
     """Return the feedback items of a valid body.
@@ -58,7 +78,7 @@ def validate_feedback(body: Any) -> list[Mapping[str, Any]]:
     problems = Problems()
     for i, item in enumerate(body["feedback"]):
         try:
-            datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00"))
+            canonical_instant(item["outcomeTimestamp"])
         except ValueError:
             problems.add("outcomeTimestamp is not a real instant", f"$.feedback[{i}].outcomeTimestamp")
     problems.raise_if_any(InvalidRequest, "The feedback is not valid CDS Hooks feedback")

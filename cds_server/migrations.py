@@ -4,10 +4,12 @@ Why not ``create_all``: a table that exists is never changed by it, so a
 deployed database would silently keep yesterday's shape (a missing unique index
 is a lost guarantee, not an error). Each migration here is a numbered step with
 a description; ``schema_migrations`` records which steps a database has had.
-Steps use only SQL that SQLite and PostgreSQL both accept, and are written
-against frozen table definitions, never against ``store.metadata`` (which moves
-on with the code). ``tests/test_migrations.py`` checks that a database migrated
-from version 1 ends with exactly the tables and indexes ``store.metadata`` declares.
+Steps use SQL that SQLite and PostgreSQL both accept where they can (a SQLite
+table rebuild is the exception), and are written against frozen table definitions,
+never against ``store.metadata`` (which moves on with the code).
+``tests/test_migrations.py`` checks that a database migrated from version 1, or
+made before migrations existed, ends with exactly the tables and indexes
+``store.metadata`` declares.
 
 Workers starting together take turns: PostgreSQL through an advisory lock,
 a SQLite file through an exclusive file lock beside it.
@@ -194,12 +196,117 @@ def _v5(conn: Connection) -> None:
     )
 
 
+# --- version 6: the first release's table-level unique (card, outcome, time) removed everywhere ----------
+
+_ONCE_ANY_SERVICE = frozenset({"card", "outcome", "outcome_timestamp"})
+_FEEDBACK_COLUMNS = "id, service_id, card, outcome, outcome_timestamp, payload, received_at, card_issued"
+
+
+def _feedback_v6(md: sa.MetaData, name: str) -> sa.Table:
+    """The feedback table as of version 5 (frozen), under ``name``."""
+    return sa.Table(
+        name,
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("service_id", sa.String(100), nullable=False),
+        sa.Column("card", sa.String(200), nullable=False),
+        sa.Column("outcome", sa.String(20), nullable=False),
+        sa.Column("outcome_timestamp", sa.String(40), nullable=False),
+        sa.Column("payload", JSON, nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("card_issued", sa.Boolean),
+    )
+
+
+def _v6(conn: Connection) -> None:
+    """Databases made before migrations declared ``feedback_once`` inside CREATE TABLE.
+
+    SQLite keeps such a constraint as an automatic index no DROP INDEX can remove (version 5's
+    ``DROP INDEX IF EXISTS feedback_once`` left it), so feedback kept under one service still
+    blocked the same item under another: the table is rebuilt without it. PostgreSQL drops the
+    constraint by name (version 5 already did when it was called ``feedback_once``).
+    """
+    inspector = sa.inspect(conn)
+    stale = [
+        u["name"]
+        for u in inspector.get_unique_constraints("feedback")
+        if frozenset(u["column_names"]) == _ONCE_ANY_SERVICE
+    ]
+    stale_indexes = [
+        i["name"]
+        for i in inspector.get_indexes("feedback")
+        if i["unique"] and frozenset(i["column_names"]) == _ONCE_ANY_SERVICE and not i.get("duplicates_constraint")
+    ]
+    quote = conn.dialect.identifier_preparer.quote
+    for name in stale_indexes:
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {quote(name)}"))
+    if not stale:
+        return
+    if conn.dialect.name != "sqlite":
+        for name in stale:
+            conn.execute(sa.text(f"ALTER TABLE feedback DROP CONSTRAINT IF EXISTS {quote(name)}"))
+        return
+    conn.execute(sa.text("DROP TABLE IF EXISTS feedback_new"))  # left by an attempt that stopped half-way
+    _feedback_v6(sa.MetaData(), "feedback_new").create(conn)
+    conn.execute(sa.text(f"INSERT INTO feedback_new ({_FEEDBACK_COLUMNS}) SELECT {_FEEDBACK_COLUMNS} FROM feedback"))
+    conn.execute(sa.text("DROP TABLE feedback"))
+    conn.execute(sa.text("ALTER TABLE feedback_new RENAME TO feedback"))
+    conn.execute(
+        sa.text(
+            "CREATE UNIQUE INDEX feedback_once_per_service ON feedback (service_id, card, outcome, outcome_timestamp)"
+        )
+    )
+
+
+# --- version 7: feedback outcome times kept in one spelling per instant ------------------------------------
+
+
+def _v7(conn: Connection) -> None:
+    """``…00Z`` and ``…00.000Z`` are one instant: rows get ``feedback.canonical_instant``'s spelling.
+
+    Only a time with a fraction can be spelled another way. When two rows become the same item
+    the earliest stands, as in version 2. A value that is not an instant is left as it is.
+    """
+    from cds_server.feedback import canonical_instant
+
+    table = _feedback_v6(sa.MetaData(), "feedback")
+    c = table.c
+    last = 0
+    while True:
+        rows = conn.execute(
+            sa.select(c.id, c.service_id, c.card, c.outcome, c.outcome_timestamp)
+            .where(c.id > last, c.outcome_timestamp.like("%.%"))
+            .order_by(c.id)
+            .limit(_BATCH)
+        ).all()
+        if not rows:
+            return
+        for row_id, service_id, card, outcome, spelled in rows:
+            try:
+                canonical = canonical_instant(spelled)
+            except ValueError:
+                continue
+            if canonical == spelled:
+                continue
+            same = c.service_id == service_id, c.card == card, c.outcome == outcome, c.outcome_timestamp == canonical
+            other = conn.execute(sa.select(c.id).where(*same)).scalar()
+            if other is not None and other < row_id:
+                conn.execute(table.delete().where(c.id == row_id))
+                continue
+            if other is not None:
+                conn.execute(table.delete().where(c.id == other))
+            conn.execute(table.update().where(c.id == row_id).values(outcome_timestamp=canonical))
+        last = rows[-1][0]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: invocations, assertions, authorizations, feedback, jti_seen", _v1),
     Migration(2, "cards_issued; feedback kept once (unique card, outcome, time)", _v2),
     Migration(3, "invocation requests minimised: prefetch kept as references and digests", _v3),
     Migration(4, "assertions: hook_instance and decided_ms (the determination's latency)", _v4),
     Migration(5, "feedback.card_issued (unknown cards kept, flagged); kept once per service", _v5),
+    Migration(6, "feedback: a table-level unique (card, outcome, time) from before migrations removed", _v6),
+    Migration(7, "feedback: outcome times kept in one spelling per instant (.000Z is Z)", _v7),
 )
 LATEST = MIGRATIONS[-1].version
 

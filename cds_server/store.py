@@ -231,7 +231,13 @@ class Store:
         """Keep feedback items once: the same item sent again is accepted and not stored twice.
 
         ``issued`` names the cards this service gave; items about other cards are kept, flagged.
+        The outcome time is kept in one spelling per instant (``…00Z`` and ``…00.000Z`` are the
+        same item); ``payload`` keeps the item as received.
+
+        :raises ValueError: an ``outcomeTimestamp`` that is not a UTC instant (``validate_feedback`` refuses those).
         """
+        from cds_server.feedback import canonical_instant
+
         stored = 0
         for item in items:
             row = {
@@ -239,7 +245,7 @@ class Store:
                 "card_issued": None if issued is None else str(item["card"]) in issued,
                 "card": str(item["card"]),
                 "outcome": str(item["outcome"]),
-                "outcome_timestamp": str(item["outcomeTimestamp"]),
+                "outcome_timestamp": canonical_instant(str(item["outcomeTimestamp"])),
                 "payload": dict(item),
                 "received_at": now(),
             }

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
-from cds_server.store import Store, assertions, new_authorization_number
+from cds_server.store import Store, assertions, feedback, new_authorization_number
 
 
 @pytest.fixture
@@ -104,3 +104,48 @@ def test_postgres_uses_jsonb(store: Store) -> None:
 def test_numbers_look_random() -> None:
     numbers = {new_authorization_number() for _ in range(1000)}
     assert len(numbers) == 1000
+
+
+def test_one_instant_is_one_feedback_item_however_it_is_spelled(store: Store) -> None:
+    item = {"card": "u1", "outcome": "overridden", "outcomeTimestamp": "2024-03-20T10:00:00Z"}
+    spellings = ["2024-03-20T10:00:00Z", "2024-03-20T10:00:00.000Z", "2024-03-20T10:00:00.000000000Z"]
+    assert store.record_feedback("crd-order-sign", [{**item, "outcomeTimestamp": t} for t in spellings]) == 1
+    nanos = [
+        {**item, "outcomeTimestamp": t} for t in ("2024-03-20T10:00:00.123456789Z", "2024-03-20T10:00:00.12345679Z")
+    ]
+    assert store.record_feedback("crd-order-sign", nanos) == 2, "instants a nanosecond apart stay two items"
+    assert (
+        store.record_feedback("crd-order-sign", [{**item, "outcomeTimestamp": "2024-03-20T10:00:00.123456790Z"}]) == 0
+    )
+    with store.engine.connect() as conn:
+        kept = {r.outcome_timestamp: r.payload for r in conn.execute(sa.select(feedback).order_by(feedback.c.id))}
+    assert list(kept) == ["2024-03-20T10:00:00Z", "2024-03-20T10:00:00.123456789Z", "2024-03-20T10:00:00.12345679Z"]
+    assert kept["2024-03-20T10:00:00.123456789Z"] == nanos[0], "the item itself is kept as received"
+    with pytest.raises(ValueError, match="not a UTC instant"):
+        store.record_feedback("crd-order-sign", [{**item, "outcomeTimestamp": "2024-03-20T10:00:00." + "0" * 40 + "Z"}])
+    assert store.count("feedback") == 3
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["2024-01-01T00:00:00." + "1234567890" * 4 + "Z", "2024-01-01T00:00:00.1234567890Z", "2024-01-01T00:00:00.Z"],
+    ids=["40-digit-fraction", "10-digit-fraction", "empty-fraction"],
+)
+def test_an_outcome_time_too_precise_to_keep_is_a_400_not_a_500(database_url: str, when: str) -> None:
+    from cds_server.app import create_app
+
+    app = create_app({"AUTH_REQUIRED": False, "DATABASE_URL": database_url})
+    try:
+        client = app.test_client()
+        url = "/cds-services/crd-order-sign/feedback"
+        item = {"card": "u1", "outcome": "overridden", "outcomeTimestamp": when}
+        refused = client.post(url, json={"feedback": [item]})
+        assert refused.status_code == 400, refused.get_data(as_text=True)
+        body = refused.get_json()
+        assert body["resourceType"] == "OperationOutcome"
+        assert any("outcomeTimestamp" in str(i.get("expression")) for i in body["issue"]), body
+        nine = client.post(url, json={"feedback": [{**item, "outcomeTimestamp": "2024-01-01T00:00:00.123456789Z"}]})
+        assert nine.status_code == 200 and nine.get_json() == {"received": 1, "new": 1, "unknownCards": ["u1"]}
+        assert app.extensions["cds"].store.count("feedback") == 1
+    finally:
+        app.extensions["cds"].store.close()
