@@ -30,8 +30,9 @@ from cds_server.request_schema import ENVELOPE, check
 from cds_server.store import Store
 from fhir_mappings.codes import arr, obj
 from fhir_mappings.orders import InvalidOrderError, Order, read_order, validate_order
-from fhir_mappings.record import PatientRecord
+from fhir_mappings.record import PatientRecord, foreign_patient_elements
 from hooks import HookService, OrderTarget
+from hooks.base import InvalidContext
 from hooks.order_dispatch import MissingOrder
 
 log = logging.getLogger(__name__)
@@ -173,36 +174,46 @@ def fhir_client(runtime: Runtime, call: Call) -> FhirClient | None:
 
 
 def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTarget, Order]]:
-    """Return the orders in scope, each validated against its FHIR model.
+    """Return the orders in scope, each for the call's patient and validated against its FHIR model.
 
+    :raises CrdViolation: an order, or an Appointment, names someone other than ``patientId`` (422).
     :raises DataUnavailable: an order the context only references cannot be read (412).
     :raises InvalidRequest: an order is not a valid FHIR resource (400).
     """
-    client = call.client
-    prefetched = _prefetched_by_ref(call.body.get("prefetch"))
+    field_ = call.service.orders_field
+    held = _context_resources(call)
+    _refuse_other_patients(call, [(resource, path, True) for path, resource in held])
+    reader = _reader(call)
+    fetched: list[Mapping[str, Any]] = []  # what ``read`` returned: orders the context only references
 
     def read(ref: str) -> Mapping[str, Any] | None:
-        if ref in prefetched:  # e.g. a client that prefetches the dispatched orders under any key
-            return prefetched[ref]
-        if client is None:
-            return None
-        try:
-            found = client.read(ref)
-        except FhirError:
-            return None
-        return found if found is not None and f"{found.get('resourceType')}/{found.get('id')}" == ref else None
+        found = reader(ref)
+        if found is not None:
+            fetched.append(found)
+        return found
 
     try:
         targets = call.service.find_orders(call.context, read)
     except MissingOrder as exc:
+        where = f"$.context.{exc.args[1]}" if len(exc.args) > 1 else f"$.context.{field_}"
         raise DataUnavailable(
-            f"Could not read {exc.args[0]} from the FHIR server",
-            [Issue(f"{exc.args[0]} is not available", f"$.context.{call.service.orders_field}")],
+            f"Could not read {exc.args[0]} from the prefetch or the FHIR server",
+            [Issue(f"{exc.args[0]} is not available", where)],
         ) from exc
+    except InvalidContext as exc:
+        raise InvalidRequest(
+            f"The {call.service.hook} context is not valid", [Issue(exc.args[0], f"$.context.{exc.args[1]}")]
+        ) from exc
+    in_context = {id(resource) for _, resource in held}
+    by_reference = {id(resource) for resource in fetched}
+    _refuse_other_patients(
+        call,
+        [(t.order, _where(call, t), id(t.order) not in by_reference) for t in targets if id(t.order) not in in_context],
+    )
     problems = Problems()
     found = []
     for index, target in enumerate(targets):
-        empty = _first_empty(target.order, f"$.context.{call.service.orders_field}[{index}]")
+        empty = _first_empty(target.order, f"$.context.{field_}[{index}]")
         if empty:
             problems.add("FHIR JSON allows no null or empty values", empty)
             continue
@@ -213,12 +224,92 @@ def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTa
             # An order a CarePath must decide has to be valid FHIR; one outside every CarePath is passed
             # through (its answer is "no-auth" whatever its flaws, e.g. the Inferno sample NutritionOrder).
             if governed(carepaths, [order]) or order.type not in _KNOWN_ORDER_TYPES:
-                problems.add(str(exc), f"$.context.{call.service.orders_field}")
+                problems.add(str(exc), f"$.context.{field_}")
                 continue
             log.info("passing through an invalid order no CarePath governs: %s", order.ref)
         found.append((target, order))
     problems.raise_if_any(InvalidRequest, "An order is not a valid FHIR resource")
     return found
+
+
+def _reader(call: Call) -> Callable[[str], Mapping[str, Any] | None]:
+    """Return how a hook reads an order its context only references (``HookService.find_orders``'s ``read``).
+
+    ``read(ref)`` takes ``Type/id`` or an absolute URL and returns the resource, or None when it
+    cannot be had. The prefetch is looked at first (e.g. a client that prefetches the dispatched
+    orders under any key), then the call's ``fhirServer``. An absolute URL is read from the server
+    only when it is on that server (the access token never goes elsewhere), and otherwise found
+    only when its ``Type/id`` is in the prefetch this EHR sent with the call.
+    """
+    client = call.client
+    prefetched = _prefetched_by_ref(call.body.get("prefetch"))
+    server = call.body.get("fhirServer")
+    base = server.rstrip("/") + "/" if isinstance(server, str) and server else None
+
+    def read(ref: str) -> Mapping[str, Any] | None:
+        on_server = True
+        if "://" in ref:
+            tail = "/".join(ref.rstrip("/").split("/")[-2:])
+            on_server = base is not None and ref.startswith(base) and ref[len(base) :].rstrip("/") == tail
+            ref = tail
+        if ref in prefetched:
+            return prefetched[ref]
+        if client is None or not on_server:
+            return None
+        try:
+            found = client.read(ref)
+        except FhirError:
+            return None
+        return found if found is not None and f"{found.get('resourceType')}/{found.get('id')}" == ref else None
+
+    return read
+
+
+def _context_resources(call: Call) -> list[tuple[str, Mapping[str, Any]]]:
+    """The resources the context holds itself (``draftOrders``, ``appointments``), each with its JSON path."""
+    field_ = call.service.orders_field
+    bundle = call.context.get(field_)
+    if not isinstance(bundle, Mapping):
+        return []  # e.g. dispatchedOrders: references only
+    return [
+        (f"$.context.{field_}.entry[{i}].resource", entry["resource"])
+        for i, entry in enumerate(arr(bundle.get("entry")))
+        if isinstance(entry, Mapping) and isinstance(entry.get("resource"), Mapping)
+    ]
+
+
+def _where(call: Call, target: OrderTarget) -> str:
+    """The JSON path of where the request holds a target's order, or of the reference it was read through."""
+    field_ = call.service.orders_field
+    if target.location:
+        return f"$.context.{target.location}"
+    refs = call.context.get(field_)
+    if isinstance(refs, list) and target.context_ref in refs:
+        return f"$.context.{field_}[{refs.index(target.context_ref)}]"
+    return f"$.context.{field_}"
+
+
+def _refuse_other_patients(call: Call, orders: Sequence[tuple[Mapping[str, Any], str, bool]]) -> None:
+    """Refuse orders that are not for ``context.patientId`` (422): deciding one would use this patient's record.
+
+    Each order comes with its path and whether the request holds it there (then the path is
+    extended to the offending element) or only references it (then the path is the reference).
+    The other patient's reference is not repeated in the answer.
+
+    :raises CrdViolation: naming each offending element.
+    """
+    patient_id = call.context.get("patientId")
+    if not isinstance(patient_id, str):
+        return
+    problems = Problems()
+    for resource, path, held in orders:
+        ref = f"{resource.get('resourceType')}/{resource.get('id')}"
+        for element in foreign_patient_elements(resource, patient_id):
+            if held:
+                problems.add(f"{ref}.{element} names someone other than context.patientId", f"{path}.{element}")
+            else:
+                problems.add(f"{ref}, read by this reference, has a {element} other than context.patientId", path)
+    problems.raise_if_any(CrdViolation, "An order is not for the patient in context.patientId")
 
 
 def _first_empty(value: Any, path: str) -> str | None:
@@ -418,7 +509,7 @@ def _result(
     assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, decision)
     if assertion.pa_needed == "satisfied":
         _authorize(runtime, call, target, assertion, decision)
-    new = assertion.assertion_id not in ci.existing_assertion_ids(target.order)
+    new = assertion.assertion_id not in ci.existing_assertion_ids(target.annotated)
     return OrderResult(target, order, decision, assertion, new)
 
 
@@ -473,7 +564,7 @@ def system_actions(call: Call, results: Sequence[OrderResult]) -> list[dict[str,
     for result in results:
         if not result.new:
             continue
-        resource = ci.annotate(result.target.order, result.assertion)
+        resource = ci.annotate(result.target.annotated, result.assertion)  # a contained order: its carrier
         ref = f"{resource.get('resourceType')}/{resource.get('id')}"
         actions.append({"type": "update", "description": f"Add coverage information to {ref}", "resource": resource})
     return actions

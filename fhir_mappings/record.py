@@ -222,8 +222,51 @@ def patient_matches(resource: Mapping[str, Any], patient_id: str | None, own: bo
     for element in _PATIENT_ELEMENTS:
         ref = obj(resource.get(element)).get("reference")
         if isinstance(ref, str) and "Patient/" in ref:
-            return ref.rstrip("/").split("/")[-1] == patient_id
+            return literal_target(ref) == ("Patient", patient_id)
     return True
+
+
+def literal_target(reference: str) -> tuple[str, str] | None:
+    """Return ``(type, id)`` of a literal reference, or None when it is not one.
+
+    Relative (``Patient/p1``), absolute (``https://ehr/fhir/Patient/p1``) and versioned
+    (``.../Patient/p1/_history/2``) references name their last two segments (the version
+    dropped); a contained (``#p1``), ``urn:`` or conditional (``Patient?identifier=...``)
+    reference names no ``Type/id`` here.
+    """
+    if reference.startswith(("#", "urn:")) or "?" in reference:
+        return None
+    parts = reference.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) < 2 or not parts[-2] or not parts[-1]:
+        return None
+    return parts[-2], parts[-1]
+
+
+def foreign_patient_elements(order: Mapping[str, Any], patient_id: str) -> list[str]:
+    """Return the elements of an order that name someone other than the patient ``patient_id``.
+
+    Stricter than :func:`patient_matches`, which only keeps other patients' history out of
+    the record: an order is decided *for* its patient, so a ``subject`` / ``patient`` naming
+    anything but ``Patient/<patient_id>`` (another patient, or a Group, Location or Device,
+    which the CRD order profiles do not allow) is listed, as is an Appointment participant
+    whose actor is another Patient (``participant[1].actor``). An element that names no
+    ``Type/id`` (absent, contained, ``urn:``, identifier only) is not listed: whether it may
+    be absent is the FHIR model's question (``ServiceRequest.subject`` is required there).
+    """
+    found = []
+    for element in ("subject", "patient"):
+        ref = obj(order.get(element)).get("reference")
+        target = literal_target(ref) if isinstance(ref, str) else None
+        if target is not None and target != ("Patient", patient_id):
+            found.append(element)
+    for i, participant in enumerate(arr(order.get("participant"))):
+        ref = obj(obj(participant).get("actor")).get("reference")
+        target = literal_target(ref) if isinstance(ref, str) else None
+        if target is not None and target[0] == "Patient" and target[1] != patient_id:
+            found.append(f"participant[{i}].actor")
+    return found
 
 
 def _contained(resource: Mapping[str, Any], reference: str) -> Mapping[str, Any] | None:

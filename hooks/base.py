@@ -36,10 +36,30 @@ class OrderTarget:
 
     Usually the same resource; for an Appointment ``basedOn`` a ServiceRequest
     the ServiceRequest is both decided and updated (CRD cards.md, FHIR-50318).
+    An order *contained* in another resource cannot be updated on its own: then
+    ``carrier`` is that resource, and it gets the coverage information.
+
+    ``location`` is where the request holds the order, or the reference it was read
+    through, as a path under ``$.context`` (``appointments.entry[0].resource.basedOn[1]``);
+    None lets the caller work it out from ``orders_field``.
     """
 
     order: Mapping[str, Any]
     context_ref: str
+    location: str | None = None
+    carrier: Mapping[str, Any] | None = None
+
+    @property
+    def annotated(self) -> Mapping[str, Any]:
+        """The resource whose update carries this order's coverage information."""
+        return self.carrier if self.carrier is not None else self.order
+
+
+class InvalidContext(ValueError):
+    """A context element is not valid FHIR in a way the JSON schema cannot say (400).
+
+    ``args``: the message, then the element's path under ``$.context``.
+    """
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,8 @@ class HookService:
     primary: bool
     clinical_documentation: bool
     orders_field: str
+    # (context, read) -> targets; ``read`` takes ``Type/id`` or an absolute URL and returns the resource or None
+    # (cds_server.invoke._reader); MissingOrder(ref, path) -> 412, InvalidContext(message, path) -> 400.
     find_orders: Callable[[Mapping[str, Any], Callable[[str], Mapping[str, Any] | None]], list[OrderTarget]]
     crd_checks: Callable[[Mapping[str, Any]], list[tuple[str, str]]]
     normalise_context: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda context: context

@@ -187,9 +187,15 @@ def client(tmp_path: Path) -> FlaskClient:
 def test_inferno_hook_requests_are_valid_and_ask_for_the_missing_coverage(
     client: FlaskClient, name: str, service: str
 ) -> None:
-    """Inferno's bodies carry no prefetch and name a FHIR server we cannot reach: 412, not 400/422/5xx."""
+    """Inferno's bodies carry no prefetch and name a FHIR server we cannot reach: 412, not 400/422/5xx.
+
+    Its order-sign and order-select samples put orders for ``Patient/1288992`` under patientId
+    ``example``; that alone is a 422 (another patient's order is never decided), so the patient
+    is made consistent first."""
     body = fixture(name)
     body["fhirServer"] = "http://127.0.0.1:9/fhir"
+    if "draftOrders" in body["context"]:
+        body["context"]["patientId"] = "1288992"
     response = client.post(f"/cds-services/{service}", json=body)
     assert response.status_code == 412, response.get_json()
     assert conformance.check_outcome(response.get_json()) == []

@@ -409,11 +409,17 @@ def test_a_huge_number_inside_a_valid_request_is_refused_not_turned_into_infinit
 
 
 def test_inferno_order_sign_fixture_is_accepted_as_cds_hooks(client: FlaskClient) -> None:
-    """Inferno's own order-sign request (no Coverage, unreachable fhirServer) is valid: 412, not 400/422."""
+    """Inferno's own order-sign request is valid CDS Hooks: no 400. Its orders name Patient/1288992 under
+    patientId "example": refused (422, naming the reference) before anything is read. Made consistent,
+    with no Coverage and an unreachable fhirServer, it asks for what is missing: 412."""
     if not FIXTURES.exists():
         pytest.skip("shared/conformance not beside the checkout")
     body = json.loads((FIXTURES / "order_sign_hook_request.json").read_text())
     body["fhirServer"] = "http://127.0.0.1:9/fhir"
+    status, payload = post(client, body)
+    assert status == 422 and conformance.check_outcome(payload) == []
+    assert payload["issue"][0]["expression"][0].endswith((".subject", ".patient"))
+    body["context"]["patientId"] = "1288992"
     status, payload = post(client, body)
     assert status == 412 and conformance.check_outcome(payload) == []
 
