@@ -57,6 +57,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["DEMO_ENABLED"]:
         from cds_server import demo
 
+        if app.config["AUTH_REQUIRED"]:
+            app.logger.warning(
+                "DEMO BENCH ON with authentication: /demo/token mints tokens for callers on this machine. "
+                "Never enable it on a production endpoint."
+            )
+
         demo.install(app)
     install_cors(app)
     return app

@@ -5,7 +5,9 @@ When client authentication is on, the bench signs its calls like a real
 client: the service trusts a demo issuer whose ES384 key is kept in
 ``DEMO_KEY_FILE`` (made on first start, shared by every worker), and
 ``POST /demo/token`` mints a short-lived token for the endpoint the page is
-about to call. Never enable the demo on a production endpoint.
+about to call, to a browser on the same machine only (loopback). Never enable
+the demo on a production endpoint: behind a proxy on the same host every
+caller looks local.
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ from flask import Blueprint, Flask, Response, current_app, request, send_from_di
 
 from cds_server.api import base_url, json_response
 from cds_server.auth import TrustedClient
-from cds_server.errors import Issue, UnknownService
+from cds_server.errors import Issue, ServiceError, UnknownService
 from cds_server.scenarios import SCENARIO_DIR, hook_request, iter_scenarios, load_scenario
 
 DEMO_ISSUER = "urn:cds-server:demo-bench"
 STATIC = Path(__file__).parent / "static" / "demo"
 demo = Blueprint("demo", __name__, url_prefix="/demo")
+
+
+class DemoForbidden(ServiceError):
+    """A demo token was asked for from another machine."""
+
+    status = 403
 
 
 def demo_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -115,9 +123,21 @@ def scenario(name: str) -> Response:
     return json_response(hook_request(load_scenario(path), hook_instance=str(uuid.uuid4())))
 
 
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
 @demo.post("/token")
 def token() -> Response:
-    """A short-lived client JWT for the endpoint the page is about to call."""
+    """A short-lived client JWT for the endpoint the page is about to call: for this machine's browser only.
+
+    Anyone who can mint tokens can call every protected endpoint, so only a caller on
+    loopback gets one; from anywhere else the bench works only with authentication off.
+    """
+    if request.remote_addr not in LOOPBACK:
+        raise DemoForbidden(
+            "Demo tokens are handed out only to a browser on this machine",
+            [Issue("open the bench on the machine that runs the service, or turn authentication off")],
+        )
     path = str((request.get_json(silent=True) or {}).get("path") or "")
     if not path.startswith("/"):
         raise UnknownService("Say which path the token is for", [Issue("path must start with /")])

@@ -15,6 +15,7 @@ from typing import Any
 # FHIR issue-type codes (http://hl7.org/fhir/issue-type) used below.
 ISSUE_CODES = {
     400: "invalid",
+    403: "forbidden",
     404: "not-found",
     405: "not-supported",
     412: "incomplete",

@@ -264,3 +264,23 @@ def test_jti_replay_is_refused_through_redis(tmp_path: Path, keys: Keys, jwks_se
     bearer = token(keys, f"{BASE}/cds-services")
     assert get(first, bearer).status_code == 200
     assert get(second.test_client(), bearer).status_code == 401, "another instance with another database, same Redis"
+
+
+def test_demo_tokens_only_for_a_browser_on_this_machine(tmp_path: Path) -> None:
+    """With the bench on and authentication on, /demo/token must not hand the keys to the network."""
+    app = create_app(
+        {
+            "AUTH_REQUIRED": True,
+            "TRUSTED_CLIENTS": [],
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite'}",
+            "DEMO_ENABLED": True,
+            "DEMO_KEY_FILE": str(tmp_path / "demo.pem"),
+        }
+    )
+    client = app.test_client()
+    remote = client.post(
+        "/demo/token", json={"path": "/cds-services"}, environ_overrides={"REMOTE_ADDR": "203.0.113.9"}
+    )
+    assert remote.status_code == 403 and remote.get_json()["resourceType"] == "OperationOutcome"
+    local = client.post("/demo/token", json={"path": "/cds-services"}).get_json()["token"]
+    assert client.get("/cds-services", headers={"Authorization": f"Bearer {local}"}).status_code == 200
