@@ -12,6 +12,7 @@ Any failure answers 401 with no detail; tokens are never logged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -133,7 +134,8 @@ class JtiStore:
 
     def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
         """Return True the first time this (issuer, jti) is seen, False on any replay."""
-        key = f"{issuer}|{jti}"[:300]
+        # A digest, not a cut: two long jtis sharing a prefix must stay two tokens.
+        key = hashlib.sha256(f"{issuer}|{jti}".encode("utf-8", "surrogatepass")).hexdigest()
         ttl = max(1, int(expires_at - time.time()) + 1)
         if self.redis is not None:
             return bool(self.redis.set(f"cds:jti:{key}", "1", nx=True, ex=ttl))

@@ -348,6 +348,11 @@ def render_response(payload: Mapping[str, Any], determinations: Mapping[str, Any
     return "\n".join(lines) + "\n"
 
 
+def _dry_run(number: str | None) -> str | None:
+    """``evaluate`` decides in a throw-away database: a number it shows was never issued to anyone."""
+    return f"{number} (dry run: not issued)" if number else number
+
+
 def render_order(resource: Mapping[str, Any], determinations: Mapping[str, Any], marks: Symbols) -> list[str]:
     """One order: its coverage information as a two-column table, then the decision's criterion tree."""
     info = coverage_information(resource)
@@ -358,7 +363,7 @@ def render_order(resource: Mapping[str, Any], determinations: Mapping[str, Any],
         ("Covered", _first(info, "covered")),
         ("PA needed", _first(info, "pa-needed")),
         ("Doc needed", ", ".join(info.get("doc-needed", [])) or "no"),
-        ("PA number", _first(info, "satisfied-pa-id")),
+        ("PA number", _dry_run(_first(info, "satisfied-pa-id"))),
         ("Expires", _first(info, "expiry-date")),
         ("Assertion", aid),
         *[("Reason", r.get("text", "")) for r in info.get("reason", [])],

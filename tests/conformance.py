@@ -267,7 +267,7 @@ def expected_targets(request: Mapping[str, Any], context: Mapping[str, Any]) -> 
             continue
         if hook == "appointment-book":
             based = [
-                str(b.get("reference", "")).rsplit("/", 2)[-2:]
+                re.sub(r"/_history/[^/]+$", "", str(b.get("reference", ""))).rsplit("/", 2)[-2:]
                 for b in resource.get("basedOn") or []
                 if "ServiceRequest/" in str(b.get("reference", ""))
             ]

@@ -143,6 +143,15 @@ def test_the_audience_is_the_exact_endpoint(client: FlaskClient, keys: Keys) -> 
     assert get(client, token(keys, [f"{BASE}/x", f"{BASE}/cds-services"])).status_code == 200, "aud may be a list"
 
 
+def test_long_jtis_that_share_a_prefix_are_different_tokens(client: FlaskClient, keys: Keys) -> None:
+    prefix = "x" * 400
+    first = token(keys, f"{BASE}/cds-services", jti=prefix + "-1")
+    second = token(keys, f"{BASE}/cds-services", jti=prefix + "-2")
+    assert get(client, first).status_code == 200
+    assert get(client, second).status_code == 200, "not a replay: only the first 300 characters agree"
+    assert get(client, second).status_code == 401, "but the same one again is"
+
+
 def test_a_jti_is_accepted_once(client: FlaskClient, keys: Keys) -> None:
     bearer = token(keys, f"{BASE}/cds-services")
     assert get(client, bearer).status_code == 200

@@ -105,7 +105,7 @@ def test_evaluate_shows_the_coverage_information_and_the_criteria(capsys: pytest
     assert code == 0, err
     assert "ServiceRequest/sr-mri: CPT 72141" in out
     assert re.search(r"PA needed\s+satisfied", out)
-    assert re.search(r"PA number\s+PA-[0-9A-Z]{10}", out)
+    assert re.search(r"PA number\s+PA-[0-9A-Z]{10} \(dry run: not issued\)", out)
     assert re.search(r"Assertion\s+ca-[0-9a-f]{32}", out)
     assert re.search(r"Decision\s+criteria-met", out)
     for criterion in ("MRI-I", "MRI-I2.weeks", "MRI-NI1"):
