@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install node test lint pytest bench carepath serve clean
+.PHONY: install node test lint pytest bench bench-load carepath serve clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,15 +34,23 @@ pytest: install node
 test: lint pytest
 
 # Start the service at http://127.0.0.1:$${PORT:-8080} (gunicorn, sync workers, SQLite by default).
+# Demo mode by default: authentication off and the /demo bench on. With CDS_AUTH_REQUIRED=true
+# the bench stays off unless CDS_DEMO_ENABLED=true is given too.
 serve: install
-	CDS_AUTH_REQUIRED=$${CDS_AUTH_REQUIRED:-false} CDS_DEMO_ENABLED=$${CDS_DEMO_ENABLED:-true} \
+	@auth=$${CDS_AUTH_REQUIRED:-false}; if [ "$$auth" = "false" ]; then demo=true; else demo=false; fi; \
+	CDS_AUTH_REQUIRED=$$auth CDS_DEMO_ENABLED=$${CDS_DEMO_ENABLED:-$$demo} \
 		$(VENV)/bin/gunicorn --config gunicorn.conf.py wsgi:app
 
 bench: install
 	$(PY) bench/bench_engine.py
 
+# Load over loopback (docs/performance.md): gunicorn with gunicorn.conf.py, order-sign calls built
+# from the scenarios, next to a plain Flask echo; wrk if installed. E.g. BENCH_ARGS="--duration 30".
+bench-load: install
+	$(PY) bench/bench_load.py $(BENCH_ARGS)
+
 carepath: install
-	$(PY) -m cds_server.carepath_check cds_server/carepaths/*.json
+	$(PY) -m cds_server.carepath_check $(filter-out %.schema.json,$(wildcard cds_server/carepaths/*.json))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
