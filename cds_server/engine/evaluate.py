@@ -60,7 +60,7 @@ def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
     """Responses to this CarePath's questionnaires, and to this version of them (or unversioned).
 
     Its questionnaires are exactly ``{canonicalBase}/{carepath id}-{service id}``; two CarePaths
-    may share a base, linkIds and even an id prefix (``neck-pain`` and ``neck-pain-peds``), so
+    may share a base, linkIds and even an id prefix (``pain`` and ``pain-peds``), so
     only an exact canonical counts, or one guideline's answers would count for another's.
     """
     base = carepath.questionnaire_base.rstrip("/")
