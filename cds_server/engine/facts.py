@@ -103,23 +103,33 @@ class Onset:
 
 
 def symptom_onset(ctx: EvalContext) -> Onset | None:
-    """Return the onset of the index condition: the earliest onset among active index diagnoses."""
+    """Return when the episode this order is for began.
+
+    The order's own reason decides which episode: the active index diagnoses with the order's
+    reason codes, and the Conditions its ``reasonReference`` names. Only when none of those is
+    dated does the earliest active index diagnosis stand in. Without this, an old problem-list
+    entry (disc degeneration from years ago) would make a two-week-old radiculopathy look chronic.
+    """
     return ctx.fact("symptom-onset", lambda: _symptom_onset(ctx))
 
 
 def _symptom_onset(ctx: EvalContext) -> Onset | None:
     cfg = ctx.carepath.facts["symptomOnset"]
-    hits = [e for e, _ in matching_entries(ctx, cfg["indexValueSets"], ("Condition",), None, use_values=False)]
+    index = [e for e, _ in matching_entries(ctx, cfg["indexValueSets"], ("Condition",), None, use_values=False)]
+    referenced = []
     for ref in ctx.order.reason_refs:
         raw = ctx.record.resolve(ref)
         day = parse_date(obj(raw).get("onsetDateTime") or obj(raw).get("recordedDate"))
         if raw and day and day <= ctx.as_of:
-            hits.append(Entry(ref, "Condition", frozenset(), day))
-    dated = [e for e in hits if e.start is not None]
-    if not dated:
-        return None
-    day = min(e.start for e in dated if e.start is not None)
-    return Onset(day, tuple(sorted({e.ref for e in dated if e.start == day})))
+            referenced.append(Entry(ref, "Condition", frozenset(), day))
+    reasons = ctx.order.reason_codes
+    own = [e for e in index if reasons and e.codes & reasons] + referenced
+    for candidates in (own, index + referenced):
+        dated = [e for e in candidates if e.start is not None]
+        if dated:
+            day = min(e.start for e in dated if e.start is not None)
+            return Onset(day, tuple(sorted({e.ref for e in dated if e.start == day})))
+    return None
 
 
 # --- pain scores -------------------------------------------------------------------
