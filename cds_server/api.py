@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_server.audit import audit_copy
 from cds_server.discovery import discovery_document
@@ -131,7 +131,14 @@ def read_json() -> Any:
     mimetype = (request.mimetype or "").lower()
     if mimetype not in JSON_TYPES:
         raise UnsupportedMediaType(f"Send the request as application/json, not {mimetype or 'no content type'}")
-    raw = request.get_data(cache=False)
+    limit_bytes = current_app.config.get("MAX_CONTENT_LENGTH")
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge as exc:  # declared too large: say so here, not as an internal error
+        raise PayloadTooLarge(f"The request body is larger than {limit_bytes} bytes") from exc
+    if limit_bytes and request.content_length is None and len(raw) >= int(limit_bytes):
+        # A chunked body is cut at the limit rather than refused: a cut body is too large, not "not JSON".
+        raise PayloadTooLarge(f"The request body is larger than {limit_bytes} bytes")
     try:
         body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as exc:

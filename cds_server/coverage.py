@@ -63,12 +63,12 @@ def select_coverage(
     if not coverages:
         raise CoverageProblem(
             "No active Coverage was provided or found for the patient",
-            [Issue("no active Coverage for the patient", "prefetch.coverage")],
+            [Issue("no active Coverage for the patient", "$.prefetch.coverage")],
         )
     if len(coverages) > 1:
         raise CoverageProblem(
             "Several Coverages were provided; send only the one relevant to these orders",
-            [Issue(f"{len(coverages)} Coverages found; exactly one is expected", "prefetch.coverage")],
+            [Issue(f"{len(coverages)} Coverages found; exactly one is expected", "$.prefetch.coverage")],
         )
     coverage = coverages[0]
     _validate(coverage)
@@ -76,7 +76,7 @@ def select_coverage(
     if payer_identifiers and not (_payer_identifiers(coverage) & set(payer_identifiers)):
         raise CoverageProblem(
             "This endpoint does not serve the Coverage's payer",
-            [Issue("Coverage.payor is not a payer this endpoint serves", "prefetch.coverage")],
+            [Issue("Coverage.payor is not a payer this endpoint serves", "$.prefetch.coverage")],
         )
     return CoverageCheck(coverage, ref, patient_id)
 
@@ -90,13 +90,13 @@ def _validate(coverage: Mapping[str, Any]) -> None:
 
     if not isinstance(coverage.get("id"), str) or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", coverage["id"]):
         raise CoverageProblem(
-            "The Coverage has no valid id", [Issue("Coverage.id is missing or invalid", "prefetch.coverage")]
+            "The Coverage has no valid id", [Issue("Coverage.id is missing or invalid", "$.prefetch.coverage")]
         )
     try:
         Coverage.model_validate(dict(coverage))
     except Exception as exc:  # pydantic.ValidationError and fhir-core's own errors
         text = "; ".join(line.strip() for line in str(exc).splitlines()[:4] if line.strip())
-        raise CoverageProblem("The Coverage is not valid FHIR", [Issue(text, "prefetch.coverage")]) from exc
+        raise CoverageProblem("The Coverage is not valid FHIR", [Issue(text, "$.prefetch.coverage")]) from exc
 
 
 def _not_covered(coverage: Mapping[str, Any], patient_id: str, on: date) -> tuple[str, str] | None:

@@ -402,6 +402,28 @@ def test_json_that_is_not_json_is_a_400_and_still_recorded(client: FlaskClient, 
     assert store.count("invocations") == before + 1
 
 
+def test_a_body_over_the_limit_is_a_413_whether_declared_or_chunked(database_url: str) -> None:
+    app = create_app(
+        {"AUTH_REQUIRED": False, "DATABASE_URL": database_url, "CLOCK": lambda: NOW, "MAX_CONTENT_LENGTH": 50_000}
+    )
+    client = app.test_client()
+    body = json.dumps(scenario_request("mri/met-failed-conservative-care") | {"padding": "x" * 60_000})
+    declared = client.post(SIGN, data=body, content_type="application/json")
+    assert declared.status_code == 413 and conformance.check_outcome(declared.get_json()) == []
+    import io
+
+    chunked = client.post(
+        SIGN,
+        input_stream=io.BytesIO(body.encode()),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # as gunicorn sets it for a chunked body
+    )
+    assert chunked.status_code == 413, chunked.get_json()
+    assert app.extensions["cds"].store.count("invocations") == 2, "refused calls are still recorded"
+    app.extensions["cds"].store.close()
+
+
 def test_a_huge_number_inside_a_valid_request_is_refused_not_turned_into_infinity(client: FlaskClient) -> None:
     body = json.dumps(scenario_request("mri/met-failed-conservative-care")).replace("{", '{"example.big": 1e400, ', 1)
     response = client.post(SIGN, data=body, content_type="application/json")
