@@ -80,14 +80,19 @@ def build_runtime(settings: Mapping[str, Any]) -> Runtime:
     session.trust_env = False  # never route patient data through an environment proxy by accident
     clock = settings.get("CLOCK") or (lambda: datetime.now(UTC))
     breaker = CircuitBreaker(int(settings["CIRCUIT_FAILURES"]), float(settings["CIRCUIT_COOLDOWN_SECONDS"]))
+    store = Store(settings["DATABASE_URL"])
+    link_secret = None
+    if settings["AUTH_REQUIRED"]:  # only then does a decision page need more than its URL
+        link_secret = str(settings["LINK_SECRET"] or "") or store.shared_secret("decision-links")
     return Runtime(
         carepaths,
-        Store(settings["DATABASE_URL"]),
+        store,
         settings,
         session,
         ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="fhir"),
         clock,
         breaker,
+        link_secret,
     )
 
 

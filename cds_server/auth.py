@@ -255,6 +255,8 @@ def guard() -> Any:
         return None
     if not current_app.config["AUTH_REQUIRED"]:
         return None
+    if _signed_decision_link(request, current_app.extensions["cds"].link_secret):
+        return None
     base = str(current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
     audience = f"{base}{request.path}" if base else request.base_url
     try:
@@ -272,3 +274,16 @@ def guard() -> Any:
         response.headers["Retry-After"] = "5"
         return response
     return None
+
+
+def _signed_decision_link(request: Any, secret: str | None) -> bool:
+    """A GET of ``/determinations/{id}`` carrying a valid signature for that id (see ``cds_server.links``)."""
+    from urllib.parse import unquote
+
+    from cds_server.links import valid
+
+    prefix = "/determinations/"
+    if request.method != "GET" or not request.path.startswith(prefix):
+        return False
+    assertion_id = unquote(request.path[len(prefix) :])
+    return valid(secret, assertion_id, request.args.get("exp"), request.args.get("sig"))

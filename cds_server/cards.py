@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,7 @@ class CardContext:
     version: str
     base_url: str
     several_orders: bool
+    decision_url: Callable[[str], str]  # the (signed) link to a decision page
 
 
 def _source(ctx: CardContext, code: str) -> dict[str, Any]:
@@ -262,7 +263,7 @@ def reference_card(ctx: CardContext, carepath: CarePath, decision: OrderDecision
         {
             "label": "This decision, criterion by criterion",
             "type": "absolute",
-            "url": f"{base}/determinations/{assertion_id}",
+            "url": ctx.decision_url(assertion_id),
         }
     )
     return _card(

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "JWT_LEEWAY_SECONDS": 30,
     "JWT_MAX_LIFETIME_SECONDS": 3600,
     "JWKS_CACHE_SECONDS": 3600,
+    "LINK_SECRET": "",  # signs decision links in cards (empty: a secret made once and kept in the database)
+    "LINK_TTL_DAYS": 90,
     "REDIS_URL": "",  # e.g. redis://127.0.0.1:6379/0: keep seen jti values in Redis instead of the database
     # Requests
     "MAX_CONTENT_LENGTH": 5 * 1024 * 1024,

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from cds_server import cards
+from cds_server import cards, links
 from cds_server import coverage_info as ci
 from cds_server.coverage import CoverageCheck, select_coverage
 from cds_server.engine import CarePath, OrderDecision, evaluate_orders
@@ -51,6 +51,12 @@ class Runtime:
     pool: ThreadPoolExecutor
     clock: Callable[[], datetime]
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    link_secret: str | None = None  # signs decision links (``links``) when client authentication is on
+
+    def decision_url(self, base: str, assertion_id: str) -> str:
+        """The decision page for an assertion: a signed, expiring link when pages need authentication."""
+        ttl = int(self.settings.get("LINK_TTL_DAYS", 90)) * 86400
+        return links.decision_url(base, assertion_id, self.link_secret, ttl)
 
 
 @dataclass
@@ -595,7 +601,13 @@ def persist(runtime: Runtime, call: Call, results: Sequence[OrderResult]) -> Non
 
 def build_cards(runtime: Runtime, call: Call, results: Sequence[OrderResult], base_url: str) -> list[dict[str, Any]]:
     """Cards for every decided order, filtered by the call's configuration (CRD dev-14)."""
-    ctx = cards.CardContext(runtime.settings["PAYER_NAME"], call.version, base_url, len(results) > 1)
+    ctx = cards.CardContext(
+        runtime.settings["PAYER_NAME"],
+        call.version,
+        base_url,
+        len(results) > 1,
+        lambda assertion_id: runtime.decision_url(base_url, assertion_id),
+    )
     carepaths = {cp.id: cp for cp in runtime.carepaths}
     orders = [r.target.order for r in results]
     out: list[dict[str, Any]] = []

@@ -299,6 +299,20 @@ def _v7(conn: Connection) -> None:
         last = rows[-1][0]
 
 
+# --- version 8: secrets shared by every worker and instance (decision-link signing) ----------------------
+
+
+def _v8(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "service_secrets",
+        md,
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("value", sa.String(200), nullable=False),
+    )
+    md.create_all(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: invocations, assertions, authorizations, feedback, jti_seen", _v1),
     Migration(2, "cards_issued; feedback kept once (unique card, outcome, time)", _v2),
@@ -307,6 +321,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "feedback.card_issued (unknown cards kept, flagged); kept once per service", _v5),
     Migration(6, "feedback: a table-level unique (card, outcome, time) from before migrations removed", _v6),
     Migration(7, "feedback: outcome times kept in one spelling per instant (.000Z is Z)", _v7),
+    Migration(8, "service_secrets: secrets shared by every worker (decision-link signing)", _v8),
 )
 LATEST = MIGRATIONS[-1].version
 

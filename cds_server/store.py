@@ -85,6 +85,12 @@ cards_issued = sa.Table(
     sa.Column("suggestions", JSON),
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
 )
+service_secrets = sa.Table(  # secrets every worker and instance must share (e.g. decision-link signing)
+    "service_secrets",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
 jti_seen = sa.Table(  # JWT ids already used, until their token expires (auth.JtiStore)
     "jti_seen",
     metadata,
@@ -216,6 +222,20 @@ class Store:
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(cards_issued.insert(), rows)
+
+    def shared_secret(self, name: str) -> str:
+        """Return the named secret, making it once: the first worker to ask wins, the rest read it."""
+        for _ in range(3):
+            with self.engine.connect() as conn:
+                found = conn.execute(sa.select(service_secrets.c.value).where(service_secrets.c.name == name)).scalar()
+            if found:
+                return str(found)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(service_secrets.insert().values(name=name, value=secrets.token_hex(32)))
+            except sa.exc.IntegrityError:
+                continue
+        raise RuntimeError(f"could not read or make the secret {name!r}")
 
     def known_cards(self, service_id: str, uuids: list[str]) -> set[str]:
         """Return which of these card uuids this service issued."""

@@ -293,3 +293,26 @@ def test_demo_tokens_only_for_a_browser_on_this_machine(tmp_path: Path) -> None:
     assert remote.status_code == 403 and remote.get_json()["resourceType"] == "OperationOutcome"
     local = client.post("/demo/token", json={"path": "/cds-services"}).get_json()["token"]
     assert client.get("/cds-services", headers={"Authorization": f"Bearer {local}"}).status_code == 200
+
+
+def test_decision_links_in_cards_open_without_a_token_and_only_for_that_decision(tmp_path: Path, keys: Keys) -> None:
+    """A clinician clicks the card's link in a browser that has no JWT: the signed link opens that page only."""
+    app = make_app(tmp_path, keys, "http://127.0.0.1:9/jwks")
+    client = app.test_client()
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    bearer = token(keys, f"{BASE}/cds-services/crd-order-sign")
+    payload = client.post(
+        "/cds-services/crd-order-sign", json=body, base_url=BASE, headers={"Authorization": f"Bearer {bearer}"}
+    ).get_json()
+    link = next(
+        link["url"] for card in payload["cards"] for link in card.get("links", []) if "/determinations/" in link["url"]
+    )
+    path = link.removeprefix(BASE)
+    assert "sig=" in path and "exp=" in path
+    assert client.get(path, base_url=BASE).status_code == 200, "the signed link opens the decision"
+    plain = path.split("?")[0]
+    assert client.get(plain, base_url=BASE).status_code == 401, "without the signature a token is needed"
+    other = path.replace("/determinations/ca-", "/determinations/ca-0", 1)
+    assert client.get(other, base_url=BASE).status_code == 401, "the signature is for that decision only"
+    tampered = path[:-4] + ("0000" if not path.endswith("0000") else "1111")
+    assert client.get(tampered, base_url=BASE).status_code == 401

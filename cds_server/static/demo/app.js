@@ -161,6 +161,20 @@ function plainWords(info) {
   return ["denied", `Covered, prior authorization needed (review). ${(info.reason || {}).text || ""}`];
 }
 
+// The service's own link from the cards (signed when authentication is on), else the plain page.
+function decisionHref(response, assertionId) {
+  const plain = `/determinations/${encodeURIComponent(assertionId)}`;
+  for (const card of response.cards || []) {
+    for (const link of card.links || []) {
+      try {
+        const url = new URL(link.url, window.location.href);
+        if (url.pathname === plain) return url.pathname + url.search;
+      } catch (e) { /* not a URL: skip */ }
+    }
+  }
+  return plain;
+}
+
 function renderCoverage(response) {
   const box = $("coverage");
   box.innerHTML = "";
@@ -190,7 +204,7 @@ function renderCoverage(response) {
       div.appendChild(open);
     }
     box.appendChild(div);
-    $("decision-link").innerHTML = `<a id="decision" href="/determinations/${encodeURIComponent(info["coverage-assertion-id"])}" target="_blank" rel="noopener">See this decision, criterion by criterion</a>`;
+    $("decision-link").innerHTML = `<a id="decision" href="${decisionHref(response, info["coverage-assertion-id"])}" target="_blank" rel="noopener">See this decision, criterion by criterion</a>`;
   }
 }
 
