@@ -130,7 +130,11 @@ def read_json() -> Any:
     """
     mimetype = (request.mimetype or "").lower()
     if mimetype not in JSON_TYPES:
-        raise UnsupportedMediaType(f"Send the request as application/json, not {mimetype or 'no content type'}")
+        raise UnsupportedMediaType(
+            f"Send the request as application/json, not {mimetype}"
+            if mimetype
+            else "Send the request as application/json"
+        )
     limit_bytes = current_app.config.get("MAX_CONTENT_LENGTH")
     try:
         raw = request.get_data(cache=False)

@@ -48,6 +48,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.logger.warning(
             "DEMO MODE: client authentication is OFF; every caller is trusted. Never run so with real data."
         )
+    elif not app.config["TRUSTED_CLIENTS"] and not app.config["DEMO_ENABLED"]:
+        app.logger.warning("No TRUSTED_CLIENTS configured: every protected call will get 401 (see docs/security.md).")
     install_observability(app)  # first: every later hook, the auth guard included, logs with the request id
     app.before_request(guard)
     app.register_blueprint(bp)

@@ -35,7 +35,10 @@ CONFIGURATION_OPTIONS: list[dict[str, Any]] = [
 
 def discovery_document(runtime: Runtime) -> dict[str, Any]:
     """Return ``{"services": [...]}`` for every registered service."""
-    carepaths = ", ".join(f"{cp.title} CarePath {cp.version}" for cp in runtime.carepaths)
+    carepaths = ", ".join(
+        f"{cp.title} {cp.version}" if "carepath" in cp.title.lower() else f"{cp.title} CarePath {cp.version}"
+        for cp in runtime.carepaths
+    )
     services = []
     for service in SERVICES.values():
         services.append(

@@ -132,6 +132,15 @@ def validate_request(service: HookService, body: Any, versions: Sequence[str], n
     return call
 
 
+def _option_types() -> dict[str, str]:
+    from cds_server.discovery import CONFIGURATION_OPTIONS
+
+    return {str(o["code"]): str(o["type"]) for o in CONFIGURATION_OPTIONS}
+
+
+_OPTION_TYPES = _option_types()  # an option the service offers must get the type it declares
+
+
 def _read_extensions(call: Call, extension: Mapping[str, Any], versions: Sequence[str], problems: Problems) -> None:
     config = extension.get(CONFIG_KEY)
     if config is not None:
@@ -139,12 +148,21 @@ def _read_extensions(call: Call, extension: Mapping[str, Any], versions: Sequenc
             problems.add("davinci-crd.configuration must be an object", f"$.extension.{CONFIG_KEY}")
         else:
             for code, value in config.items():
-                if isinstance(value, bool) or (isinstance(value, int) and value >= 0):
+                declared = _OPTION_TYPES.get(str(code))
+                ok = (
+                    isinstance(value, bool)
+                    if declared == "boolean"
+                    else (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+                    if declared == "integer"
+                    else isinstance(value, bool) or (isinstance(value, int) and value >= 0)
+                )
+                if ok:
                     call.configuration[code] = value
                 else:
-                    problems.add(
-                        "configuration values are booleans or non-negative integers", f"$.extension.{CONFIG_KEY}.{code}"
+                    wanted = {"boolean": "a boolean", "integer": "a non-negative integer"}.get(
+                        declared or "", "a boolean or a non-negative integer"
                     )
+                    problems.add(f"{code} takes {wanted}", f"$.extension.{CONFIG_KEY}.{code}")
     requested = extension.get(VERSION_KEY)
     if requested is not None:
         if requested not in versions:

@@ -100,5 +100,5 @@ def install(app: Flask) -> None:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-            return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+            return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)

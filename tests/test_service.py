@@ -350,6 +350,8 @@ def test_prefetch_null_and_operation_outcome_are_handled(client: FlaskClient) ->
         (lambda b: b["context"]["draftOrders"]["entry"][0]["resource"].pop("id"), 422),
         (lambda b: b["context"]["draftOrders"].update(entry=[]), 422),
         (lambda b: b.update(extension={"davinci-crd.configuration": {"max-cards": "ten"}}), 422),
+        (lambda b: b.update(extension={"davinci-crd.configuration": {"max-cards": False}}), 422),
+        (lambda b: b.update(extension={"davinci-crd.configuration": {"guideline": 0}}), 422),
         (lambda b: b.update(extension={"davinci-crd.requestedVersion": "9.9"}), 422),
     ],
 )
