@@ -219,9 +219,9 @@ def _record(service_id: str, body: Any, status: int, payload: Any, started: floa
     service = SERVICES.get(service_id)
     if service is None:
         return
-    safe = audit_copy(body) if isinstance(body, dict) else None
-    context = safe.get("context") if isinstance(safe, dict) else None
     try:
+        safe = audit_copy(body) if isinstance(body, dict) else None
+        context = safe.get("context") if isinstance(safe, dict) else None
         runtime().store.record_invocation(
             {
                 "hook_instance": str((safe or {}).get("hookInstance") or "(none)")[:200],

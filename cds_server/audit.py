@@ -72,10 +72,10 @@ def _orders_only(bundle: Mapping[str, Any]) -> dict[str, Any]:
     entries = []
     for entry in arr(bundle.get("entry")):
         resource = obj(entry).get("resource")
-        if isinstance(resource, Mapping) and resource.get("resourceType") in ORDER_TYPES:
+        if isinstance(resource, Mapping) and _type(resource) in ORDER_TYPES:
             kept = dict(resource)
             if "contained" in kept:
-                kept["contained"] = [c for c in arr(kept["contained"]) if obj(c).get("resourceType") in KEPT_CONTAINED]
+                kept["contained"] = [c for c in arr(kept["contained"]) if _type(obj(c)) in KEPT_CONTAINED]
                 if not kept["contained"]:
                     del kept["contained"]
             entries.append({**obj(entry), "resource": kept})
@@ -118,3 +118,9 @@ def _ref(resource: Mapping[str, Any]) -> str:
     ref = f"{resource.get('resourceType')}/{resource.get('id')}"
     version = obj(resource.get("meta")).get("versionId")
     return f"{ref}/_history/{version}" if isinstance(version, str) else ref
+
+
+def _type(resource: Mapping[str, Any]) -> str | None:
+    """The resourceType when it is a string (hostile input may put anything there)."""
+    value = resource.get("resourceType")
+    return value if isinstance(value, str) else None
