@@ -14,7 +14,7 @@ import pytest
 
 from cds_server.engine import CarePath
 from cds_server.engine.model import Group, Leaf, Ref
-from fhir_mappings.systems import CPT, ICD10CM
+from fhir_mappings.systems import ACTCODE, CMS_POS, CPT, ICD10CM, SNOMED
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_7b9ff1361290faac.txt"
 needs_seed = pytest.mark.skipif(
@@ -126,3 +126,124 @@ def test_shared_codes_are_routed_by_history_or_disambiguation(neck_pain: CarePat
         ]
         if sharing:
             assert service.selection is not None or service.disambiguation is not None, service.id
+
+
+# --- codes that prove a finding and codes that only raise the question (A-25) -----------------
+
+# Leaf -> codes that do not by themselves show its finding: they must never decide it
+# (not in its decisive value sets) but must raise the question (in its suggestive ones).
+SUPPORTIVE_ONLY = {
+    "PT-NI2.gait": ["R26.2", "R26.89", "R26.9", (SNOMED, "22325002")],
+    "MRI-I4.gait": ["R26.2", "R26.89", "R26.9", (SNOMED, "22325002")],
+    "PT-NI3": ["R29.2"],
+    "PT-NI4": ["R29.2"],
+    "PT-NI5": ["R29.2", "R25.8"],
+    "MRI-I7": ["R29.2", "R25.8"],
+    "PT-NI6": ["N39.3", "N39.41", "N39.46", "N39.490", "R39.81", "R33.9"],
+    "MRI-I8": ["N39.3", "N39.41", "R33.9"],
+    "ESI-I2.impingement": ["M48.02", "M48.03", "M50.222", "M50.23", "M99.31", "M99.61", "M99.71"],
+    "FI-NI1.coded": ["R50.9"],
+    "ESI-NI2.systemic.coded": ["R50.9"],
+    "ESI-NI4.coded": ["R73.9"],
+    "FI-NI3.coagulopathy.coded": ["D69.6"],
+    "CT-NI1.coded": ["D69.6"],
+}
+# Leaf -> codes that state the finding and still decide it.
+PROOF = {
+    "PT-NI2.gait": ["R26.0", "R26.81", (SNOMED, "394616008")],
+    "PT-NI3": [(SNOMED, "86854008")],
+    "PT-NI4": [(SNOMED, "299849001")],
+    "PT-NI6": ["R32", "R15.9", "N31.9", "K59.2", (SNOMED, "165232002")],
+    "ESI-I2.impingement": ["M54.12", "M50.122", "M47.22", "G54.2"],
+    "FI-NI1.coded": ["A41.9", "R65.20"],
+    "ESI-NI4.coded": ["E11.65", "E10.10"],
+    "FI-NI3.coagulopathy.coded": ["D68.9", "D66", "D69.3"],
+}
+
+
+def _code(code: str | tuple[str, str]) -> tuple[str, str]:
+    return code if isinstance(code, tuple) else (ICD10CM, code)
+
+
+@pytest.mark.parametrize("leaf_id", sorted(SUPPORTIVE_ONLY))
+def test_nonspecific_codes_raise_the_question_but_never_decide(neck_pain: CarePath, leaf_id: str) -> None:
+    leaf = neck_pain.nodes[leaf_id]
+    assert isinstance(leaf, Leaf) and leaf.op == "coded_finding"
+    decisive = neck_pain.matcher(leaf.args.get("valueSets") or [])
+    suggestive = neck_pain.matcher(leaf.args.get("suggestiveValueSets") or [])
+    for code in map(_code, SUPPORTIVE_ONLY[leaf_id]):
+        assert not decisive.matches(code), f"{leaf_id}: {code[1]} must not prove the finding"
+        assert suggestive.matches(code), f"{leaf_id}: {code[1]} should raise the question"
+    assert leaf.answer is not None, f"{leaf_id}: a supportive code needs a question to ask"
+
+
+@pytest.mark.parametrize("leaf_id", sorted(PROOF))
+def test_specific_codes_still_prove_the_finding(neck_pain: CarePath, leaf_id: str) -> None:
+    leaf = neck_pain.nodes[leaf_id]
+    assert isinstance(leaf, Leaf)
+    decisive = neck_pain.matcher(leaf.args.get("valueSets") or [])
+    for code in map(_code, PROOF[leaf_id]):
+        assert decisive.matches(code), f"{leaf_id}: {code[1]} should prove the finding"
+
+
+def test_no_coded_leaf_treats_a_supportive_value_set_as_proof(neck_pain: CarePath) -> None:
+    for node in neck_pain.nodes.values():
+        if isinstance(node, Leaf):
+            decisive = node.args.get("valueSets") or []
+            assert not [v for v in decisive if v.endswith("-SUPPORTIVE")], node.id
+
+
+# --- site of service: home is for physical therapy only (A-26) --------------------------------
+
+HOME = [(CMS_POS, "12"), (ACTCODE, "HH")]
+
+
+def test_home_is_an_allowed_site_for_physical_therapy(neck_pain: CarePath) -> None:
+    leaf = neck_pain.nodes["PT-SoS"]
+    assert isinstance(leaf, Leaf) and leaf.answer is not None and leaf.answer.true_when is not None
+    allowed = neck_pain.matcher(leaf.args["allowedValueSets"])
+    assert all(allowed.matches(code) for code in HOME)
+    assert "home" in leaf.answer.true_when
+
+
+@pytest.mark.parametrize("leaf_id", ["FI-SoS", "ESI-SoS", "RFA-SoS", "CY-SoS"])
+def test_home_is_not_an_outpatient_site_for_injections_ablation_or_aspiration(
+    neck_pain: CarePath, leaf_id: str
+) -> None:
+    leaf = neck_pain.nodes[leaf_id]
+    assert isinstance(leaf, Leaf) and leaf.answer is not None and leaf.answer.true_when is not None
+    allowed = neck_pain.matcher(leaf.args["allowedValueSets"])
+    denied = neck_pain.matcher(leaf.args["notAllowedValueSets"])
+    for code in HOME:
+        assert not allowed.matches(code) and denied.matches(code), f"{leaf_id}: {code[1]}"
+    assert "home" not in leaf.answer.true_when
+    assert allowed.matches((CMS_POS, "22")) and allowed.matches((ACTCODE, "AMB"))
+
+
+# --- ESI: up to two transforaminal injections at a time (A-12) -------------------------------
+
+
+def test_transforaminal_limit_counts_every_transforaminal_unit(neck_pain: CarePath) -> None:
+    leaf = neck_pain.nodes["ESI-F2b.transforaminal"]
+    assert isinstance(leaf, Leaf) and leaf.op == "order_code_count"
+    counted = neck_pain.matcher(leaf.args["valueSets"])
+    assert counted.matches((CPT, "64479")) and counted.matches((CPT, "64480"))
+    assert not counted.matches((CPT, "62321"))
+    limit = neck_pain.parameters["esiMaxTransforaminalInjections"].value
+    assert leaf.args["comparator"] == ">" and leaf.args["count"] == limit == 2
+    assert leaf.args["includeOtherOrders"] is True
+
+
+# --- cyst aspiration: a first request is confirmed, never assumed from silence (A-5) ----------
+
+
+def test_cyst_first_request_needs_the_clinicians_answer(neck_pain: CarePath) -> None:
+    first = neck_pain.nodes["CY-FIRST"]
+    assert isinstance(first, Group) and first.op == "all"
+    confirmed = [c for c in first.children if isinstance(c, Leaf) and c.op == "attestation"]
+    assert len(confirmed) == 1
+    answer = confirmed[0].answer
+    assert answer is not None and answer.link_id == "cyst.request-kind" and answer.true_when == frozenset({"first"})
+    assert "cyst.prior" in confirmed[0].questions
+    options = {o["code"] for o in neck_pain.questions["cyst.request-kind"].options}
+    assert options == {"first", "subsequent"}
