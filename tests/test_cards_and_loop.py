@@ -93,22 +93,26 @@ def test_met_order_gets_an_info_checklist_and_links_that_work(client: FlaskClien
 
 
 def test_unmet_order_gets_a_warning_with_override_reasons_and_alternatives(client: FlaskClient) -> None:
-    body = (
-        scenario("ct-ctm/plain-ct-mri-possible-not-met")
-        if (SCENARIO_DIR / "ct-ctm/plain-ct-mri-possible-not-met.json").exists()
-        else None
-    )
-    if body is None:
-        body = scenario("ct-ctm/ct-plain-no-qualifying-reason-not-met")
+    body = scenario("ct-ctm/ctm-contrast-allergy-contraindicated")
     payload = sign(client, body)
     warning = payload["cards"][0]
-    assert warning["indicator"] == "warning" and warning["source"]["topic"]["code"] == "off-guideline"
+    assert warning["indicator"] == "warning" and warning["source"]["topic"]["code"] == "contraindication"
     assert {r["code"] for r in warning["overrideReasons"]} >= {"clinical-judgment", "urgent"}
     assert all(r["display"] for r in warning["overrideReasons"])
     alternative = next(c for c in payload["cards"] if c["source"]["topic"]["code"] == "therapy-alternatives-opt")
     actions = alternative["suggestions"][0]["actions"]
     assert [a["type"] for a in actions] == ["delete", "create"]
     assert actions[1]["resource"]["code"]["coding"][0]["code"] == "72141", "MRI instead of CT"
+
+
+def test_no_alternative_is_offered_that_this_record_would_refuse(client: FlaskClient) -> None:
+    """CT not met for want of a qualifying reason: an MRI would be refused for the same reason, so none is offered."""
+    payload = sign(client, scenario("ct-ctm/ct-plain-no-qualifying-reason-not-met"))
+    warning = payload["cards"][0]
+    assert warning["indicator"] == "warning" and warning["source"]["topic"]["code"] == "off-guideline"
+    assert {r["code"] for r in warning["overrideReasons"]} >= {"clinical-judgment", "urgent"}
+    offered = [c for c in payload["cards"] if c["source"]["topic"]["code"] == "therapy-alternatives-opt"]
+    assert offered == []
 
 
 def _find_request(service: str, outcome: str, **extra: str) -> dict[str, Any]:

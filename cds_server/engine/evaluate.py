@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -52,8 +53,48 @@ def evaluate_orders(
     decisions = []
     for order in orders:
         others = tuple(o for o in orders if o is not order)
-        decisions.append(_decide_order(carepaths, order, others, record, call_date, record_available, answers_by_cp))
+        decision = _decide_order(carepaths, order, others, record, call_date, record_available, answers_by_cp)
+
+        def verdict(proposed: Order, others: tuple[Order, ...] = others) -> Outcome:
+            return _decide_order(
+                carepaths, proposed, others, record, call_date, record_available, answers_by_cp
+            ).outcome
+
+        decision.alternatives = _worth_offering(decision.alternatives, order, verdict)
+        decisions.append(decision)
     return decisions
+
+
+_REFUSED = (Outcome.NOT_MET, Outcome.CONTRAINDICATED)
+
+
+def _worth_offering(alternatives: list[dict[str, Any]], order: Order, verdict: Any) -> list[dict[str, Any]]:
+    """Keep only the alternatives whose proposed order this same record would not refuse.
+
+    A suggestion the clinician accepts becomes an order the payer then decides; proposing
+    one the guideline already rules out for this patient (physical therapy after therapy
+    that did not help) sends the clinician round in a circle.
+    """
+    kept = []
+    for alt in alternatives:
+        code = alt.get("code")
+        proposes_order = alt.get("kind") in ("replace", "companion") and isinstance(code, dict)
+        if proposes_order and verdict(_proposed(order, code)) in _REFUSED:
+            continue
+        kept.append(alt)
+    return kept
+
+
+def _proposed(order: Order, code: dict[str, Any]) -> Order:
+    """The order as it would be with the alternative's code (reason, dates and site kept)."""
+    coding = {"coding": [code]}
+    return replace(
+        order,
+        ref=f"{order.ref}#proposed",
+        codes=frozenset(concept_codes(coding)),
+        code_text=str(code.get("display") or ""),
+        raw={**order.raw, "code": coding},
+    )
 
 
 def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
