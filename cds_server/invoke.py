@@ -9,6 +9,7 @@ layer to answer, or returns data for the next one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -132,13 +133,12 @@ def validate_request(service: HookService, body: Any, versions: Sequence[str], n
     return call
 
 
+@functools.cache
 def _option_types() -> dict[str, str]:
-    from cds_server.discovery import CONFIGURATION_OPTIONS
+    """The type discovery declares for each option (an option the service offers must get that type)."""
+    from cds_server.discovery import CONFIGURATION_OPTIONS  # late: discovery imports this module
 
     return {str(o["code"]): str(o["type"]) for o in CONFIGURATION_OPTIONS}
-
-
-_OPTION_TYPES = _option_types()  # an option the service offers must get the type it declares
 
 
 def _read_extensions(call: Call, extension: Mapping[str, Any], versions: Sequence[str], problems: Problems) -> None:
@@ -148,7 +148,7 @@ def _read_extensions(call: Call, extension: Mapping[str, Any], versions: Sequenc
             problems.add("davinci-crd.configuration must be an object", f"$.extension.{CONFIG_KEY}")
         else:
             for code, value in config.items():
-                declared = _OPTION_TYPES.get(str(code))
+                declared = _option_types().get(str(code))
                 ok = (
                     isinstance(value, bool)
                     if declared == "boolean"
