@@ -62,6 +62,7 @@ class Entry:
     reason_refs: tuple[str, ...] = ()
     text: str = ""
     active_now: bool = False
+    route_codes: frozenset[Code] = frozenset()  # medications: how it was (to be) given
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -336,6 +337,12 @@ def _observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
     )
 
 
+def _route_codes(r: Mapping[str, Any]) -> set[Code]:
+    """Routes from every dosage structure of a medication resource (R4 names them differently)."""
+    dosages = [*arr(r.get("dosageInstruction")), *arr(r.get("dosage")), obj(r.get("dosage"))]
+    return {code for d in dosages for code in concept_codes(obj(d).get("route"))}
+
+
 def _medication(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
     rtype = str(r.get("resourceType"))
     eff_start, eff_end = period_bounds(r.get("effectivePeriod"))
@@ -357,6 +364,7 @@ def _medication(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
         end=end,
         active_now=r.get("status") in ("active", "in-progress"),
         reason_codes=frozenset(concept_codes(r.get("reasonCode"))),
+        route_codes=frozenset(_route_codes(r)),
         raw=r,
     )
 

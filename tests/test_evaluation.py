@@ -189,3 +189,29 @@ def test_a_ct_myelogram_is_recognised_from_its_companion_order(neck_pain: CarePa
     assert d.criterion("CT-CTM").evidence == ["ServiceRequest/sr-myelo"]
     plain = decide(neck_pain, b.order("72126"), [b.patient()])
     assert plain.criterion("CT-CTM").result is Tri.NOT_MET
+
+
+def _steroid(route: tuple[str, str] | None) -> dict[str, Any]:
+    """Methylprednisolone (RxNorm 6902) given once, by the route named (or none coded)."""
+    given: dict[str, Any] = {
+        "resourceType": "MedicationAdministration",
+        "id": "mp",
+        "status": "completed",
+        "medicationCodeableConcept": b.concept(b.RXNORM, "6902"),
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-01-10",
+    }
+    if route:
+        given["dosage"] = {"route": b.concept(*route)}
+    return given
+
+
+def test_only_a_steroid_taken_by_mouth_counts_as_conservative_care(neck_pain: CarePath) -> None:
+    """The guideline says "oral steroids": an intramuscular dose is not one (VS-ROUTE-ORAL)."""
+    base = [r for r in failed_care() if r["id"] != "ibu"]
+    intramuscular = decide(neck_pain, b.order("72141"), [*base, _steroid(("http://snomed.info/sct", "78421000"))])
+    oral = decide(neck_pain, b.order("72141"), [*base, _steroid(("http://snomed.info/sct", "26643006"))])
+    uncoded = decide(neck_pain, b.order("72141"), [*base, _steroid(None)])
+    assert "oral corticosteroid" not in intramuscular.criterion("MRI-I2.combination").reason
+    assert "oral corticosteroid" in oral.criterion("MRI-I2.combination").reason
+    assert "oral corticosteroid" in uncoded.criterion("MRI-I2.combination").reason, "an uncoded route still counts"

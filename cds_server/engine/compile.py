@@ -447,6 +447,10 @@ class _Compiler:
             base = f"$.facts.conservativeCare.components.{name}"
             for cls, ids in spec["classes"].items():
                 self.check_value_sets(ids, f"{base}.classes.{cls}")
+            for cls, ids in (spec.get("routes") or {}).items():
+                if cls not in spec["classes"]:
+                    raise self.fail(f"{base}.routes.{cls}", f"no class {cls!r} in this component")
+                self.check_value_sets(ids, f"{base}.routes.{cls}")
             for role, link in (spec.get("answers") or {}).items():
                 self.check_question(link, f"{base}.answers.{role}")
         for role, link in care["answers"].items():

@@ -445,9 +445,13 @@ def _component(
     stale = int(cfg["staleAfterDays"])
     comp = Component(name, Tri.UNKNOWN)
     classes: set[str] = set()
+    routes = spec.get("routes") or {}
     for class_name, value_sets in spec["classes"].items():
         matcher = ctx.matcher(tuple(value_sets))
+        route_matcher = ctx.matcher(tuple(routes[class_name])) if class_name in routes else None
         for entry in ctx.record.entries(*spec["resourceTypes"]):
+            if route_matcher and entry.route_codes and not route_matcher.first_match(entry.route_codes):
+                continue  # e.g. an intramuscular steroid is not an oral one
             day = entry.start
             if day is None or day > as_of - timedelta(days=min_days) or day < as_of - timedelta(days=lookback):
                 continue
