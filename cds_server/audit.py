@@ -20,20 +20,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from fhir_mappings.codes import arr, obj
+from fhir_mappings.orders import ORDER_TYPES
 
 MAX_REFS = 500  # a summary lists at most this many references per prefetch key
 
 
 ORDER_BUNDLES = ("draftOrders", "appointments")
-ORDER_TYPES = {
-    "Appointment",
-    "CommunicationRequest",
-    "DeviceRequest",
-    "MedicationRequest",
-    "NutritionOrder",
-    "ServiceRequest",
-    "VisionPrescription",
-}
 KEPT_CONTAINED = {"QuestionnaireResponse"}  # the documentation answers a decision may rest on
 
 

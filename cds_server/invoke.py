@@ -30,7 +30,7 @@ from cds_server.prefetch import HISTORY_KEYS, PatientData, resolve, templates_fo
 from cds_server.request_schema import ENVELOPE, check
 from cds_server.store import Store
 from fhir_mappings.codes import arr, obj
-from fhir_mappings.orders import InvalidOrderError, Order, read_order, validate_order
+from fhir_mappings.orders import ORDER_TYPES, InvalidOrderError, Order, read_order, validate_order
 from fhir_mappings.record import PatientRecord, foreign_patient_elements
 from hooks import HookService, OrderTarget
 from hooks.base import InvalidContext
@@ -247,7 +247,7 @@ def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTa
         except InvalidOrderError as exc:
             # An order a CarePath must decide has to be valid FHIR; one outside every CarePath is passed
             # through (its answer is "no-auth" whatever its flaws, e.g. the Inferno sample NutritionOrder).
-            if governed(carepaths, [order]) or order.type not in _KNOWN_ORDER_TYPES:
+            if governed(carepaths, [order]) or order.type not in ORDER_TYPES:
                 problems.add(str(exc), f"$.context.{field_}")
                 continue
             log.info("passing through an invalid order no CarePath governs: %s", order.ref)
@@ -351,17 +351,6 @@ def _first_empty(value: Any, path: str) -> str | None:
             if found:
                 return found
     return None
-
-
-_KNOWN_ORDER_TYPES = (
-    "ServiceRequest",
-    "DeviceRequest",
-    "MedicationRequest",
-    "NutritionOrder",
-    "VisionPrescription",
-    "CommunicationRequest",
-    "Appointment",
-)
 
 
 def _prefetched_by_ref(prefetch: Any) -> dict[str, Mapping[str, Any]]:

@@ -15,7 +15,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_server.fhir_client import FhirClient, FhirError
+from cds_server.fhir_client import FhirClient, FhirError, page_resources
 from fhir_mappings.codes import arr
 from hooks.base import HookService
 
@@ -91,12 +91,7 @@ def _from_prefetch(value: Any) -> list[Mapping[str, Any]] | None:
     if value.get("resourceType") == "OperationOutcome":
         return None
     if value.get("resourceType") == "Bundle":
-        out = []
-        for entry in arr(value.get("entry")):
-            resource = entry.get("resource") if isinstance(entry, Mapping) else None
-            if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
-                out.append(resource)
-        return out
+        return page_resources(value)
     return [value]
 
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
+from cds_server.feedback import canonical_instant
 from cds_server.migrations import migrate
 
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -256,8 +257,6 @@ class Store:
 
         :raises ValueError: an ``outcomeTimestamp`` that is not a UTC instant (``validate_feedback`` refuses those).
         """
-        from cds_server.feedback import canonical_instant
-
         stored = 0
         for item in items:
             row = {
