@@ -17,6 +17,7 @@ ATC = "http://www.whocc.no/atc"
 ACTCODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CMS_POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
 UCUM = "http://unitsofmeasure.org"
+NDC = "http://hl7.org/fhir/sid/ndc"
 
 # Spellings seen in the wild, mapped to the canonical URI.
 _ALIASES: dict[str, str] = {
@@ -32,6 +33,7 @@ _ALIASES: dict[str, str] = {
     "urn:oid:2.16.840.1.113883.6.88": RXNORM,
     "http://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set": CMS_POS,
     "urn:oid:2.16.840.1.113883.5.4": ACTCODE,
+    "urn:oid:2.16.840.1.113883.6.69": NDC,
 }
 
 # Systems whose codes are case-insensitive in practice and are stored upper-case.
