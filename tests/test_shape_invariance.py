@@ -19,14 +19,22 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
+from types import SimpleNamespace
 from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cds_server.carepath_store import load_carepaths
 from cds_server.engine import CarePath, OrderDecision
 from cds_server.engine.logic import Tri, all_of, any_of
 from cds_server.engine.model import Group, Leaf, Node, Ref
+from cds_server.engine.operators import _requested  # the order's own visits/weeks, as the engine reads them
 from cds_server.engine.result import CriterionResult
 from cds_server.scenarios import Scenario, iter_scenarios, patient_id, run_scenario
+from fhir_mappings.dates import age_in_years, parse_date
+from fhir_mappings.orders import read_order
+from fhir_mappings.record import PatientRecord
 from tests import shapes
 from tests.shapes import ICD10CM, LOINC, RXNORM, SNOMED, Finding
 
@@ -278,3 +286,113 @@ def _difference(old: OrderDecision, new: OrderDecision) -> str:
     changed = [f"{k} {was[k].value}->{now.get(k, Tri.UNKNOWN).value}" for k in was if was[k] is not now.get(k)]
     changed += [f"{k} new" for k in now if k not in was]
     return ", ".join(changed[:5])
+
+
+# --- 4. no auto-approval rests on an answer the record contradicts (product-decisions.md §7) ---
+
+_POS_ANSWER = {"11": "office", "19": "outpatient-hospital", "22": "outpatient-hospital", "24": "asc", "12": "home"}
+_POS_ANSWER |= {"21": "inpatient", "23": "emergency"}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An item whose answer the record already states, for one approved order."""
+
+    scenario: Scenario
+    order_ref: str
+    service: str
+    link_id: str
+    fact: str
+    contradictions: st.SearchStrategy[dict[str, Any]]
+
+    def __repr__(self) -> str:
+        return f"Conflict({self.scenario.name}, {self.order_ref}, {self.link_id}: {self.fact})"
+
+
+def _asked(service_id: str) -> set[str]:
+    """Questionnaire items a service reads: its leaves' answers and questions."""
+    carepath = CAREPATHS[0]
+    asked: set[str] = set()
+    for node in carepath.service(service_id).groups.values():
+        for leaf in _leaves(node, carepath):
+            asked |= set(leaf.questions) | ({leaf.answer.link_id} if leaf.answer else set())
+    return asked
+
+
+def _integers_except(value: float, low: int, high: int) -> st.SearchStrategy[dict[str, Any]]:
+    return st.integers(low, high).filter(lambda n: n != value).map(lambda n: {"valueInteger": n})
+
+
+def _conflicts_of(scenario: Scenario, decision: OrderDecision) -> Iterator[Conflict]:
+    carepath = CAREPATHS[0]
+    asked = _asked(str(decision.service_id))
+    as_of = date.fromisoformat(decision.evaluation_date)
+    raw = next(o for o in scenario.orders if f"{o['resourceType']}/{o['id']}" == decision.order_ref)
+    order = read_order(raw, 0)
+    common = (scenario, decision.order_ref, str(decision.service_id))
+    record = PatientRecord(scenario.record, patient_id(scenario))
+    birth = parse_date((record.patient or {}).get("birthDate"))
+    if birth and "hx.adult" in asked:
+        adult = age_in_years(birth, as_of) >= 18
+        yield Conflict(*common, "hx.adult", f"born {birth}", st.just({"valueBoolean": not adult}))
+    ctx = SimpleNamespace(order=order)  # _requested reads only the order
+    for link, measure in (("pt.visits-requested", "visits"), ("pt.weeks-requested", "weeks")):
+        stated = _requested(ctx, measure)  # type: ignore[arg-type]
+        if stated is not None and link in asked:
+            yield Conflict(*common, link, f"order states {stated:g} {measure}", _integers_except(stated, 1, 60))
+    for code in sorted(c for _, c in order.location_codes):
+        if code in _POS_ANSWER and "svc.site" in asked:
+            others = sorted(set(_POS_ANSWER.values()) - {_POS_ANSWER[code]})
+            values = st.sampled_from(others).map(lambda a: {"valueCoding": {"code": a}})
+            yield Conflict(*common, "svc.site", f"order place of service {code}", values)
+    matcher = carepath.matcher(tuple(carepath.facts["painScores"]["valueSets"]))
+    scores = [
+        e
+        for e in record.entries("Observation")
+        if e.quantity and e.start and matcher.first_match(e.codes) and 0 <= (as_of - e.start).days <= 7
+    ]
+    link = carepath.facts["conservativeCare"]["answers"]["painNow"]
+    if scores and link in asked:
+        latest = max(scores, key=lambda e: (e.start, e.ref))
+        assert latest.quantity is not None
+        fact = f"pain {latest.quantity.value:g} recorded {latest.start} in {latest.ref}"
+        yield Conflict(*common, link, fact, _integers_except(latest.quantity.value, 0, 10))
+
+
+CONFLICTS = [
+    c
+    for s in SCENARIOS
+    for d in BASELINE[s.name].values()
+    if d.auto_approval and d.service_id
+    for c in _conflicts_of(s, d)
+]
+
+
+def _response(conflict: Conflict, answer: Mapping[str, Any]) -> dict[str, Any]:
+    carepath = CAREPATHS[0]
+    as_of = BASELINE[conflict.scenario.name][conflict.order_ref].evaluation_date
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "id": "qr-contradicting",
+        "status": "completed",
+        "questionnaire": f"{carepath.questionnaire_base}/{carepath.id}-{conflict.service}",
+        "subject": {"reference": f"Patient/{patient_id(conflict.scenario)}"},
+        "authored": f"{as_of}T23:59:00Z",
+        "item": [{"linkId": conflict.link_id, "answer": [dict(answer)]}],
+    }
+
+
+def test_there_are_record_facts_to_contradict() -> None:
+    assert {c.link_id for c in CONFLICTS} >= {"hx.adult", "svc.site", "pt.visits-requested"}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(case=st.sampled_from(CONFLICTS).flatmap(lambda c: st.tuples(st.just(c), c.contradictions)))
+def test_no_auto_approval_rests_on_an_answer_the_record_contradicts(case: tuple[Conflict, dict[str, Any]]) -> None:
+    conflict, answer = case
+    record = [*conflict.scenario.record, _response(conflict, answer)]
+    decision = _evaluate(conflict.scenario, record)[conflict.order_ref]
+    assert not decision.auto_approval, (
+        f"{conflict.service.upper()} approved Scenario {conflict.scenario.name} with {conflict.link_id} = "
+        f"{answer} although the record states it ({conflict.fact})"
+    )
