@@ -93,6 +93,8 @@ FALLBACK_SNOMED_FOR_ICD10: dict[str, tuple[str, str]] = {
     "R32": ("165232002", "Urinary incontinence"),
     "R26.81": ("394616008", "Unsteady when walking"),
     "Z91.041": ("293637006", "Allergy to contrast media"),
+    "D65": ("67406007", "Disseminated intravascular coagulation"),
+    "R26.0": ("25136009", "Ataxic gait"),
 }
 
 
@@ -497,7 +499,7 @@ _variant(
     "Condition", "onset-age", onsetDateTime=_DROP, onsetAge={"value": 40, "unit": "years", "system": UCUM, "code": "a"}
 )
 _variant("Condition", "onset-string", onsetDateTime=_DROP, onsetString="since childhood")
-_variant("Condition", "onset-period", onsetDateTime=_DROP, onsetPeriod=lambda f: {"start": _day(f, 20)})
+_variant("Condition", "onset-period", onsetDateTime=_DROP, onsetPeriod=lambda f: {"start": _day(f)})
 _variant("Condition", "recorded-date-only", onsetDateTime=_DROP)
 _variant("Condition", "no-dates", onsetDateTime=_DROP, recordedDate=_DROP)
 _variant(
@@ -648,6 +650,14 @@ def med_contained_reference(f: Finding) -> list[Resource] | None:
     if f.kind != "medication":
         return None
     req = _med_request(f, "contained", medicationCodeableConcept=_DROP, medicationReference={"reference": "#m1"})
+    req["contained"] = [_medication(f, "m1", _canonical(f))]
+    return [req]
+
+
+def med_scd_product_via_contained_reference(f: Finding) -> list[Resource] | None:
+    if f.kind != "medication" or _products(f, RXNORM) is None:
+        return None
+    req = _med_request(f, "scd-contained", medicationCodeableConcept=_DROP, medicationReference={"reference": "#m1"})
     req["contained"] = [_medication(f, "m1", _scd_or_ingredient(f))]
     return [req]
 
@@ -662,11 +672,11 @@ def med_contained_with_ingredients(f: Finding) -> list[Resource] | None:
     return [req]
 
 
-def _med_entry(f: Finding, before: bool, ref: str | None = None) -> list[Resource] | None:
-    if f.kind != "medication":
+def _med_entry(f: Finding, before: bool, ref: str | None = None, product: bool = False) -> list[Resource] | None:
+    if f.kind != "medication" or (product and _products(f, RXNORM) is None):
         return None
     mid = _id(f, "med")
-    med = _medication(f, mid, _scd_or_ingredient(f))
+    med = _medication(f, mid, _scd_or_ingredient(f) if product else _canonical(f))
     req = _med_request(
         f, "ref-entry", medicationCodeableConcept=_DROP, medicationReference={"reference": ref or f"Medication/{mid}"}
     )
@@ -681,6 +691,10 @@ def med_entry_after(f: Finding) -> list[Resource] | None:
     return _med_entry(f, False)
 
 
+def med_scd_product_via_entry_after(f: Finding) -> list[Resource] | None:
+    return _med_entry(f, False, product=True)
+
+
 def med_entry_absolute_url(f: Finding) -> list[Resource] | None:
     return _med_entry(f, False, f"https://fhir.ehr.example/R4/Medication/{_id(f, 'med')}")
 
@@ -689,7 +703,7 @@ def med_statement_contained(f: Finding) -> list[Resource] | None:
     if f.kind != "medication":
         return None
     st = _med_statement(f, "st-contained", medicationCodeableConcept=_DROP, medicationReference={"reference": "#m1"})
-    st["contained"] = [_medication(f, "m1", _scd_or_ingredient(f))]
+    st["contained"] = [_medication(f, "m1", _canonical(f))]
     return [st]
 
 
@@ -715,6 +729,8 @@ def med_reference_display_only(f: Finding) -> list[Resource] | None:
 
 for _fn2, _ok in (
     (med_contained_reference, True),
+    (med_scd_product_via_contained_reference, True),
+    (med_scd_product_via_entry_after, True),
     (med_contained_with_ingredients, True),
     (med_entry_before, True),
     (med_entry_after, True),
@@ -782,7 +798,7 @@ _med_status("request-unknown-status", _med_request, False, status="suspended")
 _med_status("statement-unknown-status", _med_statement, False, status="taking")
 
 
-def med_dispense_recent(f: Finding) -> list[Resource] | None:
+def med_dispense_recent_product(f: Finding) -> list[Resource] | None:
     if f.kind != "medication":
         return None
     res = {
@@ -811,7 +827,18 @@ def med_administration_recent(f: Finding) -> list[Resource] | None:
     return [res]
 
 
-_register("medication:dispense-recent-product", med_dispense_recent)
+_register("medication:dispense-recent-product", med_dispense_recent_product)
+
+
+def med_dispense_recent(f: Finding) -> list[Resource] | None:
+    built = med_dispense_recent_product(f)
+    if built:
+        built[0]["medicationCodeableConcept"] = _canonical(f)
+        built[0]["id"] = _id(f, "dispense-ingr")
+    return built
+
+
+_register("medication:dispense-recent", med_dispense_recent)
 _register("medication:administration-recent", med_administration_recent)
 
 

@@ -192,9 +192,21 @@ def _targets() -> Iterator[Target]:
             for leaf in {leaf.id: leaf for leaf in _leaves(node, carepath)}.values():
                 if _forced(root, leaf.id) is Tri.NOT_MET:
                     continue  # e.g. pregnancy for a male patient, anticoagulant with a documented hold plan
+                if _negated_in(leaf, scenario, carepath):
+                    continue  # a "not pregnant" record would legitimately supersede an older shape of the finding
                 found = findings_for(leaf, carepath, patient, as_of)
                 if found:
                     yield Target(scenario, ref, service.id, leaf, tuple(found))
+
+
+def _negated_in(leaf: Leaf, scenario: Scenario, carepath: CarePath) -> bool:
+    """Return True when the record holds a code of the leaf's negating value sets."""
+    negating = tuple(leaf.args.get("negatingValueSets") or ())
+    if not negating:
+        return False
+    matcher = carepath.matcher(negating)
+    record = PatientRecord(scenario.record, patient_id(scenario))
+    return any(matcher.first_match(e.codes | e.value_codes) for e in record.entries("Condition", "Observation"))
 
 
 TARGETS = list(_targets())
