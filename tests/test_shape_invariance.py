@@ -46,7 +46,7 @@ MAX_LISTED = 30
 # others run a deterministic 1-in-STRIDE slice of the shapes (rotating by order and leaf),
 # so that every shape still meets many scenarios and the test stays well under a minute.
 FULL_PER_SERVICE = 2
-STRIDE = 3
+STRIDE = 2
 
 _BUILDABLE = ("Condition", "Observation", "Procedure", "Device", "AllergyIntolerance")
 _CODE_SYSTEMS = (ICD10CM, SNOMED, RXNORM, "http://www.ama-assn.org/go/cpt", LOINC)
