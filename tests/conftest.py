@@ -205,3 +205,12 @@ def hostile_fhir() -> Iterator[HostileFhir]:
     yield HostileFhir(server.server_port, hits)
     server.shutdown()
     server.server_close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the variant counts of the shape-invariance tests (tests/shapes.py), when they ran."""
+    import sys
+
+    module = sys.modules.get("tests.shapes")
+    for line in getattr(module, "SUMMARY", ()):
+        terminalreporter.write_line(line)
