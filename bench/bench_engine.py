@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cds_server.carepath_store import load_carepaths  # noqa: E402
+from cds_server.carepath_store import load_carepaths, terminology_for  # noqa: E402
 from cds_server.engine import evaluate_orders  # noqa: E402
 from fhir_mappings.orders import read_order, validate_order  # noqa: E402
 from fhir_mappings.record import PatientRecord  # noqa: E402
@@ -198,7 +198,12 @@ def order(code: str) -> dict[str, Any]:
 
 def decide_once(carepaths: list[Any], raw_order: dict[str, Any], raw_record: list[dict[str, Any]]) -> Any:
     validate_order(raw_order)
-    return evaluate_orders(carepaths, [read_order(raw_order)], PatientRecord(raw_record), date(2024, 3, 20))
+    return evaluate_orders(
+        carepaths,
+        [read_order(raw_order)],
+        PatientRecord(raw_record, None, terminology_for(carepaths)),
+        date(2024, 3, 20),
+    )
 
 
 def measure(carepaths: list[Any], code: str, rounds: int) -> dict[str, float]:

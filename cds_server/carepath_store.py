@@ -7,16 +7,21 @@ at start-up, with the JSON path at fault.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cds_server.engine import CarePath, InvalidCarePathError, compile_carepath
+from fhir_mappings.terminology import InvalidTerminologyError, Terminology, parse_terminology
 
 CAREPATH_DIR = Path(__file__).parent / "carepaths"
 SCHEMA_PATH = CAREPATH_DIR / "carepath.schema.json"
 DEFAULT_CAREPATHS = (CAREPATH_DIR / "neck-pain.json",)
+TERMINOLOGY_DIR = Path(__file__).parent / "terminology"
+DEFAULT_TERMINOLOGY = TERMINOLOGY_DIR / "terminology.json"
+TERMINOLOGY_SCHEMA = TERMINOLOGY_DIR / "terminology.schema.json"
 
 
 def load_schema() -> dict[str, Any]:
@@ -63,3 +68,43 @@ def load_carepaths(
     if duplicates:
         raise InvalidCarePathError("$.id", f"CarePath id loaded twice: {', '.join(duplicates)}")
     return loaded
+
+
+def load_terminology(path: Path | str = DEFAULT_TERMINOLOGY) -> Terminology:
+    """Load and schema-validate a terminology file (cached: the shipped one is read once per process).
+
+    :raises InvalidTerminologyError: naming the JSON path at fault.
+    """
+    return _load_terminology(Path(path).resolve())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_terminology(path: Path) -> Terminology:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InvalidTerminologyError(f"$: not JSON ({exc.msg}, line {exc.lineno})") from exc
+    schema = json.loads(TERMINOLOGY_SCHEMA.read_text(encoding="utf-8"))
+    return parse_terminology(doc, schema)
+
+
+_TERMINOLOGIES: list[tuple[tuple[CarePath, ...], Terminology]] = []
+
+
+def terminology_for(carepaths: Sequence[CarePath]) -> Terminology:
+    """The terminology the record reader uses with these CarePaths loaded.
+
+    The shared terminology file knows products, ingredients and SNOMED classes; every
+    code a loaded CarePath lists in a value set is known too (an author who lists a code
+    has said what it means). Cached per set of loaded CarePath objects (held, so that an
+    object id is never reused for another CarePath while its entry lives).
+    """
+    key = tuple(carepaths)
+    for held, terminology in _TERMINOLOGIES:
+        if len(held) == len(key) and all(a is b for a, b in zip(held, key, strict=True)):
+            return terminology
+    codes = {code for cp in carepaths for vs in cp.value_sets.values() for code in vs.matcher.exact}
+    terminology = load_terminology().with_known(codes)
+    _TERMINOLOGIES.append((key, terminology))
+    del _TERMINOLOGIES[:-8]  # a process loads its CarePaths once; tests load a few
+    return terminology

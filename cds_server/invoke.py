@@ -22,6 +22,7 @@ import requests
 
 from cds_server import cards, links
 from cds_server import coverage_info as ci
+from cds_server.carepath_store import terminology_for
 from cds_server.coverage import CoverageCheck, select_coverage
 from cds_server.engine import CarePath, OrderDecision, evaluate_orders
 from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems
@@ -465,7 +466,12 @@ def decide(
     if technical is None:
         try:
             began = time.perf_counter()
-            record = PatientRecord(data.all_resources(), call.context.get("patientId"))
+            record = PatientRecord(
+                data.all_resources(),
+                call.context.get("patientId"),
+                terminology_for(runtime.carepaths),
+                data.incomplete_by_type(),
+            )
             decisions = list(evaluate_orders(runtime.carepaths, orders, record, call.today))
             call.decide_ms = round((time.perf_counter() - began) * 1000, 3)
         except Exception:  # an engine defect must not become a 500 or a silent approval (CRD resp-43)

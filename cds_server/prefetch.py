@@ -17,6 +17,7 @@ from typing import Any
 
 from cds_server.fhir_client import FhirClient, FhirError, page_resources
 from fhir_mappings.codes import arr
+from fhir_mappings.record import bundle_problems
 from hooks.base import HookService
 
 TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
@@ -77,9 +78,19 @@ class PatientData:
     resources: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # key -> why (no fhirServer, error ...)
     fetched: list[str] = field(default_factory=list)
+    incomplete: dict[str, str] = field(default_factory=dict)  # key -> why its data may lack resources
 
     def all_resources(self, keys: tuple[str, ...] | None = None) -> list[Mapping[str, Any]]:
         return [r for k, rs in self.resources.items() if keys is None or k in keys for r in rs]
+
+    def incomplete_by_type(self) -> dict[str, str]:
+        """Resource type -> why the record of that type may be incomplete (product-decisions.md §1)."""
+        return {searched_type(TEMPLATES.get(key, "*")): why for key, why in self.incomplete.items()}
+
+
+def searched_type(template: str) -> str:
+    """The resource type a template reads (``Condition?patient=...`` -> ``Condition``)."""
+    return re.split(r"[/?]", template, maxsplit=1)[0] or "*"
 
 
 def _from_prefetch(value: Any) -> list[Mapping[str, Any]] | None:
@@ -115,6 +126,7 @@ def resolve(
             if resources is not None:
                 data.resources[key] = resources
                 _continue_pages(data, key, prefetch[key], client)
+                _note_problems(data, key, prefetch[key], client)
                 continue
         to_fetch[key] = query
     if not to_fetch:
@@ -145,6 +157,19 @@ def _continue_pages(data: PatientData, key: str, value: Any, client: FhirClient 
         data.resources[key] = client.continue_bundle(value)
     except FhirError as exc:
         data.unavailable[key] = str(exc)
+
+
+def _note_problems(data: PatientData, key: str, value: Any, client: FhirClient | None) -> None:
+    """Record why a prefetched Bundle may not hold the whole search: an error outcome, or pages left unread.
+
+    With a FHIR server the further pages were read (:func:`_continue_pages`; a failure there makes
+    the key unavailable), so only an error outcome remains to note.
+    """
+    if not isinstance(value, Mapping) or value.get("resourceType") != "Bundle":
+        return
+    problems = [p for p in bundle_problems(value) if client is None or not p.startswith("further pages")]
+    if problems:
+        data.incomplete[key] = "; ".join(problems)
 
 
 def _fetch(client: FhirClient, query: str) -> list[Mapping[str, Any]]:

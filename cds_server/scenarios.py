@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from cds_server.carepath_store import terminology_for
 from cds_server.engine import CarePath, OrderDecision, evaluate_orders
 from fhir_mappings.dates import parse_date
 from fhir_mappings.orders import read_order, validate_order
@@ -78,7 +79,7 @@ def run_scenario(scenario: Scenario, carepaths: Sequence[CarePath]) -> list[Orde
     for index, raw in enumerate(scenario.orders):
         validate_order(raw)
         orders.append(read_order(raw, index))
-    record = PatientRecord(scenario.record, patient_id(scenario))
+    record = PatientRecord(scenario.record, patient_id(scenario), terminology_for(carepaths))
     return evaluate_orders(carepaths, orders, record, scenario.evaluation_date, scenario.record_available)
 
 

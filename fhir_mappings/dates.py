@@ -9,7 +9,7 @@ does not parse is treated as absent, never guessed.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
@@ -33,6 +33,39 @@ def parse_date(value: Any) -> date | None:
     year, month, day = match.groups()
     try:
         return date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        return None
+
+
+def date_bounds(value: Any) -> tuple[date, date] | None:
+    """Return the first and last calendar day a FHIR date/dateTime may mean, or None.
+
+    A reduced-precision value (``2024``, ``2024-03``) spans its year or month;
+    product-decisions.md §5 asks each comparison to take the bound least
+    favourable to approval, so both ends are kept.
+
+    >>> date_bounds("2024-02")
+    (datetime.date(2024, 2, 1), datetime.date(2024, 2, 29))
+    >>> date_bounds("2023")
+    (datetime.date(2023, 1, 1), datetime.date(2023, 12, 31))
+    >>> date_bounds("2024-03-05T23:30:00-05:00")
+    (datetime.date(2024, 3, 5), datetime.date(2024, 3, 5))
+    """
+    if not isinstance(value, str):
+        return None
+    match = _DATE.match(value.strip())
+    if not match:
+        return None
+    year, month, day = match.groups()
+    try:
+        if day:
+            exact = date(int(year), int(month), int(day))
+            return exact, exact
+        if month:
+            first = date(int(year), int(month), 1)
+            following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+            return first, following - timedelta(days=1)
+        return date(int(year), 1, 1), date(int(year), 12, 31)
     except ValueError:
         return None
 

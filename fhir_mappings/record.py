@@ -12,43 +12,97 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhir_mappings.codes import Code, arr, coding_key, concept_codes, concept_text, obj
-from fhir_mappings.dates import parse_date, period_bounds
+from fhir_mappings.dates import date_bounds
+from fhir_mappings.observations import Quantity, read_value
 
-# Which statuses make a resource count as evidence, per resource type.
-# Values are (element, allowed codes); None in the allowed set means "absent is fine".
-_STATUS_ALLOWED: dict[str, tuple[str, frozenset[str | None]]] = {
-    "Procedure": ("status", frozenset({"completed"})),
-    "Observation": ("status", frozenset({"final", "amended", "corrected"})),
-    "DiagnosticReport": ("status", frozenset({"final", "amended", "corrected", "appended"})),
-    "ImagingStudy": ("status", frozenset({"available"})),
-    "MedicationRequest": ("status", frozenset({"active", "completed"})),
-    "MedicationStatement": ("status", frozenset({"active", "completed", "intended"})),
-    "MedicationDispense": ("status", frozenset({"completed"})),
-    "MedicationAdministration": ("status", frozenset({"completed", "in-progress"})),
-    "Encounter": ("status", frozenset({"finished", "in-progress", "arrived", "triaged", "onleave"})),
-    "Device": ("status", frozenset({"active", None})),
-    "QuestionnaireResponse": ("status", frozenset({"completed", "amended"})),
-    "Coverage": ("status", frozenset({"active", "cancelled", "draft", None})),
+if TYPE_CHECKING:
+    from fhir_mappings.terminology import Terminology
+
+
+# How each status of a resource type reads (clinical-coding.md §0.3, product-decisions.md §1):
+# ``counts``: the resource is evidence; ``pending``: a result not yet final, unknown rather than absent
+# (it bears on the criteria its codes match); ``ignored``: never evidence (cancelled, planned, in error).
+# A status in none of these sets, or a missing one, is not understood: the resource bears on every
+# criterion that reads its type (fail closed). ``None`` in ``counts`` means the element is optional.
+@dataclass(frozen=True, slots=True)
+class StatusRule:
+    """Which values of a resource type's status element count, are pending or are ignored."""
+
+    counts: frozenset[str | None]
+    pending: frozenset[str] = frozenset()
+    ignored: frozenset[str] = frozenset()
+
+
+_STATUS_RULES: dict[str, StatusRule] = {
+    "Procedure": StatusRule(
+        frozenset({"completed"}),
+        ignored=frozenset({"preparation", "in-progress", "not-done", "on-hold", "stopped", "entered-in-error"}),
+    ),
+    "Observation": StatusRule(
+        frozenset({"final", "amended", "corrected"}),
+        pending=frozenset({"preliminary", "registered"}),
+        ignored=frozenset({"cancelled", "entered-in-error"}),
+    ),
+    "DiagnosticReport": StatusRule(
+        frozenset({"final", "amended", "corrected", "appended"}),
+        pending=frozenset({"preliminary", "registered", "partial"}),
+        ignored=frozenset({"cancelled", "entered-in-error"}),
+    ),
+    "ImagingStudy": StatusRule(
+        frozenset({"available"}), ignored=frozenset({"registered", "cancelled", "entered-in-error"})
+    ),
+    # Exposure windows count every request that was, or still is, in force: on-hold and stopped included
+    # (a blood thinner held for the procedure is still this patient's blood thinner).
+    "MedicationRequest": StatusRule(
+        frozenset({"active", "on-hold", "stopped", "completed"}),
+        ignored=frozenset({"cancelled", "draft", "entered-in-error"}),
+    ),
+    "MedicationStatement": StatusRule(
+        frozenset({"active", "completed", "intended", "stopped", "on-hold"}),
+        ignored=frozenset({"entered-in-error", "not-taken"}),
+    ),
+    "MedicationDispense": StatusRule(
+        frozenset({"completed", "in-progress"}),
+        ignored=frozenset({"preparation", "cancelled", "on-hold", "entered-in-error", "stopped", "declined"}),
+    ),
+    "MedicationAdministration": StatusRule(
+        frozenset({"completed", "in-progress", "on-hold", "stopped"}),
+        ignored=frozenset({"not-done", "entered-in-error"}),
+    ),
+    "Encounter": StatusRule(
+        frozenset({"finished", "in-progress", "arrived", "triaged", "onleave"}),
+        ignored=frozenset({"planned", "cancelled", "entered-in-error"}),
+    ),
+    # An inactive implant may still be in the body (R4 has no "explanted" status): it counts.
+    "Device": StatusRule(frozenset({"active", "inactive", None}), ignored=frozenset({"entered-in-error"})),
+    "QuestionnaireResponse": StatusRule(
+        frozenset({"completed", "amended"}), ignored=frozenset({"in-progress", "stopped", "entered-in-error"})
+    ),
+    "Coverage": StatusRule(frozenset({"active", "cancelled", "draft", None}), ignored=frozenset({"entered-in-error"})),
 }
 _CLINICAL_ACTIVE = frozenset({"active", "recurrence", "relapse"})
+_CLINICAL_RESOLVED = frozenset({"inactive", "remission", "resolved"})
+_VERIFICATION_PROVEN = frozenset({"confirmed", None})
+_VERIFICATION_SUSPECTED = frozenset({"provisional", "differential", "unconfirmed", "presumed"})
 _VERIFICATION_EXCLUDED = frozenset({"refuted", "entered-in-error"})
 _MEDICATION_TYPES = ("MedicationRequest", "MedicationStatement", "MedicationDispense", "MedicationAdministration")
-
-
-@dataclass(frozen=True, slots=True)
-class Quantity:
-    """A numeric value with the unit code (UCUM when given) or unit text."""
-
-    value: float
-    unit: str
+_ACTIVE_MEDICATION = frozenset({"active", "on-hold", "in-progress", "intended"})
 
 
 @dataclass(slots=True)
 class Entry:
-    """One countable resource of the record, reduced to what rules read."""
+    """One countable resource of the record, reduced to what rules read.
+
+    ``start`` is the latest day a reduced-precision date may mean and ``start_lo`` the earliest
+    (product-decisions.md §5: each comparison takes the bound least favourable to approval;
+    for most windows that is the later one). ``active_now`` is a Condition or allergy whose
+    clinical status is active (or absent and not abated), or a medication still in force.
+    ``suspected`` marks a provisional, differential or unconfirmed diagnosis; ``absent`` an
+    Observation whose value says the finding is absent or negative.
+    """
 
     ref: str
     type: str
@@ -64,6 +118,30 @@ class Entry:
     active_now: bool = False
     route_codes: frozenset[Code] = frozenset()  # medications: how it was (to be) given
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    start_lo: date | None = None
+    suspected: bool = False
+    absent: bool = False
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A resource the reader could not understand, and why (product-decisions.md §1).
+
+    ``codes`` are its understood codes when only its value or status could not be read:
+    then it bears only on criteria whose codes it matches. With no codes it could be
+    anything of its type and bears on every criterion that reads the type.
+    """
+
+    ref: str
+    type: str
+    why: str
+    codes: frozenset[Code] = frozenset()
+    day: date | None = None
+
+    def describe(self) -> str:
+        """The explanation a reader sees: ``MedicationRequest/mr-7: RxNorm 855332 not classified``."""
+        return f"{self.ref}: {self.why}"
 
 
 def _status_code(concept: Any) -> str | None:
@@ -76,44 +154,86 @@ def _status_code(concept: Any) -> str | None:
     return None
 
 
-def counts_as_evidence(resource: Mapping[str, Any]) -> bool:
-    """Return True when a resource's status lets it count (clinical-coding.md §0.3)."""
+COUNTS, PENDING, IGNORED, UNKNOWN = "counts", "pending", "ignored", "unknown"
+
+
+def status_reading(resource: Mapping[str, Any]) -> tuple[str, str]:
+    """Classify a resource by its statuses: (COUNTS | PENDING | IGNORED | UNKNOWN, why).
+
+    Conditions and allergies read clinicalStatus and verificationStatus (refuted and
+    entered-in-error never count; a resolved one is still read, for look-back windows);
+    the other types read ``status`` through :data:`_STATUS_RULES`.
+    """
     rtype = resource.get("resourceType")
-    if resource.get("status") == "entered-in-error":
-        return False
+    status = resource.get("status")
+    if status == "entered-in-error":
+        return IGNORED, "entered in error"
     if rtype in ("Condition", "AllergyIntolerance"):
-        if _status_code(resource.get("verificationStatus")) in _VERIFICATION_EXCLUDED:
-            return False
+        return _clinical_reading(resource)
+    if rtype == "MedicationRequest" and resource.get("doNotPerform") is True:
+        return IGNORED, "do not perform"
+    rule = _STATUS_RULES.get(str(rtype))
+    if rule is None:
+        return COUNTS, ""
+    value = status if isinstance(status, str) else None
+    if value in rule.counts:
+        return COUNTS, ""
+    if value in rule.pending:
+        return PENDING, f"status {value}: not a final result"
+    if value in rule.ignored:
+        return IGNORED, f"status {value}"
+    return UNKNOWN, f"status {value!r} not understood" if value else "no status"
+
+
+def _clinical_reading(resource: Mapping[str, Any]) -> tuple[str, str]:
+    verification = _status_code(resource.get("verificationStatus"))
+    clinical = _status_code(resource.get("clinicalStatus"))
+    if verification in _VERIFICATION_EXCLUDED:
+        return IGNORED, f"verificationStatus {verification}"
+    if verification not in _VERIFICATION_PROVEN and verification not in _VERIFICATION_SUSPECTED:
+        return UNKNOWN, f"verificationStatus {verification!r} not understood"
+    if clinical is not None and clinical not in _CLINICAL_ACTIVE and clinical not in _CLINICAL_RESOLVED:
+        return UNKNOWN, f"clinicalStatus {clinical!r} not understood"
+    return COUNTS, ""
+
+
+def counts_as_evidence(resource: Mapping[str, Any]) -> bool:
+    """Return True when a resource's statuses let it count (clinical-coding.md §0.3).
+
+    A Condition or allergy must also be active (clinicalStatus active, recurrence or
+    relapse, or none given); a resolved one is history, not a present finding.
+    """
+    reading, _ = status_reading(resource)
+    if reading != COUNTS:
+        return False
+    if resource.get("resourceType") in ("Condition", "AllergyIntolerance"):
         clinical = _status_code(resource.get("clinicalStatus"))
         return clinical is None or clinical in _CLINICAL_ACTIVE
-    if rtype == "MedicationRequest" and resource.get("doNotPerform") is True:
-        return False
-    rule = _STATUS_ALLOWED.get(str(rtype))
-    if rule is None:
-        return True
-    element, allowed = rule
-    status = resource.get(element)
-    return (status if isinstance(status, str) else None) in allowed
+    return True
+
+
+def _entry_dates(value: Any) -> tuple[date | None, date | None]:
+    """(latest, earliest) day of a date value; both None when it does not parse."""
+    bounds = date_bounds(value)
+    return (bounds[1], bounds[0]) if bounds else (None, None)
+
+
+def _first_bounds(*values: Any) -> tuple[date | None, date | None]:
+    for value in values:
+        late, early = _entry_dates(value)
+        if late:
+            return late, early
+    return None, None
 
 
 def _first_date(*values: Any) -> date | None:
-    for value in values:
-        parsed = parse_date(value)
-        if parsed:
-            return parsed
-    return None
+    return _first_bounds(*values)[0]
 
 
-def _quantity(resource: Mapping[str, Any]) -> Quantity | None:
-    value_q = resource.get("valueQuantity")
-    if isinstance(value_q, Mapping) and isinstance(value_q.get("value"), (int, float)):
-        unit = value_q.get("code") or value_q.get("unit") or ""
-        return Quantity(float(value_q["value"]), str(unit))
-    for key in ("valueInteger", "valueDecimal"):
-        raw = resource.get(key)
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            return Quantity(float(raw), "")
-    return None
+def _period(period: Any) -> tuple[tuple[date | None, date | None], date | None]:
+    """((latest start, earliest start), latest end) of a FHIR Period."""
+    period = obj(period)
+    return _entry_dates(period.get("start")), _entry_dates(period.get("end"))[0]
 
 
 def _references(items: Any) -> tuple[str, ...]:
@@ -127,55 +247,98 @@ def _references(items: Any) -> tuple[str, ...]:
 class PatientRecord:
     """Everything known about one patient, indexed by resource type.
 
-    Built once per request from the prefetch and fetched resources; entries
-    that do not count (wrong status, refuted, entered in error) are dropped at
-    build time so that no rule can use them by accident.
+    Built once per request from the prefetch and fetched resources, in two passes: every
+    resource is indexed first (a Medication may come after the request that names it),
+    then each becomes an :class:`Entry` when it counts, is dropped when its status says
+    it never counts, or is kept as :class:`Unread` when it cannot be understood (an
+    unknown code system or code, a product code that maps to no ingredient, a value in a
+    shape the reader cannot read, a status it does not know, an unresolved reference).
+    Criteria read ``unread`` so that incomprehension is never taken for silence.
+    ``incomplete`` maps a resource type (or ``"*"``) to why the record of that type may
+    be missing resources (an error OperationOutcome in a search Bundle, a page not read).
     """
 
-    def __init__(self, resources: Iterable[Mapping[str, Any]], patient_id: str | None = None) -> None:
+    def __init__(
+        self,
+        resources: Iterable[Mapping[str, Any]],
+        patient_id: str | None,
+        terminology: Terminology,
+        incomplete: Mapping[str, str] | None = None,
+    ) -> None:
         self.patient_id = patient_id
+        self.terminology = terminology
         self.patient: Mapping[str, Any] | None = None
         self._by_type: dict[str, list[Entry]] = {}
         self._by_ref: dict[str, Mapping[str, Any]] = {}
         self.questionnaire_responses: list[Mapping[str, Any]] = []
         self.ignored: list[str] = []
-        for resource in _flatten(resources):
-            self._add(resource)
+        self.unread: dict[str, list[Unread]] = {}
+        self.incomplete: dict[str, str] = dict(incomplete or {})
+        pending = [(ref, r) for r in _flatten(resources, self.incomplete) if (ref := self._index(r))]
+        for ref, resource in pending:
+            self._add(ref, resource)
         for entries in self._by_type.values():
             entries.sort(key=lambda e: (e.start or date.min, e.ref))
 
-    def _add(self, resource: Mapping[str, Any]) -> None:
+    def _index(self, resource: Mapping[str, Any]) -> str | None:
+        """Index a resource by its reference; None for a duplicate or one without a type."""
         rtype = resource.get("resourceType")
         if not isinstance(rtype, str):
-            return
+            return None
         ref = f"{rtype}/{resource.get('id') or '#' + str(len(self._by_ref))}"
         if ref in self._by_ref:
-            return  # the same resource from prefetch and from a search: count it once
+            return None  # the same resource from prefetch and from a search: count it once
         self._by_ref[ref] = resource
+        return ref
+
+    def _add(self, ref: str, resource: Mapping[str, Any]) -> None:
+        rtype = str(resource["resourceType"])
         if rtype == "Patient":
             if patient_matches(resource, self.patient_id, own=True):
                 self.patient = self.patient or resource
             return
-        if not counts_as_evidence(resource) or not patient_matches(resource, self.patient_id):
+        if not patient_matches(resource, self.patient_id):
+            self.ignored.append(ref)
+            return
+        reading, why = status_reading(resource)
+        if reading == IGNORED:
             self.ignored.append(ref)
             return
         if rtype == "QuestionnaireResponse":
-            self.questionnaire_responses.append(resource)
+            if reading == COUNTS:
+                self.questionnaire_responses.append(resource)
+            else:
+                self.ignored.append(ref)
             return
-        entry = self._entry(ref, rtype, resource)
-        if entry is not None:
-            self._by_type.setdefault(rtype, []).append(entry)
-
-    def _entry(self, ref: str, rtype: str, r: Mapping[str, Any]) -> Entry | None:
         builder = _BUILDERS.get(rtype)
-        return builder(self, ref, r) if builder else None
+        if builder is None:
+            return
+        built = builder(self, ref, resource)
+        if built is None:
+            return
+        if isinstance(built, Unread):
+            self._unread(built)
+            return
+        if reading == UNKNOWN:
+            self._unread(Unread(ref, rtype, why, day=built.start))
+        elif reading == PENDING:
+            self._unread(Unread(ref, rtype, why, built.codes | built.value_codes, built.start))
+        else:
+            self._by_type.setdefault(rtype, []).append(built)
+
+    def _unread(self, item: Unread) -> None:
+        self.unread.setdefault(item.type, []).append(item)
+
+    def add_entry(self, entry: Entry) -> None:
+        """Add an entry derived from another (an Observation component)."""
+        self._by_type.setdefault(entry.type, []).append(entry)
 
     def resolve(self, reference: str) -> Mapping[str, Any] | None:
         """Return the raw resource a literal reference ("Type/id") points to."""
         if reference in self._by_ref:
             return self._by_ref[reference]
-        tail = "/".join(reference.rstrip("/").split("/")[-2:])
-        return self._by_ref.get(tail)
+        target = literal_target(reference)
+        return self._by_ref.get(f"{target[0]}/{target[1]}") if target else None
 
     def entries(self, *types: str) -> list[Entry]:
         """Return counted entries of the given types, oldest first within each type."""
@@ -184,26 +347,102 @@ class PatientRecord:
             out.extend(self._by_type.get(rtype, ()))
         return out
 
+    def unread_of(self, *types: str) -> list[Unread]:
+        """Return the resources of these types that were not understood."""
+        return [u for rtype in types for u in self.unread.get(rtype, ())]
+
+    def incomplete_for(self, *types: str) -> list[str]:
+        """Return why the record of these types may be incomplete (empty when it is complete)."""
+        found = [self.incomplete[t] for t in types if t in self.incomplete]
+        if "*" in self.incomplete:
+            found.append(self.incomplete["*"])
+        return sorted(set(found))
+
     def has_any(self) -> bool:
         """Return True when the record holds anything beyond the Patient."""
-        return bool(self._by_type) or bool(self.questionnaire_responses)
+        return bool(self._by_type) or bool(self.questionnaire_responses) or bool(self.unread)
 
-    def medication_codes(self, r: Mapping[str, Any]) -> set[Code]:
-        """Return the codes of a medication resource, following medicationReference.
+    def read_concept(self, concept: Any) -> tuple[frozenset[Code], list[str]]:
+        """Return a concept's codes with what the terminology classifies them as, and its unknown codings.
 
-        Product-level Medication resources also contribute their ingredient
-        codes, because EHRs send product codes while value sets list ingredients.
+        The codes come back expanded (a SNOMED finding with its ICD-10-CM class, a drug
+        product with its ingredients), so value sets written in one system match data sent
+        in another. The list names each coding the terminology does not know; the concept
+        is understood when at least one coding is known.
         """
-        codes = concept_codes(r.get("medicationCodeableConcept"))
-        ref = r.get("medicationReference")
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-            med = _contained(r, ref["reference"]) or self.resolve(ref["reference"])
-            if isinstance(med, Mapping):
-                codes |= concept_codes(med.get("code"))
-                for ingredient in arr(med.get("ingredient")):
-                    if isinstance(ingredient, Mapping):
-                        codes |= concept_codes(ingredient.get("itemCodeableConcept"))
-        return codes
+        known: set[Code] = set()
+        unknown: list[str] = []
+        for code in concept_codes(concept):
+            if self.terminology.is_known(code):
+                known.add(code)
+                known |= self.terminology.expand(code)
+            else:
+                unknown.append(describe_code(code))
+        for coding in _codings(concept):
+            if not isinstance(coding.get("code"), str) and coding:
+                unknown.append("a coding without a code")
+        return frozenset(known), unknown
+
+    def classified(self, codes: frozenset[Code]) -> frozenset[Code]:
+        """Return ``codes`` with what the terminology classifies the known ones as."""
+        out = set(codes)
+        for code in codes:
+            if self.terminology.is_known(code):
+                out |= self.terminology.expand(code)
+        return frozenset(out)
+
+    def medication_codes(self, r: Mapping[str, Any]) -> tuple[frozenset[Code], str | None]:
+        """Return a medication resource's classified codes, or why it could not be classified.
+
+        Follows ``medicationReference`` to a contained Medication or one anywhere in the
+        record; product codes (SCD, SBD, packs, NDC) become their ingredients and classes
+        through the terminology; when no code is known, the ingredient names in the text or
+        displays are the fallback. A medication that is still unclassified is not understood.
+        """
+        concepts: list[Any] = [r.get("medicationCodeableConcept")]
+        ref = obj(r.get("medicationReference")).get("reference")
+        if isinstance(ref, str):
+            med = _contained(r, ref) or (None if ref.startswith("#") else self.resolve(ref))
+            if med is None:
+                return frozenset(), f"medicationReference {ref} could not be resolved"
+            concepts.append(med.get("code"))
+            concepts.extend(obj(i).get("itemCodeableConcept") for i in arr(med.get("ingredient")))
+        elif r.get("medicationCodeableConcept") is None:
+            return frozenset(), "no medication given"
+        codes: set[Code] = set()
+        unknown: list[str] = []
+        for concept in concepts:
+            found, missing = self.read_concept(concept)
+            codes |= found
+            unknown += missing
+        if codes:
+            return frozenset(codes), None
+        named = self.terminology.classify_text(" ; ".join(concept_text(c) for c in concepts))
+        if named:
+            return frozenset(named), None
+        shown = ", ".join(unknown) or "no code"
+        return frozenset(), f"{shown} not classified"
+
+
+def _codings(concept: Any) -> list[Mapping[str, Any]]:
+    if isinstance(concept, list):
+        return [c for item in concept for c in _codings(item)]
+    return [c for c in arr(obj(concept).get("coding")) if isinstance(c, Mapping)]
+
+
+_SYSTEM_NAMES = {
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://loinc.org": "LOINC",
+    "http://hl7.org/fhir/sid/ndc": "NDC",
+    "http://www.ama-assn.org/go/cpt": "CPT",
+}
+
+
+def describe_code(code: Code) -> str:
+    """A code as a reader names it: ``RxNorm 855332``, or the system URI for a local one."""
+    return f"{_SYSTEM_NAMES.get(code[0], code[0] or 'no system')} {code[1]}"
 
 
 # Elements that say whose record a resource belongs to.
@@ -279,128 +518,338 @@ def _contained(resource: Mapping[str, Any], reference: str) -> Mapping[str, Any]
     return None
 
 
-def _flatten(resources: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
-    """Yield resources, unpacking Bundles (searchset, collection, batch responses)."""
+def bundle_problems(bundle: Mapping[str, Any]) -> list[str]:
+    """Return why a search Bundle may not hold the whole result (product-decisions.md §1).
+
+    An OperationOutcome entry of severity error or fatal says the search partly failed;
+    a ``next`` link says there are pages this Bundle does not hold.
+    """
+    problems = []
+    for entry in arr(bundle.get("entry")):
+        resource = obj(obj(entry).get("resource"))
+        if resource.get("resourceType") == "OperationOutcome" and any(
+            obj(i).get("severity") in ("error", "fatal") for i in arr(resource.get("issue"))
+        ):
+            problems.append("the search answered with an error (OperationOutcome)")
+    if any(obj(link).get("relation") == "next" for link in arr(bundle.get("link"))):
+        problems.append("further pages of the search were not read")
+    return problems
+
+
+def _bundle_types(bundle: Mapping[str, Any]) -> set[str]:
+    types = {obj(obj(e).get("resource")).get("resourceType") for e in arr(bundle.get("entry"))}
+    return {t for t in types if isinstance(t, str) and t not in ("OperationOutcome", "Bundle")}
+
+
+def _flatten(resources: Iterable[Any], incomplete: dict[str, str]) -> Iterable[Mapping[str, Any]]:
+    """Yield resources, unpacking Bundles and noting in ``incomplete`` what a Bundle says it lacks.
+
+    A Bundle whose entries name no type leaves every type in doubt (``"*"``); so does an
+    error OperationOutcome given in place of a resource.
+    """
     for item in resources:
         if not isinstance(item, Mapping):
             continue
-        if item.get("resourceType") == "Bundle":
-            entries = item.get("entry") if isinstance(item.get("entry"), list) else []
-            yield from _flatten(e.get("resource") for e in entries if isinstance(e, Mapping))
+        rtype = item.get("resourceType")
+        if rtype == "Bundle":
+            problems = bundle_problems(item)
+            if problems:
+                for t in _bundle_types(item) or {"*"}:
+                    incomplete.setdefault(t, "; ".join(problems))
+            entries = arr(item.get("entry"))
+            yield from _flatten((obj(e).get("resource") for e in entries), incomplete)
+        elif rtype == "OperationOutcome":
+            if any(obj(i).get("severity") in ("error", "fatal") for i in arr(item.get("issue"))):
+                incomplete.setdefault("*", "a search answered with an error (OperationOutcome)")
         else:
             yield item
 
 
-def _condition(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
-    start = _first_date(r.get("onsetDateTime"), obj(r.get("onsetPeriod")).get("start"), r.get("recordedDate"))
+def _unread_concept(ref: str, rtype: str, unknown: list[str], day: date | None) -> Unread:
+    shown = ", ".join(unknown) if unknown else "no coded value"
+    return Unread(ref, rtype, f"{shown} not classified", day=day)
+
+
+def _condition(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Unread:
+    """A Condition; its onset (never its recordedDate) dates it, and abatement ends it."""
+    codes, unknown = rec.read_concept(r.get("code"))
+    start, start_lo = _onset(rec, r)
+    if not codes:
+        return _unread_concept(ref, "Condition", unknown, start)
+    end = _first_date(r.get("abatementDateTime"), obj(r.get("abatementPeriod")).get("end"))
+    if end is None:
+        end = _abatement_age(rec, r)
+    clinical = _status_code(r.get("clinicalStatus"))
+    abated = any(k.startswith("abatement") for k in r)
+    active = clinical in _CLINICAL_ACTIVE if clinical is not None else not abated
+    if clinical in _CLINICAL_RESOLVED and end is None:
+        # Resolved on an unknown day: it was last known active when it was recorded.
+        end = _first_date(r.get("recordedDate")) or start
     return Entry(
         ref,
         "Condition",
-        frozenset(concept_codes(r.get("code"))),
+        codes,
         start,
-        end=_first_date(r.get("abatementDateTime"), obj(r.get("abatementPeriod")).get("end")),
-        body_site=frozenset(concept_codes(r.get("bodySite"))),
+        end=end,
+        body_site=rec.read_concept(r.get("bodySite"))[0],
         text=concept_text(r.get("code")),
         raw=r,
+        start_lo=start_lo,
+        active_now=active,
+        suspected=_status_code(r.get("verificationStatus")) in _VERIFICATION_SUSPECTED,
+        status=clinical,
     )
 
 
-def _procedure(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
-    start, end = period_bounds(r.get("performedPeriod"))
+def _onset(rec: PatientRecord, r: Mapping[str, Any]) -> tuple[date | None, date | None]:
+    """(latest, earliest) onset from onsetDateTime, onsetPeriod, onsetAge or onsetString."""
+    late, early = _first_bounds(r.get("onsetDateTime"), obj(r.get("onsetPeriod")).get("start"), r.get("onsetString"))
+    if late is not None:
+        return late, early
+    age = obj(r.get("onsetAge"))
+    birth = date_bounds(obj(rec.patient).get("birthDate")) if rec.patient else None
+    years = _age_years(age)
+    if years is not None and birth is not None:
+        # Age N lasts a whole year: onset lies between the Nth birthday and the day before the next.
+        first = _add_years(birth[0], int(years))
+        last = _add_years(birth[1], int(years) + 1) - timedelta(days=1)
+        return last, first
+    return None, None
+
+
+def _abatement_age(rec: PatientRecord, r: Mapping[str, Any]) -> date | None:
+    years = _age_years(obj(r.get("abatementAge")))
+    birth = date_bounds(obj(rec.patient).get("birthDate")) if rec.patient else None
+    if years is None or birth is None:
+        return None
+    return _add_years(birth[1], int(years) + 1) - timedelta(days=1)
+
+
+def _age_years(age: Mapping[str, Any]) -> float | None:
+    value = age.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    unit = str(age.get("code") or age.get("unit") or "a").lower()
+    per_year = {"a": 1, "yr": 1, "year": 1, "years": 1, "mo": 12, "month": 12, "months": 12}.get(unit)
+    return float(value) / per_year if per_year else None
+
+
+def _add_years(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)
+
+
+def _procedure(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Unread:
+    (p_start, p_start_lo), end = _period(r.get("performedPeriod"))
+    start, start_lo = _first_bounds(r.get("performedDateTime"), r.get("performedString"))
+    start, start_lo = (start, start_lo) if start else (p_start, p_start_lo)
+    codes, unknown = rec.read_concept(r.get("code"))
+    if not codes:
+        return _unread_concept(ref, "Procedure", unknown, start)
     return Entry(
         ref,
         "Procedure",
-        frozenset(concept_codes(r.get("code"))),
-        _first_date(r.get("performedDateTime")) or start,
+        codes,
+        start,
         end=end,
-        body_site=frozenset(concept_codes(r.get("bodySite"))),
-        reason_codes=frozenset(concept_codes(r.get("reasonCode"))),
+        body_site=rec.read_concept(r.get("bodySite"))[0],
+        reason_codes=rec.read_concept(r.get("reasonCode"))[0],
         reason_refs=_references(r.get("reasonReference")),
         text=concept_text(r.get("code")),
         raw=r,
+        start_lo=start_lo,
     )
 
 
-def _observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
-    start, _ = period_bounds(r.get("effectivePeriod"))
-    value_codes = concept_codes(r.get("valueCodeableConcept")) | concept_codes(r.get("interpretation"))
+def _observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Unread | None:
+    """An Observation with its value read (observations.read_value); components become entries of their own."""
+    (p_start, p_lo), _ = _period(r.get("effectivePeriod"))
+    start, start_lo = _first_bounds(r.get("effectiveDateTime"), r.get("effectiveInstant"))
+    if start is None:
+        start, start_lo = (p_start, p_lo) if p_start else _first_bounds(r.get("issued"))
+    codes, unknown = rec.read_concept(r.get("code"))
+    understood_parts = 0
+    for component in arr(r.get("component")):
+        part = _observation_part(rec, ref, obj(component), start, start_lo, r)
+        if isinstance(part, Unread):
+            rec._unread(part)
+        elif part is not None:
+            rec.add_entry(part)
+            understood_parts += 1
+    if not codes:
+        # A panel under a local code is read through its components; anything else is not understood.
+        return None if understood_parts else _unread_concept(ref, "Observation", unknown, start)
+    value = read_value(r, rec)
+    if value.unreadable:
+        return Unread(ref, "Observation", value.unreadable, codes | value.codes, start)
     return Entry(
         ref,
         "Observation",
-        frozenset(concept_codes(r.get("code"))),
-        _first_date(r.get("effectiveDateTime"), r.get("effectiveInstant")) or start or _first_date(r.get("issued")),
-        value_codes=frozenset(value_codes),
-        quantity=_quantity(r),
-        body_site=frozenset(concept_codes(r.get("bodySite"))),
+        codes,
+        start,
+        value_codes=value.codes,
+        quantity=value.quantity,
+        body_site=rec.read_concept(r.get("bodySite"))[0],
         text=concept_text(r.get("code")),
         raw=r,
+        start_lo=start_lo,
+        absent=value.absent,
     )
 
 
-def _route_codes(r: Mapping[str, Any]) -> set[Code]:
+def _observation_part(
+    rec: PatientRecord,
+    ref: str,
+    component: Mapping[str, Any],
+    start: date | None,
+    start_lo: date | None,
+    parent: Mapping[str, Any],
+) -> Entry | Unread | None:
+    codes, _ = rec.read_concept(component.get("code"))
+    if not codes:
+        return None  # an unknown component of a known observation: the parent says what it is
+    value = read_value(component, rec)
+    if value.unreadable:
+        return Unread(ref, "Observation", f"component {value.unreadable}", codes | value.codes, start)
+    return Entry(
+        ref,
+        "Observation",
+        codes,
+        start,
+        value_codes=value.codes,
+        quantity=value.quantity,
+        raw=parent,
+        start_lo=start_lo,
+        absent=value.absent,
+    )
+
+
+def _route_codes(rec: PatientRecord, r: Mapping[str, Any]) -> frozenset[Code]:
     """Routes from every dosage structure of a medication resource (R4 names them differently)."""
     dosages = [*arr(r.get("dosageInstruction")), *arr(r.get("dosage")), obj(r.get("dosage"))]
-    return {code for d in dosages for code in concept_codes(obj(d).get("route"))}
+    # Raw codes: a route the terminology does not know is still not "by mouth".
+    return frozenset(code for d in dosages for code in concept_codes(obj(d).get("route")))
 
 
-def _medication(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
+def _medication(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Unread:
+    """A medication exposure: its start, its end when the data gives one, and whether it is still in force."""
     rtype = str(r.get("resourceType"))
-    eff_start, eff_end = period_bounds(r.get("effectivePeriod"))
-    validity = obj(r.get("dispenseRequest")).get("validityPeriod")
-    v_start, v_end = period_bounds(validity)
-    start = (
-        _first_date(r.get("effectiveDateTime"), r.get("authoredOn"), r.get("whenHandedOver")) or eff_start or v_start
+    (eff_start, eff_lo), eff_end = _period(r.get("effectivePeriod"))
+    (v_start, v_lo), v_end = _period(obj(r.get("dispenseRequest")).get("validityPeriod"))
+    start, start_lo = _first_bounds(
+        r.get("effectiveDateTime"), r.get("authoredOn"), r.get("whenHandedOver"), r.get("dateAsserted")
     )
+    if start is None:
+        start, start_lo = (eff_start, eff_lo) if eff_start else (v_start, v_lo)
     end = eff_end or v_end
-    if rtype == "MedicationDispense" and start and end is None:
-        supply = obj(r.get("daysSupply")).get("value")
-        if isinstance(supply, (int, float)) and not isinstance(supply, bool):
-            end = start + timedelta(days=int(supply))
+    if end is None and start is not None:
+        end = _supply_end(r, start)
+    codes, why = rec.medication_codes(r)
+    if why is not None:
+        return Unread(ref, rtype, why, day=start)
     return Entry(
         ref,
         rtype,
-        frozenset(rec.medication_codes(r)),
+        codes,
         start,
         end=end,
-        active_now=r.get("status") in ("active", "in-progress"),
-        reason_codes=frozenset(concept_codes(r.get("reasonCode"))),
-        route_codes=frozenset(_route_codes(r)),
+        active_now=r.get("status") in _ACTIVE_MEDICATION,
+        reason_codes=rec.read_concept(r.get("reasonCode"))[0],
+        route_codes=_route_codes(rec, r),
+        text=" ".join(concept_text(c) for c in (r.get("medicationCodeableConcept"),) if c),
         raw=r,
+        start_lo=start_lo,
+        status=r.get("status") if isinstance(r.get("status"), str) else None,
     )
 
 
-def _allergy(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
-    codes = concept_codes(r.get("code"))
+def _supply_end(r: Mapping[str, Any], start: date) -> date | None:
+    """The last day a dispense or request supplies, from daysSupply or expectedSupplyDuration and refills."""
+    supply = obj(r.get("daysSupply")).get("value")
+    request = obj(r.get("dispenseRequest"))
+    duration = obj(request.get("expectedSupplyDuration"))
+    fills = 1
+    if supply is None and duration:
+        unit = str(duration.get("code") or duration.get("unit") or "d").lower()
+        per_day = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30, "month": 30}.get(unit)
+        value = duration.get("value")
+        if per_day and isinstance(value, (int, float)) and not isinstance(value, bool):
+            supply = value * per_day
+        repeats = request.get("numberOfRepeatsAllowed")
+        fills += repeats if isinstance(repeats, int) and not isinstance(repeats, bool) and repeats > 0 else 0
+    if isinstance(supply, (int, float)) and not isinstance(supply, bool) and 0 <= supply < 100_000:
+        return start + timedelta(days=int(supply) * fills)
+    return None
+
+
+def _allergy(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Unread | None:
+    clinical = _status_code(r.get("clinicalStatus"))
+    if clinical in _CLINICAL_RESOLVED:
+        return None  # no longer allergic
+    codes, unknown = rec.read_concept(r.get("code"))
     for reaction in arr(r.get("reaction")):
-        if isinstance(reaction, Mapping):
-            codes |= concept_codes(reaction.get("substance"))
+        found, missing = rec.read_concept(obj(reaction).get("substance"))
+        codes, unknown = codes | found, unknown + missing
+    if not codes:
+        named = rec.terminology.classify_text(concept_text(r.get("code")))
+        if not named:
+            return _unread_concept(ref, "AllergyIntolerance", unknown, None)
+        codes = frozenset(named)
+    start, start_lo = _first_bounds(r.get("onsetDateTime"), r.get("recordedDate"))
     return Entry(
         ref,
         "AllergyIntolerance",
-        frozenset(codes),
-        _first_date(r.get("onsetDateTime"), r.get("recordedDate")),
+        codes,
+        start,
         text=concept_text(r.get("code")),
         raw=r,
+        start_lo=start_lo,
+        active_now=True,
+        suspected=_status_code(r.get("verificationStatus")) in _VERIFICATION_SUSPECTED,
     )
 
 
-def _device(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
-    codes = concept_codes(r.get("type")) | concept_codes(r.get("safety"))
+def _device(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Unread:
+    codes, unknown = rec.read_concept(r.get("type"))
+    safety, _ = rec.read_concept(r.get("safety"))
+    if not codes and not safety:
+        names = [obj(n).get("name") for n in arr(r.get("deviceName"))]
+        return Unread(
+            ref,
+            "Device",
+            f"device type {', '.join(unknown) or 'not coded'} not classified"
+            + (f" ({'; '.join(str(n) for n in names if n)})" if any(names) else ""),
+        )
     return Entry(
-        ref, "Device", frozenset(codes), _first_date(r.get("manufactureDate")), text=concept_text(r.get("type")), raw=r
+        ref,
+        "Device",
+        codes | safety,
+        _first_date(r.get("manufactureDate")),
+        text=concept_text(r.get("type")),
+        raw=r,
+        active_now=True,
     )
 
 
-def _report(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
-    start, _ = period_bounds(r.get("effectivePeriod"))
+def _report(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Unread:
+    (p_start, p_lo), _ = _period(r.get("effectivePeriod"))
+    start, start_lo = _first_bounds(r.get("effectiveDateTime"))
+    if start is None:
+        start, start_lo = (p_start, p_lo) if p_start else _first_bounds(r.get("issued"))
+    codes, unknown = rec.read_concept(r.get("code"))
+    if not codes:
+        return _unread_concept(ref, "DiagnosticReport", unknown, start)
     return Entry(
         ref,
         "DiagnosticReport",
-        frozenset(concept_codes(r.get("code"))),
-        _first_date(r.get("effectiveDateTime")) or start or _first_date(r.get("issued")),
-        value_codes=frozenset(concept_codes(r.get("conclusionCode"))),
+        codes,
+        start,
+        value_codes=rec.read_concept(r.get("conclusionCode"))[0],
         text=str(r.get("conclusion") or ""),
         raw=r,
+        start_lo=start_lo,
     )
 
 
@@ -410,38 +859,42 @@ def _imaging(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
         key = coding_key(modality)
         if key:
             codes.add(key)
-    codes |= concept_codes(r.get("procedureCode"))
+    codes |= rec.read_concept(r.get("procedureCode"))[0]
+    body: set[Code] = set()
     for series in arr(r.get("series")):
-        if isinstance(series, Mapping):
-            key = coding_key(obj(series.get("modality")))
-            if key:
-                codes.add(key)
-    return Entry(ref, "ImagingStudy", frozenset(codes), _first_date(r.get("started")), body_site=frozenset(), raw=r)
+        key = coding_key(obj(obj(series).get("modality")))
+        if key:
+            codes.add(key)
+        body |= rec.read_concept({"coding": [obj(obj(series).get("bodySite"))]})[0]
+    start, start_lo = _first_bounds(r.get("started"))
+    return Entry(ref, "ImagingStudy", frozenset(codes), start, body_site=frozenset(body), raw=r, start_lo=start_lo)
 
 
 def _encounter(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
-    start, end = period_bounds(r.get("period"))
-    codes = concept_codes(r.get("type")) | concept_codes(r.get("serviceType"))
+    """An Encounter. Its type is often a local code: that only means it adds no evidence, not that it hides any."""
+    (start, start_lo), end = _period(r.get("period"))
+    codes = rec.read_concept(r.get("type"))[0] | rec.read_concept(r.get("serviceType"))[0]
     cls = coding_key(obj(r.get("class")))
     value_codes = {cls} if cls else set()
     return Entry(
         ref,
         "Encounter",
-        frozenset(codes),
+        codes,
         start,
         end=end,
         value_codes=frozenset(value_codes),
-        reason_codes=frozenset(concept_codes(r.get("reasonCode"))),
+        reason_codes=rec.read_concept(r.get("reasonCode"))[0],
         raw=r,
+        start_lo=start_lo,
     )
 
 
 def _coverage(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
-    start, end = period_bounds(r.get("period"))
-    return Entry(ref, "Coverage", frozenset(concept_codes(r.get("type"))), start, end=end, raw=r)
+    (start, start_lo), end = _period(r.get("period"))
+    return Entry(ref, "Coverage", frozenset(concept_codes(r.get("type"))), start, end=end, raw=r, start_lo=start_lo)
 
 
-_BUILDERS = {
+_BUILDERS: dict[str, Any] = {
     "Condition": _condition,
     "Procedure": _procedure,
     "Observation": _observation,

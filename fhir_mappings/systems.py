@@ -7,6 +7,8 @@ systems in several ways (clinical-coding.md §0.1).
 
 from __future__ import annotations
 
+import re
+
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -26,18 +28,23 @@ _ALIASES: dict[str, str] = {
     "urn:oid:2.16.840.1.113883.6.12": CPT,
     "http://www.ama-assn.org/go/cpt/": CPT,
     "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    # WHO ICD-10 spellings: US EHRs put ICD-10-CM codes under them; the codes that both share mean the same.
+    "http://hl7.org/fhir/sid/icd-10": ICD10CM,
+    "http://hl7.org/fhir/sid/icd-10/": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.3": ICD10CM,
+    "http://hl7.org/fhir/sid/icd-10-us": ICD10CM,
     "http://hl7.org/fhir/sid/icd-10-cm/": ICD10CM,
     "urn:oid:2.16.840.1.113883.6.96": SNOMED,
     "http://snomed.info/sct/": SNOMED,
     "urn:oid:2.16.840.1.113883.6.1": LOINC,
     "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "http://www.nlm.nih.gov/research/umls/rxnorm/": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.69": NDC,
+    "http://hl7.org/fhir/sid/ndc/": NDC,
+    "http://loinc.org/": LOINC,
     "http://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set": CMS_POS,
     "urn:oid:2.16.840.1.113883.5.4": ACTCODE,
-    "urn:oid:2.16.840.1.113883.6.69": NDC,
 }
-
-# Systems whose codes are case-insensitive in practice and are stored upper-case.
-_UPPER_CASE = frozenset({ICD10CM, CPT, HCPCS})
 
 
 def normalize_system(system: str | None) -> str:
@@ -74,6 +81,27 @@ def normalize_code(system: str, code: str | None) -> str:
     code = code.strip()
     if system == ICD10CM:
         return normalize_icd10(code)
-    if system in _UPPER_CASE:
-        return code.upper()
+    if system in (CPT, HCPCS):
+        return base_procedure_code(code)
     return code
+
+
+_MODIFIER = re.compile(r"^([0-9A-Z]{5})(?:[-\s:]+[0-9A-Z]{2})+$")
+
+
+def base_procedure_code(code: str) -> str:
+    """Return a CPT/HCPCS code without the modifiers billing systems append (``64479-RT`` -> ``64479``).
+
+    Modifiers say which side or which repeat, never which service, so the
+    CarePath's code lists match on the five-character base.
+
+    >>> base_procedure_code("64479-rt")
+    '64479'
+    >>> base_procedure_code("64479 RT 59")
+    '64479'
+    >>> base_procedure_code("G0151")
+    'G0151'
+    """
+    code = code.upper()
+    match = _MODIFIER.match(code)
+    return match.group(1) if match else code

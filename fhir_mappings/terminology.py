@@ -13,21 +13,15 @@ dicts so every lookup is a dict access: it runs per coding on the request path.
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 
 from fhir_mappings.codes import Code
 from fhir_mappings.systems import ATC, ICD10CM, NDC, RXNORM, normalize_code, normalize_system
-
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "cds_server" / "terminology" / "terminology.json"
-SCHEMA_NAME = "terminology.schema.json"
 
 _ICD10CM_PATTERN = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
 
@@ -85,7 +79,8 @@ def _unit_key(unit: str) -> str:
 class Terminology:
     """Precomputed, read-only lookups over the terminology file.
 
-    Build it with :func:`load_terminology`; the constructor fields are the
+    Build it with :func:`parse_terminology` (from a file: ``cds_server.carepath_store.load_terminology``);
+    the constructor fields are the
     precomputed tables and are not meant to be filled by hand.
     """
 
@@ -162,6 +157,22 @@ class Terminology:
             return None
         factor, offset = conversion
         return value * factor + offset
+
+    def convert(self, value: float, unit: str, targets: Iterable[str]) -> float | None:
+        """``value`` in the first of ``targets`` it can be expressed in, None when none fits.
+
+        A criterion names the units its threshold is written in; a result in another
+        spelling or scale of the same quantity is converted, any other is left unread.
+        """
+        wanted = [_unit_key(t) for t in targets]
+        if _unit_key(unit or "") in wanted:
+            return value
+        for quantity, canonical in self.canonical_units.items():
+            if _unit_key(canonical) in wanted:
+                converted = self.to_unit(quantity, value, unit)
+                if converted is not None:
+                    return converted
+        return None
 
     def canonical_unit(self, quantity: str) -> str | None:
         """The unit :meth:`to_unit` converts ``quantity`` to, None when the quantity is not listed."""
@@ -293,33 +304,11 @@ def _compile(doc: Mapping[str, Any]) -> Terminology:
     )
 
 
-def parse_terminology(doc: Any, schema: Mapping[str, Any] | None = None) -> Terminology:
-    """Validate an already-parsed document and build the lookup object (tests use this directly)."""
-    if schema is None:
-        schema = json.loads((DEFAULT_PATH.parent / SCHEMA_NAME).read_text(encoding="utf-8"))
+def parse_terminology(doc: Any, schema: Mapping[str, Any]) -> Terminology:
+    """Validate an already-parsed document against ``schema`` and build the lookup object.
+
+    Reading the file is :func:`cds_server.carepath_store.load_terminology`'s job: this
+    package stays pure (no files), like the engine.
+    """
     _validate(doc, schema)
     return _compile(doc)
-
-
-@functools.lru_cache(maxsize=1)
-def _load_default() -> Terminology:
-    return _load(DEFAULT_PATH)
-
-
-def _load(path: Path) -> Terminology:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InvalidTerminologyError(f"$: not JSON ({exc})") from exc
-    schema_path = path.parent / SCHEMA_NAME
-    if not schema_path.exists():
-        schema_path = DEFAULT_PATH.parent / SCHEMA_NAME
-    schema = json.loads(schema_path.read_text(encoding="utf-8"))
-    return parse_terminology(doc, schema)
-
-
-def load_terminology(path: Path | str | None = None) -> Terminology:
-    """Load and schema-validate (the default file is cached with functools.lru_cache)."""
-    if path is None or Path(path).resolve() == DEFAULT_PATH:
-        return _load_default()
-    return _load(Path(path))

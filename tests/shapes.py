@@ -108,19 +108,34 @@ class Terminology:
 
 
 def load_terminology() -> Terminology:
-    """Use the service's terminology when it exists (and offers these maps), else the fallback tables."""
-    try:
-        from fhir_mappings import terminology as module  # type: ignore[attr-defined]
-    except ImportError:
-        return Terminology(FALLBACK_PRODUCTS, FALLBACK_SNOMED_FOR_ICD10, "fallback table in tests/shapes.py")
-    loaded = module.load_terminology()
-    products = dict(FALLBACK_PRODUCTS)
+    """Products and SNOMED equivalents from the service's terminology file, on top of the fallback tables.
+
+    Read from the data file itself (the loaded object keeps no displays): every product of an
+    ingredient the CarePath lists, and every SNOMED concept mapped to an ICD-10-CM code.
+    """
+    import json
+
+    from cds_server.carepath_store import DEFAULT_TERMINOLOGY
+
+    doc = json.loads(DEFAULT_TERMINOLOGY.read_text(encoding="utf-8"))
+    products: dict[str, tuple[tuple[str, str, str], ...]] = dict(FALLBACK_PRODUCTS)
+    for product in doc["products"]:
+        if len(product["ingredients"]) == 1:
+            ingredient = product["ingredients"][0]
+            found = products.get(ingredient, ())
+            if len(found) < 3:
+                products[ingredient] = (*found, (RXNORM, product["code"], product["display"]))
+    # Only one-to-one maps are equivalents: when several SNOMED concepts classify to one ICD-10-CM code
+    # (hyperreflexia and Hoffmann sign both to R29.2), each is narrower than the code, not the same finding.
+    sources: dict[str, list[tuple[str, str]]] = {}
+    for row in doc["maps"]:
+        for target in row["to"]:
+            sources.setdefault(target["code"], []).append((row["from"]["code"], row["from"].get("display", "")))
     snomed = dict(FALLBACK_SNOMED_FOR_ICD10)
-    for name, target in (("products_by_ingredient", products), ("snomed_for_icd10", snomed)):
-        extra = getattr(loaded, name, None)
-        if isinstance(extra, Mapping):
-            target.update(extra)
-    return Terminology(products, snomed, "fhir_mappings.terminology (+ fallback)")
+    for code, found in sources.items():
+        if len(found) == 1:
+            snomed.setdefault(code, found[0])
+    return Terminology(products, snomed, "cds_server/terminology/terminology.json (+ fallback)")
 
 
 TERMINOLOGY = load_terminology()

@@ -105,9 +105,18 @@ def test_unmet_order_gets_a_warning_with_override_reasons_and_alternatives(clien
     assert actions[1]["resource"]["code"]["coding"][0]["code"] == "72141", "MRI instead of CT"
 
 
-def test_no_alternative_is_offered_that_this_record_would_refuse(client: FlaskClient) -> None:
+def test_no_alternative_is_offered_that_this_record_would_refuse(tmp_path: Path) -> None:
     """CT not met for want of a qualifying reason: an MRI would be refused for the same reason, so none is offered."""
-    payload = sign(client, scenario("ct-ctm/ct-plain-no-qualifying-reason-not-met"))
+    on_its_date = create_app(
+        {
+            "AUTH_REQUIRED": False,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'dated.sqlite'}",
+            "CLOCK": lambda: datetime(2024, 4, 15, 15, 0, tzinfo=UTC),  # the order's authoredOn
+            "PAYER_NAME": "Acme Health",
+            "PUBLIC_BASE_URL": "https://cds.acme.example",
+        }
+    ).test_client()
+    payload = sign(on_its_date, scenario("ct-ctm/ct-plain-no-qualifying-reason-not-met"))
     warning = payload["cards"][0]
     assert warning["indicator"] == "warning" and warning["source"]["topic"]["code"] == "off-guideline"
     assert {r["code"] for r in warning["overrideReasons"]} >= {"clinical-judgment", "urgent"}

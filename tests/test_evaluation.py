@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from cds_server.carepath_store import terminology_for
 from cds_server.engine import CarePath, OrderDecision, Outcome, Tri, evaluate_orders
 from fhir_mappings.orders import read_order
 from fhir_mappings.record import PatientRecord
@@ -21,7 +22,7 @@ def decide(
     others: list[dict[str, Any]] = (),
 ) -> OrderDecision:  # type: ignore[assignment]
     orders = [read_order(order)] + [read_order(o, i + 1) for i, o in enumerate(others)]
-    return evaluate_orders([cp], orders, PatientRecord(record), TODAY, available)[0]
+    return evaluate_orders([cp], orders, PatientRecord(record, None, terminology_for([cp])), TODAY, available)[0]
 
 
 def failed_care() -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 
+from cds_server.carepath_store import load_carepaths, terminology_for
 from fhir_mappings.codes import CodeMatcher, concept_codes
 from fhir_mappings.dates import age_in_years, parse_date
 from fhir_mappings.orders import InvalidOrderError, read_order, validate_order
@@ -13,6 +14,8 @@ from fhir_mappings.questionnaire import Answers
 from fhir_mappings.record import PatientRecord
 from fhir_mappings.systems import HCPCS, ICD10CM, normalize_icd10
 from tests import builders as b
+
+TERMINOLOGY = terminology_for(load_carepaths())
 
 
 @pytest.mark.parametrize(
@@ -110,12 +113,20 @@ def test_record_drops_what_must_not_count() -> None:
             },
             "not a resource",
             {"id": "no-type"},
-        ]
+        ],
+        None,
+        TERMINOLOGY,
     )
-    assert [e.ref for e in record.entries("Condition")] == ["Condition/active", "Condition/no-status"]
+    conditions = {e.ref: e.active_now for e in record.entries("Condition")}
+    # A resolved Condition is history (it counts only in a look-back window it was active in).
+    assert conditions == {"Condition/active": True, "Condition/no-status": True, "Condition/resolved": False}
     assert [e.ref for e in record.entries("Procedure")] == ["Procedure/done", "Procedure/bundled"]
     assert record.entries("Observation") == []
-    assert set(record.ignored) >= {"Condition/resolved", "Condition/refuted", "Procedure/error", "Procedure/planned"}
+    # A preliminary result is not silence: it is kept as not understood, with its codes.
+    assert [(u.ref, u.codes) for u in record.unread_of("Observation")] == [
+        ("Observation/prelim", frozenset({(b.LOINC, "72514-3")}))
+    ]
+    assert set(record.ignored) >= {"Condition/refuted", "Procedure/error", "Procedure/planned"}
 
 
 def test_medication_reference_to_contained_product_yields_ingredient_codes() -> None:
@@ -135,7 +146,7 @@ def test_medication_reference_to_contained_product_yields_ingredient_codes() -> 
         "medicationReference": {"reference": "#med"},
         "authoredOn": "2024-01-01",
     }
-    entry = PatientRecord([request]).entries("MedicationRequest")[0]
+    entry = PatientRecord([request], None, TERMINOLOGY).entries("MedicationRequest")[0]
     assert (b.RXNORM, "11289") in entry.codes and (b.RXNORM, "855332") in entry.codes
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cds_server.carepath_store import DEFAULT_CAREPATHS, load_carepaths
+from cds_server.carepath_store import DEFAULT_CAREPATHS, load_carepaths, terminology_for
 from cds_server.engine import CarePath, Outcome, evaluate_orders
 from fhir_mappings.orders import read_order
 from fhir_mappings.record import PatientRecord
@@ -22,7 +22,9 @@ def both() -> list[CarePath]:
 
 
 def decide(carepaths: list[CarePath], order: dict, record: list[dict]) -> object:
-    return evaluate_orders(carepaths, [read_order(order)], PatientRecord(record), date(2024, 6, 1))[0]
+    return evaluate_orders(
+        carepaths, [read_order(order)], PatientRecord(record, None, terminology_for(carepaths)), date(2024, 6, 1)
+    )[0]
 
 
 def test_knee_order_is_decided_by_the_knee_carepath(both: list[CarePath]) -> None:

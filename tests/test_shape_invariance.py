@@ -25,7 +25,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_server.carepath_store import load_carepaths
+from cds_server.carepath_store import load_carepaths, terminology_for
 from cds_server.engine import CarePath, OrderDecision
 from cds_server.engine.logic import Tri, all_of, any_of
 from cds_server.engine.model import Group, Leaf, Node, Ref
@@ -205,8 +205,53 @@ def _negated_in(leaf: Leaf, scenario: Scenario, carepath: CarePath) -> bool:
     if not negating:
         return False
     matcher = carepath.matcher(negating)
-    record = PatientRecord(scenario.record, patient_id(scenario))
+    record = PatientRecord(scenario.record, patient_id(scenario), terminology_for(CAREPATHS))
     return any(matcher.first_match(e.codes | e.value_codes) for e in record.entries("Condition", "Observation"))
+
+
+# Shapes the reader cannot take as proof: not understood, suspected, not final, or a value it cannot read.
+# For these the service asks (one focused question), so a documentation answer already in the record
+# legitimately settles them; a decisive shape must win over any answer.
+_DOUBT_WORDS = (
+    "local-code",
+    "text-only",
+    "display-only",
+    "code-without-system",
+    "provisional",
+    "differential",
+    "unconfirmed",
+    "preliminary",
+    "unknown-status",
+    "unknown-clinical-status",
+    "not-numeric",
+    "unresolved",
+    "unknown-rxnorm",
+    "reference-display-only",
+    "interpretation-only",
+    "comparator",
+    "no-unit",
+    "lab:value-integer",  # a lab number with no unit: 40 platelets could be 40 or 40,000 per µL
+    "lab:value-string-numeric",  # likewise, a number in text with no unit
+)
+
+
+def _doubtful(shape: shapes.Shape) -> bool:
+    return not shape.understood or any(word in shape.name for word in _DOUBT_WORDS)
+
+
+def _answered(target: Target) -> bool:
+    """Whether the scenario's record already answers a question that settles the leaf."""
+    links = set(target.leaf.questions) | ({target.leaf.answer.link_id} if target.leaf.answer else set())
+    for resource in target.scenario.record:
+        if resource.get("resourceType") != "QuestionnaireResponse":
+            continue
+        stack = list(resource.get("item") or [])
+        while stack:
+            item = stack.pop()
+            if item.get("linkId") in links and item.get("answer"):
+                return True
+            stack.extend(item.get("item") or [])
+    return False
 
 
 TARGETS = list(_targets())
@@ -222,7 +267,10 @@ def _sampled(targets: Sequence[Target]) -> Iterator[tuple[Target, Finding, shape
             full.add(key)
         offset = zlib.crc32(f"{key}|{target.leaf.id}".encode()) % STRIDE
         for finding in target.findings:
+            answered = _answered(target)
             for index, (shape, resources) in enumerate(shapes.shapes_for(finding)):
+                if answered and _doubtful(shape):
+                    continue  # the clinician's answer settles what the record cannot prove
                 if key in full or index % STRIDE == offset:
                     yield target, finding, shape, resources
 
@@ -342,7 +390,7 @@ def _conflicts_of(scenario: Scenario, decision: OrderDecision) -> Iterator[Confl
     raw = next(o for o in scenario.orders if f"{o['resourceType']}/{o['id']}" == decision.order_ref)
     order = read_order(raw, 0)
     common = (scenario, decision.order_ref, str(decision.service_id))
-    record = PatientRecord(scenario.record, patient_id(scenario))
+    record = PatientRecord(scenario.record, patient_id(scenario), terminology_for(CAREPATHS))
     birth = parse_date((record.patient or {}).get("birthDate"))
     if birth and "hx.adult" in asked:
         adult = age_in_years(birth, as_of) >= 18

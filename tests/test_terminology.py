@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from cds_server.carepath_store import DEFAULT_TERMINOLOGY as DEFAULT_PATH
+from cds_server.carepath_store import TERMINOLOGY_SCHEMA, load_terminology
 from fhir_mappings.systems import ATC, ICD10CM, NDC, RXNORM, SNOMED
-from fhir_mappings.terminology import (
-    DEFAULT_PATH,
-    InvalidTerminologyError,
-    is_icd10cm_syntax,
-    load_terminology,
-    parse_terminology,
-)
+from fhir_mappings.terminology import InvalidTerminologyError, is_icd10cm_syntax
+from fhir_mappings.terminology import parse_terminology as _parse
+
+
+def parse_terminology(doc: dict) -> object:
+    return _parse(doc, json.loads(TERMINOLOGY_SCHEMA.read_text(encoding="utf-8")))
+
 
 ROOT = Path(__file__).resolve().parent.parent
 CAREPATH = ROOT / "cds_server" / "carepaths" / "neck-pain.json"

@@ -14,16 +14,17 @@ from dataclasses import replace
 from datetime import date
 from typing import Any
 
+from cds_server.engine import facts
 from cds_server.engine.context import EvalContext
 from cds_server.engine.logic import Tri, all_of, any_of, compare
 from cds_server.engine.model import GROUP_KINDS, REQUEST_KINDS, AnswerSpec, CarePath, Group, Leaf, Node, Ref, Service
 from cds_server.engine.operators import FALSE, REGISTRY, SUGGESTIVE, TRUE, Finding
 from cds_server.engine.prefill import prefill
 from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
-from fhir_mappings.codes import Code, arr, concept_codes
+from fhir_mappings.codes import Code, arr, coding_key, concept_codes
 from fhir_mappings.orders import Order
 from fhir_mappings.questionnaire import Answers
-from fhir_mappings.record import PatientRecord
+from fhir_mappings.record import IGNORED, PatientRecord, status_reading
 
 _KIND_LABEL = {
     "population": "population",
@@ -50,6 +51,7 @@ def evaluate_orders(
     others (a CT myelogram is recognised by its companion order).
     """
     answers_by_cp = {cp.id: Answers(_responses_for(cp, record)) for cp in carepaths}
+    orders = [_read_with(record, order) for order in orders]
     decisions = []
     for order in orders:
         others = tuple(o for o in orders if o is not order)
@@ -66,6 +68,33 @@ def evaluate_orders(
 
 
 _REFUSED = (Outcome.NOT_MET, Outcome.CONTRAINDICATED)
+
+
+def _read_with(record: PatientRecord, order: Order) -> Order:
+    """The order with its reason, body-site and place codes classified like the record's (a SNOMED finding
+    as its reason carries its ICD-10-CM class), so cohort and region rules read every coding EHRs send."""
+    return replace(
+        order,
+        reason_codes=record.classified(order.reason_codes),
+        body_site=record.classified(order.body_site),
+        location_codes=record.classified(order.location_codes),
+    )
+
+
+def decision_date(order: Order, call_date: date) -> tuple[date, str]:
+    """The date an order is decided as of (product-decisions.md §5), and a note when it is not ``authoredOn``.
+
+    ``authoredOn`` when it is not after the call; a future ``authoredOn`` never moves the
+    decision (it would let windows and waiting periods be met by post-dating an order).
+    """
+    authored = order.authored_on
+    if authored is None:
+        return call_date, ""
+    if authored > call_date:
+        return call_date, (
+            f"The order is dated {authored.isoformat()}, after today; it was decided as of {call_date.isoformat()}."
+        )
+    return authored, ""
 
 
 def _worth_offering(alternatives: list[dict[str, Any]], order: Order, verdict: Any) -> list[dict[str, Any]]:
@@ -127,7 +156,22 @@ def _decide_order(
     record_available: bool,
     answers_by_cp: dict[str, Answers],
 ) -> OrderDecision:
-    as_of = order.authored_on or call_date
+    as_of, date_note = decision_date(order, call_date)
+    decision = _decide_as_of(carepaths, order, others, record, as_of, record_available, answers_by_cp)
+    if date_note:
+        decision.notes.insert(0, date_note)
+    return decision
+
+
+def _decide_as_of(
+    carepaths: Sequence[CarePath],
+    order: Order,
+    others: tuple[Order, ...],
+    record: PatientRecord,
+    as_of: date,
+    record_available: bool,
+    answers_by_cp: dict[str, Answers],
+) -> OrderDecision:
     candidates = [(cp, s) for cp in carepaths for s in cp.services if s.order_codes.first_match(order.codes)]
     if not candidates:
         codes = ", ".join(f"{c[1]}" for c in sorted(order.codes)) or "no coded service"
@@ -165,19 +209,24 @@ def _cohort(ctx: EvalContext) -> tuple[bool, str]:
     """Return whether the order's diagnosis is in the cohort (product-decisions.md §3)."""
     order = ctx.order
     reasons: set[Code] = set(order.reason_codes)
+    refuted = 0
     for ref in order.reason_refs:
         raw = ctx.record.resolve(ref) or _contained(order, ref)
-        if raw:
-            reasons |= concept_codes(raw.get("code"))
+        if raw and status_reading(raw)[0] == IGNORED:
+            refuted += 1  # refuted or entered in error: never a reason (product-decisions.md §1)
+        elif raw:
+            reasons |= ctx.record.read_concept(raw.get("code"))[0]
     cohort = ctx.carepath.cohort
     if reasons:
         hit = cohort.first_match(reasons)
         if hit:
             return True, f"order reason {hit[1]} is in the cohort"
         return False, "order reasons are outside the cohort"
+    if refuted and not order.reason_codes:
+        return False, "the order's reason is refuted or entered in error"
     for entry in ctx.record.entries("Condition"):
         hit = cohort.first_match(entry.codes)
-        if hit and (entry.start is None or entry.start <= ctx.as_of) and (entry.end is None or entry.end >= ctx.as_of):
+        if hit and facts.still_active(entry, ctx.as_of) and (entry.start_lo or entry.start or ctx.as_of) <= ctx.as_of:
             return True, f"active diagnosis {hit[1]} in {entry.ref} is in the cohort (the order gives no reason)"
     return False, "no cohort diagnosis on the order or in the record"
 
@@ -348,6 +397,47 @@ def _decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
             leaf.id, leaf.text, leaf.cite, label, value, reason, evidence, list(leaf.questions), dict(leaf.parameters)
         )
 
+    recorded = {TRUE: Tri.MET, FALSE: Tri.NOT_MET}.get(finding.status)
+    if recorded is not None and answered is not None and _contradicts(leaf, finding, answered[0], ctx):
+        # The record outranks an answer on a fact it states (product-decisions.md §7): the record
+        # decides, and the contradiction is named so that no authorization rests on either.
+        decided = result(recorded, finding.reason, finding.evidence + [answered[2]])
+        decided.conflict = f"{answered[1]}, but the record shows: {finding.reason}"
+        return decided
+    decided = _precedence(leaf, ctx, kind, finding, answered, result)
+    decided.conflict = decided.conflict or finding.conflict
+    return decided
+
+
+def _contradicts(leaf: Leaf, finding: Finding, answered: Tri, ctx: EvalContext) -> bool:
+    """Whether a documentation answer contradicts a fact the record states (product-decisions.md §7).
+
+    Not only when it would change the criterion: 20 visits answered for a 12-visit order
+    contradicts the order even though both are under the limit.
+    """
+    if not finding.stated or leaf.answer is None:
+        return False
+    recorded = Tri.MET if finding.status == TRUE else Tri.NOT_MET
+    if answered is not recorded:
+        return True
+    given = ctx.answers.first(leaf.answer.link_id)
+    value = given.value if given is not None else None
+    if finding.stated_value is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return abs(float(value) - finding.stated_value) >= 0.5
+    question = ctx.carepath.questions.get(leaf.answer.link_id)
+    if finding.stated_codes and question is not None and isinstance(value, str):
+        meaning = {
+            str(option.get("code")): {coding_key(m) for m in arr(option.get("means"))} for option in question.options
+        }
+        stated = {o for o, codes in meaning.items() if codes & finding.stated_codes}
+        return bool(stated) and value not in stated
+    return False
+
+
+def _precedence(
+    leaf: Leaf, ctx: EvalContext, kind: str, finding: Finding, answered: Any, result: Any
+) -> CriterionResult:
+    """Record proof, then an answer, then record disproof, then doubt, then silence."""
     if finding.status == TRUE:
         return result(Tri.MET, finding.reason, finding.evidence)
     if answered is not None:
@@ -417,6 +507,7 @@ def _outcome(
         outcome, failing = Outcome.DOCUMENTATION_NEEDED, []
     else:
         outcome, failing = Outcome.CRITERIA_MET, []
+    conflicts = [f"{n.text}: {n.conflict}" for r in routing + roots for n in r.walk() if n.conflict]
     questions = _questions(roots) if outcome is Outcome.DOCUMENTATION_NEEDED else []
     all_nodes = [n for r in roots for n in r.walk()]
     used = sorted({e for n in all_nodes for e in n.evidence if e.startswith("QuestionnaireResponse/")})
@@ -430,7 +521,8 @@ def _outcome(
         cp.version,
         service.id,
         service.title,
-        auto_approval=outcome is Outcome.CRITERIA_MET and service.auto_approval,
+        auto_approval=outcome is Outcome.CRITERIA_MET and service.auto_approval and not conflicts,
+        conflicts=list(dict.fromkeys(conflicts)),
         applicability=cohort,
         criteria=routing + roots,
         questions=questions,

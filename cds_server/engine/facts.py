@@ -39,9 +39,49 @@ def within(entry_day: date | None, as_of: date, lookback_days: int | None) -> bo
     return lookback_days is None or entry_day >= as_of - timedelta(days=lookback_days)
 
 
+def entry_day(entry: Entry, as_of: date) -> date | None:
+    """The day an entry is taken to be, for windows ending at ``as_of`` (product-decisions.md §5).
+
+    A reduced-precision date ("2024-03") is taken at its latest day not after ``as_of``: the
+    bound least favourable to approval for "in the window" and "how long ago" alike. An entry
+    that may only have happened after ``as_of`` is in the future (``date.max``).
+    """
+    if entry.start is None:
+        return None
+    if entry.start <= as_of:
+        return entry.start
+    earliest = entry.start_lo or entry.start
+    return as_of if earliest <= as_of else date.max
+
+
+def counts_in_window(entry: Entry, as_of: date, lookback_days: int | None) -> bool:
+    """Whether an entry counts as of ``as_of`` in a look-back window (product-decisions.md §1).
+
+    A Condition, allergy or implant that is active now counts however old its onset, and
+    undated; a resolved one counts only in a window it was active in. Other entries count
+    when their day lies in the window.
+    """
+    day = entry_day(entry, as_of)
+    if entry.type in _STATEFUL:
+        # Active now is the record's own statement; an onset after the evaluation date is a data
+        # error, not a reason to ignore it (least favourable to approval).
+        if entry.active_now and (entry.end is None or entry.end >= as_of):
+            return True
+        if lookback_days is None:
+            return False
+        last = entry.end or day
+        return last is not None and last != date.max and last >= as_of - timedelta(days=lookback_days)
+    return day != date.max and within(day, as_of, lookback_days)
+
+
+_STATEFUL = ("Condition", "AllergyIntolerance", "Device")
+
+
 def still_active(entry: Entry, as_of: date) -> bool:
-    """Return False for a Condition or allergy that abated before ``as_of``."""
-    return entry.end is None or entry.end >= as_of or entry.type not in ("Condition", "AllergyIntolerance")
+    """Return False for a Condition or allergy that is not active on ``as_of``."""
+    if entry.type not in ("Condition", "AllergyIntolerance"):
+        return True
+    return entry.active_now and (entry.end is None or entry.end >= as_of)
 
 
 def matching_entries(
@@ -51,19 +91,76 @@ def matching_entries(
     lookback_days: int | None,
     use_values: bool = True,
 ) -> list[tuple[Entry, Code]]:
-    """Return (entry, matched code) for counted entries whose codes hit the value sets."""
+    """Return (entry, matched code) for counted entries whose codes hit the value sets.
+
+    Only proof counts here: a suspected diagnosis and a finding recorded as absent are
+    left to :func:`doubts` and :func:`denials`.
+    """
     matcher = ctx.matcher(tuple(value_sets))
     if not matcher:
         return []
     found = []
     for entry in ctx.record.entries(*types):
-        if not within(entry.start, ctx.as_of, lookback_days) or not still_active(entry, ctx.as_of):
+        if entry.suspected or entry.absent or not counts_in_window(entry, ctx.as_of, lookback_days):
             continue
         codes = entry.codes | entry.value_codes if use_values else entry.codes
         hit = matcher.first_match(codes)
         if hit:
             found.append((entry, hit))
     return found
+
+
+def denials(
+    ctx: EvalContext, value_sets: Iterable[str], types: Iterable[str], lookback_days: int | None
+) -> list[Entry]:
+    """Observations of these codes whose value says the finding is absent or negative."""
+    matcher = ctx.matcher(tuple(value_sets))
+    if not matcher:
+        return []
+    return [
+        e
+        for e in ctx.record.entries(*types)
+        if e.absent and matcher.first_match(e.codes) and counts_in_window(e, ctx.as_of, lookback_days)
+    ]
+
+
+def doubts(
+    ctx: EvalContext,
+    value_sets: Iterable[str],
+    types: Iterable[str],
+    lookback_days: int | None,
+    use_values: bool = True,
+) -> list[str]:
+    """Why the record may hold a finding of these value sets that the reader cannot prove or rule out.
+
+    Fail closed (product-decisions.md §1): a resource of these types that was not understood
+    (and, when its codes are known, matches the value sets), a suspected diagnosis that
+    matches, a matching entry with no date where a window applies, and an incomplete search
+    of these types. Each reason names the resource and what was not understood.
+    """
+    types = tuple(types)
+    matcher = ctx.matcher(tuple(value_sets))
+    found = [f"record incomplete for {', '.join(types)}: {why}" for why in ctx.record.incomplete_for(*types)]
+    for item in ctx.record.unread_of(*types):
+        if item.day is not None and not within(min(item.day, ctx.as_of), ctx.as_of, lookback_days):
+            continue
+        if not item.codes or matcher.first_match(item.codes):
+            found.append(item.describe())
+    for entry in ctx.record.entries(*types):
+        codes = entry.codes | entry.value_codes if use_values else entry.codes
+        if entry.absent or not matcher.first_match(codes):
+            continue
+        if entry.suspected and counts_in_window(entry, ctx.as_of, lookback_days):
+            found.append(f"{entry.ref}: suspected, not confirmed ({_status_word(entry)})")
+        elif entry.start is None and lookback_days is not None and entry.type not in _STATEFUL:
+            found.append(f"{entry.ref}: undated, so its place in the {lookback_days}-day window is unknown")
+    return found
+
+
+def _status_word(entry: Entry) -> str:
+    raw = entry.raw.get("verificationStatus")
+    codes = [c.get("code") for c in arr(obj(raw).get("coding")) if isinstance(c, Mapping)]
+    return f"verificationStatus {codes[0]}" if codes else "verificationStatus"
 
 
 def order_reason_codes(ctx: EvalContext) -> frozenset[Code]:
@@ -82,7 +179,7 @@ def _order_reason_codes(ctx: EvalContext) -> frozenset[Code]:
             )
         # A referenced Condition is evidence only while it counts (not resolved, refuted or in error).
         if raw is not None and counts_as_evidence(raw) and not _abated(raw, ctx.as_of):
-            codes |= concept_codes(raw.get("code"))
+            codes |= ctx.record.read_concept(raw.get("code"))[0]
     return frozenset(codes)
 
 
@@ -100,6 +197,7 @@ class Onset:
 
     day: date
     evidence: tuple[str, ...]
+    earliest: date | None = None  # the earliest day a reduced-precision onset may mean
 
 
 def symptom_onset(ctx: EvalContext) -> Onset | None:
@@ -114,22 +212,29 @@ def symptom_onset(ctx: EvalContext) -> Onset | None:
 
 
 def _symptom_onset(ctx: EvalContext) -> Onset | None:
+    """The onset of the order's own reason; only an order with no reason falls back on the record.
+
+    Borrowing an unrelated old diagnosis would make a two-week radiculopathy look chronic (or
+    the reverse): when the order's reason has no dated Condition, the onset is unknown and the
+    questionnaire asks.
+    """
     cfg = ctx.carepath.facts["symptomOnset"]
     index = [e for e, _ in matching_entries(ctx, cfg["indexValueSets"], ("Condition",), None, use_values=False)]
     referenced = []
     for ref in ctx.order.reason_refs:
-        raw = ctx.record.resolve(ref)
-        day = parse_date(obj(raw).get("onsetDateTime") or obj(raw).get("recordedDate"))
-        if raw and day and day <= ctx.as_of:
-            referenced.append(Entry(ref, "Condition", frozenset(), day))
+        entry = next((e for e in ctx.record.entries("Condition") if e.ref == ref or ref.endswith("/" + e.ref)), None)
+        if entry is not None and entry.start is not None and (entry.start_lo or entry.start) <= ctx.as_of:
+            referenced.append(entry)
     reasons = ctx.order.reason_codes
     own = [e for e in index if reasons and e.codes & reasons] + referenced
-    for candidates in (own, index + referenced):
-        dated = [e for e in candidates if e.start is not None]
-        if dated:
-            day = min(e.start for e in dated if e.start is not None)
-            return Onset(day, tuple(sorted({e.ref for e in dated if e.start == day})))
-    return None
+    has_reason = bool(reasons or ctx.order.reason_refs)
+    dated = [e for e in (own if has_reason else index) if e.start is not None]
+    if not dated:
+        return None
+    day = min(entry_day(e, ctx.as_of) or ctx.as_of for e in dated)
+    earliest = min(e.start_lo or e.start for e in dated if e.start is not None)
+    refs = tuple(sorted({e.ref for e in dated if entry_day(e, ctx.as_of) == day}))
+    return Onset(day, refs, earliest)
 
 
 # --- pain scores -------------------------------------------------------------------
@@ -291,16 +396,33 @@ def _sessions(
     by_day: dict[date, Session] = {}
     recorded = matching_entries(ctx, value_sets, ("Procedure",), lookback_days, use_values=False)
     for entry, _ in recorded if ctx.record_available else []:
-        if entry.start is None:
+        day = entry_day(entry, ctx.as_of)
+        if day is None or day == date.max:
             continue
         region = entry_region(ctx, entry)
         if same_region_only and not same_region(ctx, region):
             continue
-        session = by_day.setdefault(entry.start, Session(entry.start, region))
+        session = by_day.setdefault(day, Session(day, region))
         session.evidence.append(entry.ref)
     if answer_group:
         _merge_answered(ctx, by_day, answer_group, lookback_days, same_region_only)
     return [by_day[d] for d in sorted(by_day)]
+
+
+def session_doubts(ctx: EvalContext, value_sets: tuple[str, ...], lookback_days: int | None) -> list[str]:
+    """Why prior sessions of these codes may be miscounted: procedures not understood, undated or pending.
+
+    A local-coded or undated injection may be one more session in the window; counting
+    it as none would loosen a frequency limit (product-decisions.md §1, §5).
+    """
+    if not ctx.record_available or not value_sets:
+        return []
+    found = doubts(ctx, value_sets, ("Procedure",), lookback_days, use_values=False)
+    matcher = ctx.matcher(value_sets)
+    for entry in ctx.record.entries("Procedure"):
+        if entry.start is None and lookback_days is None and matcher.first_match(entry.codes):
+            found.append(f"{entry.ref}: undated")
+    return found
 
 
 def _merge_answered(

@@ -20,6 +20,7 @@ from cds_server.engine.context import EvalContext
 from cds_server.engine.logic import COMPARATORS, Tri, compare
 from fhir_mappings.codes import Code
 from fhir_mappings.dates import age_in_years, parse_date
+from fhir_mappings.record import Entry
 
 # What an operator found in the record about its statement.
 TRUE = "true"  # decisive evidence that the statement holds
@@ -36,6 +37,10 @@ class Finding:
     reason: str
     evidence: list[str] = field(default_factory=list)
     checked: str = ""
+    stated: bool = False  # the record states this fact itself (birth date, the order's own data, a value of absent)
+    stated_value: float | None = None  # the number the record states (visits, weeks), compared with a numeric answer
+    stated_codes: frozenset[Code] = frozenset()  # the codes the record states (a place of service)
+    conflict: str = ""  # an answer the record contradicts, found by the operator itself (recorded pain scores)
 
 
 OperatorFn = Callable[[EvalContext, Mapping[str, Any]], Finding]
@@ -129,38 +134,69 @@ def _days(args: Mapping[str, Any], key: str) -> int | None:
     },
 )
 def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
-    """A code from the value sets is recorded (optionally within a look-back window)."""
+    """A code from the value sets is recorded (optionally within a look-back window).
+
+    Proof makes it true; a newer record saying it is absent (a negating code, or an
+    Observation of the finding valued absent or negative) makes it false; anything the
+    reader could not understand that may hold it makes it unknown, never "none recorded".
+    """
     types = tuple(args.get("resourceTypes") or CLINICAL_TYPES)
     lookback = _days(args, "lookbackDays")
-    decisive = facts.matching_entries(ctx, args.get("valueSets") or (), types, lookback)
+    value_sets = tuple(args.get("valueSets") or ())
+    decisive = facts.matching_entries(ctx, value_sets, types, lookback)
     if args.get("includeOrderReasons"):
-        hit = ctx.matcher(tuple(args.get("valueSets") or ())).first_match(facts.order_reason_codes(ctx))
+        hit = ctx.matcher(value_sets).first_match(facts.order_reason_codes(ctx))
         if hit:
             return Finding(TRUE, f"{_describe(hit)} is the order's reason", [ctx.order.ref])
     checked = _checked(args, types, lookback)
+    denied = facts.denials(ctx, value_sets, types, lookback)
     if decisive:
-        negated = _negated(ctx, args, types, lookback, decisive)
+        negated = _negated(ctx, args, types, lookback, decisive, denied)
         if negated:
             return negated
         refs = [e.ref for e, _ in decisive]
         return Finding(TRUE, "; ".join(_cite(e.ref, c, e.start) for e, c in decisive[:3]), refs, checked)
     suggestive = facts.matching_entries(ctx, args.get("suggestiveValueSets") or (), types, lookback)
+    doubts = facts.doubts(ctx, value_sets, types, lookback)
+    if doubts:
+        return Finding(SUGGESTIVE, _not_understood(doubts), [], checked)
     if suggestive:
         text = "; ".join(_cite(e.ref, c, e.start) for e, c in suggestive[:3])
         return Finding(SUGGESTIVE, f"{text} needs confirmation", [e.ref for e, _ in suggestive], checked)
+    if denied and value_sets:
+        latest = max(denied, key=lambda e: (e.start or date.min, e.ref))
+        return Finding(
+            FALSE, f"recorded as absent in {latest.ref}" + _on(latest.start), [latest.ref], checked, stated=True
+        )
     return Finding(NONE, "", [], checked)
 
 
+def _on(day: date | None) -> str:
+    return f" on {day.isoformat()}" if day else ""
+
+
+def _not_understood(doubts: list[str]) -> str:
+    """The explanation of an unknown caused by what the reader could not read (at most three named)."""
+    more = f" and {len(doubts) - 3} more" if len(doubts) > 3 else ""
+    return "could not be ruled out: " + "; ".join(doubts[:3]) + more
+
+
 def _negated(
-    ctx: EvalContext, args: Mapping[str, Any], types: tuple[str, ...], lookback: int | None, positive: list[Any]
+    ctx: EvalContext,
+    args: Mapping[str, Any],
+    types: tuple[str, ...],
+    lookback: int | None,
+    positive: list[Any],
+    denied: list[Entry] = (),  # type: ignore[assignment]
 ) -> Finding | None:
     """Return a FALSE finding when a negating record (e.g. 'not pregnant') is newer than every positive one."""
-    negating = facts.matching_entries(ctx, args.get("negatingValueSets") or (), types, lookback)
+    negating = [(e, c) for e, c in facts.matching_entries(ctx, args.get("negatingValueSets") or (), types, lookback)]
+    negating += [(e, next(iter(sorted(e.codes)))) for e in denied]
     if not negating:
         return None
     latest_pos = max((e.start or date.min) for e, _ in positive)
-    latest_neg = max(negating, key=lambda pair: pair[0].start or date.min)
-    if (latest_neg[0].start or date.min) > latest_pos:
+    latest_neg = max(negating, key=lambda pair: pair[0].start_lo or pair[0].start or date.min)
+    if (latest_neg[0].start_lo or latest_neg[0].start or date.min) > latest_pos:
         entry, code = latest_neg
         return Finding(FALSE, f"superseded by {_cite(entry.ref, code, entry.start)}", [entry.ref])
     return None
@@ -192,7 +228,8 @@ def attestation(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
 def observation_value_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """An Observation with a code from one value set has a coded value from another (e.g. positive hCG).
 
-    A newer record from ``negatingValueSets`` (e.g. "not pregnant") supersedes it.
+    A newer record from ``negatingValueSets`` (e.g. "not pregnant"), or a newer result of the
+    same test that is negative, supersedes it.
     """
     lookback = _days(args, "lookbackDays")
     value_matcher = ctx.matcher(tuple(args["valueValueSets"]))
@@ -201,9 +238,14 @@ def observation_value_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding
         for entry, code in facts.matching_entries(ctx, args["codeValueSets"], ("Observation",), lookback, False)
         if value_matcher.first_match(entry.value_codes)
     ]
+    checked = f"{', '.join(args['codeValueSets'])} results"
     if not found:
-        return Finding(NONE, "", [], f"{', '.join(args['codeValueSets'])} results")
-    negated = _negated(ctx, args, ("Condition", "Observation"), lookback, found)
+        doubts = facts.doubts(ctx, args["codeValueSets"], ("Observation",), lookback, use_values=False)
+        if doubts:
+            return Finding(SUGGESTIVE, _not_understood(doubts), [], checked)
+        return Finding(NONE, "", [], checked)
+    denied = facts.denials(ctx, args["codeValueSets"], ("Observation",), lookback)
+    negated = _negated(ctx, args, ("Condition", "Observation"), lookback, found, denied)
     if negated:
         return negated
     entry, code = max(found, key=lambda pair: pair[0].start or date.min)
@@ -217,21 +259,34 @@ def observation_value_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding
     ("valueSets", "recentDays"),
 )
 def medication_exposure(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
-    """A medication from the value sets is in use, or its use ended within ``recentDays``."""
+    """A medication from the value sets is in use, or its use ended within ``recentDays``.
+
+    Requests and statements count by their dates whatever their status (active, on hold,
+    stopped, completed): one that ended on a day the record does not give, and may have
+    ended within ``recentDays``, is unknown, as is any medication the reader could not
+    classify (product-decisions.md §1).
+    """
     recent = int(args["recentDays"])
-    types = ("MedicationRequest", "MedicationStatement", "MedicationDispense", "MedicationAdministration")
-    for entry, code in facts.matching_entries(ctx, args["valueSets"], types, _days(args, "lookbackDays")):
-        ongoing = entry.end is None and entry.active_now
-        ended_recently = entry.end is not None and entry.end >= ctx.as_of - timedelta(days=recent)
-        started_recently = (
-            entry.end is None and entry.start is not None and entry.start >= ctx.as_of - timedelta(days=recent)
-        )
+    since = ctx.as_of - timedelta(days=recent)
+    lookback = _days(args, "lookbackDays")
+    uncertain: list[str] = []
+    for entry, code in facts.matching_entries(ctx, args["valueSets"], _MEDICATIONS, lookback):
+        ongoing = entry.active_now and (entry.end is None or entry.end >= since)
+        ended_recently = entry.end is not None and entry.end >= since
+        started_recently = entry.start is not None and entry.start >= since
         if ongoing or ended_recently or started_recently:
-            state = "active" if ongoing else f"until {entry.end.isoformat()}" if entry.end else "recent"
+            state = "in force" if ongoing else f"until {entry.end.isoformat()}" if entry.end else "recent"
             return Finding(TRUE, f"{_cite(entry.ref, code, entry.start)} ({state})", [entry.ref])
-    return Finding(
-        NONE, "", [], f"{', '.join(args['valueSets'])} in medication records (active or within {recent} days)"
-    )
+        if entry.end is None and entry.start is not None:
+            uncertain.append(f"{entry.ref}: {entry.status or 'ended'} on a day not recorded (started {entry.start})")
+    checked = f"{', '.join(args['valueSets'])} in medication records (in force or within {recent} days)"
+    doubts = uncertain + facts.doubts(ctx, args["valueSets"], _MEDICATIONS, lookback)
+    if doubts:
+        return Finding(SUGGESTIVE, _not_understood(doubts), [], checked)
+    return Finding(NONE, "", [], checked)
+
+
+_MEDICATIONS = ("MedicationRequest", "MedicationStatement", "MedicationDispense", "MedicationAdministration")
 
 
 @operator(
@@ -247,26 +302,44 @@ def medication_exposure(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     ("valueSets", "comparator", "value", "lookbackDays"),
 )
 def lab_value(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
-    """A lab result in the window is beyond a threshold (latest result, or any result)."""
-    units = set(args.get("units") or [])
-    results = [
-        e
-        for e, _ in facts.matching_entries(ctx, args["valueSets"], ("Observation",), _days(args, "lookbackDays"), False)
-        if e.quantity is not None and (not units or e.quantity.unit in units)
-    ]
+    """A lab result in the window is beyond a threshold (latest result, or any result).
+
+    Results in another unit are converted through the terminology's unit table; a result
+    whose unit cannot be converted, or that is not final, is unknown rather than absent.
+    """
+    units = list(args.get("units") or [])
+    lookback = _days(args, "lookbackDays")
+    results: list[tuple[Entry, float]] = []
+    doubts = facts.doubts(ctx, args["valueSets"], ("Observation",), lookback, use_values=False)
+    for entry, _ in facts.matching_entries(ctx, args["valueSets"], ("Observation",), lookback, False):
+        value = _in_units(ctx, entry, units)
+        if value is None:
+            doubts.append(f"{entry.ref}: no value in {' or '.join(units) or 'a readable unit'}")
+        else:
+            results.append((entry, value))
+    window = f"{', '.join(args['valueSets'])} results in the last {args['lookbackDays']} days"
     if not results:
-        return Finding(NONE, "", [], f"{', '.join(args['valueSets'])} results in the last {args['lookbackDays']} days")
+        return Finding(SUGGESTIVE, _not_understood(doubts), [], window) if doubts else Finding(NONE, "", [], window)
     if args.get("use", "latest") == "latest":
-        results = [max(results, key=lambda e: (e.start or date.min, e.ref))]
+        results = [max(results, key=lambda pair: (pair[0].start or date.min, pair[0].ref))]
     op, threshold = args["comparator"], float(args["value"])
-    for entry in results:
-        if entry.quantity and compare(entry.quantity.value, op, threshold):
-            return Finding(
-                TRUE, f"{entry.ref}: {entry.quantity.value:g} {entry.quantity.unit} {op} {threshold:g}", [entry.ref]
-            )
-    last = results[-1]
-    value = last.quantity.value if last.quantity else float("nan")
-    return Finding(FALSE, f"{last.ref}: {value:g} is not {op} {threshold:g}", [e.ref for e in results])
+    unit = units[0] if units else ""
+    for entry, value in results:
+        if compare(value, op, threshold):
+            return Finding(TRUE, f"{entry.ref}: {value:g} {unit} {op} {threshold:g}".replace("  ", " "), [entry.ref])
+    if doubts:
+        return Finding(SUGGESTIVE, _not_understood(doubts), [e.ref for e, _ in results], window)
+    entry, value = results[-1]
+    return Finding(FALSE, f"{entry.ref}: {value:g} is not {op} {threshold:g}", [e.ref for e, _ in results])
+
+
+def _in_units(ctx: EvalContext, entry: Entry, units: list[str]) -> float | None:
+    """The entry's value in the first of ``units`` it can be expressed in (no units listed: as recorded)."""
+    if entry.quantity is None:
+        return None
+    if not units or entry.quantity.unit in units:
+        return entry.quantity.value
+    return ctx.record.terminology.convert(entry.quantity.value, entry.quantity.unit, units)
 
 
 # --- durations and conservative care ------------------------------------------------
@@ -280,9 +353,12 @@ def symptom_duration(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     onset = facts.symptom_onset(ctx)
     if onset is None:
         return Finding(NONE, "", [], "onset or recorded date of the index diagnosis")
-    weeks = (ctx.as_of - onset.day).days / 7.0
+    # A reduced-precision onset is read at the bound least favourable to approval (§5): the latest
+    # day for "at least N weeks", the earliest for "fewer than N weeks".
+    day = onset.earliest if args["comparator"] in ("<", "<=") and onset.earliest else onset.day
+    weeks = (ctx.as_of - day).days / 7.0
     ok = compare(weeks, args["comparator"], float(args["weeks"]))
-    text = f"symptoms began {onset.day.isoformat()} ({weeks:.1f} weeks before {ctx.as_of.isoformat()})"
+    text = f"symptoms began {day.isoformat()} ({weeks:.1f} weeks before {ctx.as_of.isoformat()})"
     return Finding(TRUE if ok else FALSE, text, list(onset.evidence))
 
 
@@ -360,6 +436,26 @@ def _care_combination(care: facts.ConservativeCare, args: Mapping[str, Any]) -> 
 
 
 def _care_failed(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[str, Any]) -> Finding:
+    finding = _care_failed_finding(ctx, care, args)
+    finding.conflict = _pain_conflict(ctx)
+    return finding
+
+
+def _pain_conflict(ctx: EvalContext) -> str:
+    """A documented current pain that differs from a pain score recorded within the current window (§7)."""
+    link = ctx.carepath.facts["conservativeCare"]["answers"]["painNow"]
+    now = _number(ctx.answers.first(link))
+    days = int(ctx.carepath.facts["painScores"].get("currentDays", 0))
+    recent = [s for s in facts.pain_scores(ctx) if 0 <= (ctx.as_of - s.day).days <= days]
+    if now is None or not recent:
+        return ""
+    latest = recent[-1]
+    if abs(latest.value - now[0]) < 1:
+        return ""
+    return f"{_answered(ctx, now[1], now[0])}, but {latest.ref} recorded pain {latest.value:g} on {latest.day}"
+
+
+def _care_failed_finding(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[str, Any]) -> Finding:
     threshold = float(args["minimumReductionPercent"])
     links = ctx.carepath.facts["conservativeCare"]["answers"]
     record = facts.pain_reduction(ctx, care.start) if care.start else None
@@ -473,6 +569,9 @@ def session_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     found = _sessions(ctx, args)
     n = len(found)
     ok = compare(n, args["comparator"], int(args["count"]))
+    doubts = facts.session_doubts(ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"))
+    if doubts and not (ok and args["comparator"] in (">", ">=")):
+        return Finding(NONE, _not_understood(doubts), _session_refs(found), "procedure history")
     window = f" in the last {args['lookbackDays']} days" if args.get("lookbackDays") is not None else ""
     dates = ", ".join(s.day.isoformat() for s in found) or "none"
     region = facts.order_region(ctx).region if args.get("sameRegion", True) else "any"
@@ -492,6 +591,9 @@ def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Findin
     if not facts.history_known(ctx, args.get("answerGroup")):
         return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
+    doubts = facts.session_doubts(ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"))
+    if doubts:
+        return Finding(NONE, _not_understood(doubts), _session_refs(found), "procedure history")
     if not found:
         return _if_none(args, "no prior session")
     last = found[-1]
@@ -624,8 +726,8 @@ def order_body_site(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
         return Finding(NONE, "", [], f"{ctx.order.ref} bodySite")
     hit = ctx.matcher(tuple(args["valueSets"])).first_match(ctx.order.body_site)
     if hit:
-        return Finding(TRUE, f"body site {_describe(hit)}", [ctx.order.ref])
-    return Finding(FALSE, "body site outside the listed regions", [ctx.order.ref])
+        return Finding(TRUE, f"body site {_describe(hit)}", [ctx.order.ref], stated=True)
+    return Finding(FALSE, "body site outside the listed regions", [ctx.order.ref], stated=True)
 
 
 @operator(
@@ -639,7 +741,13 @@ def order_quantity(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     if value is None:
         return Finding(NONE, "", [], f"quantity and timing of {ctx.order.ref}")
     ok = compare(value, args["comparator"], float(args["value"]))
-    return Finding(TRUE if ok else FALSE, f"{value:g} {args['measure']} requested", [ctx.order.ref])
+    return Finding(
+        TRUE if ok else FALSE,
+        f"{value:g} {args['measure']} requested",
+        [ctx.order.ref],
+        stated=True,
+        stated_value=value,
+    )
 
 
 def _requested(ctx: EvalContext, measure: str) -> float | None:
@@ -673,9 +781,11 @@ def site_of_service(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
                 sources.append((entry.ref, entry.value_codes))
     for ref, codes in sources:
         if denied.first_match(codes):
-            return Finding(FALSE, f"{_describe(denied.first_match(codes) or ('', ''))} setting in {ref}", [ref])
+            hit = denied.first_match(codes) or ("", "")
+            return Finding(FALSE, f"{_describe(hit)} setting in {ref}", [ref], stated=True, stated_codes=codes)
         if allowed.first_match(codes):
-            return Finding(TRUE, f"{_describe(allowed.first_match(codes) or ('', ''))} setting in {ref}", [ref])
+            hit = allowed.first_match(codes) or ("", "")
+            return Finding(TRUE, f"{_describe(hit)} setting in {ref}", [ref], stated=True, stated_codes=codes)
     return Finding(NONE, "", [], "order location code and encounter class")
 
 
@@ -692,7 +802,7 @@ def patient_age(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     age = age_in_years(birth, ctx.as_of)
     ok = compare(age, args["comparator"], float(args["years"]))
     ref = f"Patient/{patient.get('id', '?')}"
-    return Finding(TRUE if ok else FALSE, f"age {age} on {ctx.as_of.isoformat()}", [ref])
+    return Finding(TRUE if ok else FALSE, f"age {age} on {ctx.as_of.isoformat()}", [ref], stated=True)
 
 
 @operator("patient_gender", {"genders": {"type": "array", "items": {"type": "string"}, "minItems": 1}}, ("genders",))

@@ -34,6 +34,7 @@ class CriterionResult:
     parameters: dict[str, Any] = field(default_factory=dict)
     children: list[CriterionResult] = field(default_factory=list)
     logic: str = "leaf"  # leaf, all, any, not, or ref (a criterion that is another one word for word)
+    conflict: str = ""  # a documentation answer the record contradicts (product-decisions.md §7)
 
     def walk(self) -> list[CriterionResult]:
         """Return this node and all its descendants, depth first."""
@@ -84,6 +85,8 @@ class OrderDecision:
     answers_used: list[str] = field(default_factory=list)
     alternatives: list[dict[str, Any]] = field(default_factory=list)
     prefill: dict[str, dict[str, Any]] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)  # record facts an answer contradicts (product-decisions §7)
+    notes: list[str] = field(default_factory=list)  # what the reader should know about how it was decided
 
     def criterion(self, criterion_id: str) -> CriterionResult | None:
         """Return the result of the criterion with this id, wherever it sits."""
@@ -114,4 +117,6 @@ class OrderDecision:
             "answersUsed": list(self.answers_used),
             "alternatives": list(self.alternatives),
             "prefill": dict(self.prefill),
+            **({"conflicts": list(self.conflicts)} if self.conflicts else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }

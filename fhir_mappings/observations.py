@@ -1,0 +1,163 @@
+"""Reading an Observation's value in every shape EHRs send it.
+
+A finding's value decides what it says (product-decisions.md §1: "findings have
+values"): "Hoffmann sign: absent", ``valueBoolean: false`` or an interpretation
+of negative are evidence *against* the finding. A value the reader cannot read
+is reported as such, so the record reader keeps the Observation as not
+understood rather than as silence.
+
+The answer codes below are FHIR, LOINC answer-list and SNOMED CT codes for
+"present / absent", "positive / negative", "detected / not detected" and
+"yes / no": they say how a value is written, not what any guideline requires,
+so they live with the reader rather than in a CarePath.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fhir_mappings.codes import Code, arr, coding_key, concept_codes, obj
+from fhir_mappings.systems import LOINC, SNOMED
+
+if TYPE_CHECKING:
+    from fhir_mappings.record import PatientRecord
+
+_V2_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+_V2_0136 = "http://terminology.hl7.org/CodeSystem/v2-0136"
+
+ABSENT_CODES: frozenset[Code] = frozenset(
+    {
+        (SNOMED, "2667000"),  # Absent
+        (SNOMED, "373067005"),  # No
+        (SNOMED, "260385009"),  # Negative
+        (SNOMED, "260415000"),  # Not detected
+        (SNOMED, "272519000"),  # Absence of
+        (LOINC, "LA32-8"),  # No
+        (LOINC, "LA6577-6"),  # Negative
+        (LOINC, "LA11883-8"),  # Not detected
+        (LOINC, "LA9634-2"),  # Absent
+        (_V2_INTERPRETATION, "NEG"),
+        (_V2_INTERPRETATION, "ND"),
+        (_V2_0136, "N"),
+    }
+)
+PRESENT_CODES: frozenset[Code] = frozenset(
+    {
+        (SNOMED, "52101004"),  # Present
+        (SNOMED, "373066001"),  # Yes
+        (SNOMED, "10828004"),  # Positive
+        (SNOMED, "260373001"),  # Detected
+        (LOINC, "LA33-6"),  # Yes
+        (LOINC, "LA6576-8"),  # Positive
+        (LOINC, "LA11882-0"),  # Detected
+        (LOINC, "LA9633-4"),  # Present
+        (_V2_INTERPRETATION, "POS"),
+        (_V2_INTERPRETATION, "DET"),
+        (_V2_0136, "Y"),
+    }
+)
+_ABSENT_WORDS = re.compile(
+    r"^\s*(absent|negative|neg|no|none|not present|not detected|non[- ]?reactive|denies|normal|nl|-)\s*[.!]?\s*$", re.I
+)
+_PRESENT_WORDS = re.compile(r"^\s*(present|positive|pos|yes|detected|reactive|\+)\s*[.!]?\s*$", re.I)
+_NUMBER = re.compile(r"^\s*([<>]=?)?\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*([A-Za-z%/*0-9^{}.µu]*)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """A numeric value with the unit code (UCUM when given) or unit text."""
+
+    value: float
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """What an Observation's value says: codes, a number, absent, or why it cannot be read."""
+
+    codes: frozenset[Code] = frozenset()
+    quantity: Quantity | None = None
+    absent: bool = False
+    unreadable: str = ""
+
+
+def read_value(resource: Mapping[str, Any], record: PatientRecord) -> Value:
+    """Read ``value[x]`` (and, when there is no value, the interpretation) of an Observation or component."""
+    interpretation = concept_codes(resource.get("interpretation"))
+    present_flag = bool(interpretation & PRESENT_CODES)
+    absent_flag = bool(interpretation & ABSENT_CODES) and not present_flag
+    if "valueBoolean" in resource:
+        flag = resource["valueBoolean"]
+        if not isinstance(flag, bool):
+            return Value(unreadable="valueBoolean is not true or false")
+        return Value(codes=frozenset() if not flag else PRESENT_CODES, absent=not flag)
+    if "valueCodeableConcept" in resource:
+        return _coded(resource["valueCodeableConcept"], record, absent_flag)
+    for key in ("valueQuantity", "valueInteger", "valueDecimal", "valueString"):
+        if key in resource:
+            return _numeric(key, resource[key], interpretation)
+    if any(k.startswith("value") for k in resource):
+        shape = next(k for k in resource if k.startswith("value"))
+        return Value(unreadable=f"a {shape} cannot be read")
+    if resource.get("dataAbsentReason") is not None:
+        return Value(absent=True, unreadable="no result (dataAbsentReason)")
+    # No value: the code itself states the finding ("Hyperreflexia"), unless interpreted as negative.
+    return Value(codes=frozenset(interpretation) | (PRESENT_CODES if present_flag else frozenset()), absent=absent_flag)
+
+
+def _coded(concept: Any, record: PatientRecord, absent_flag: bool) -> Value:
+    raw = concept_codes(concept)
+    if raw & PRESENT_CODES:
+        return Value(codes=frozenset(raw) | PRESENT_CODES)
+    if raw & ABSENT_CODES:
+        return Value(codes=frozenset(raw), absent=True)
+    known, unknown = record.read_concept(concept)
+    number = _first_number(concept)
+    if known or number is not None:
+        quantity = Quantity(number, "") if number is not None else None
+        return Value(codes=known, quantity=quantity, absent=absent_flag)
+    text = str(obj(concept).get("text") or "")
+    if _ABSENT_WORDS.match(text):
+        return Value(absent=True)
+    if _PRESENT_WORDS.match(text):
+        return Value(codes=frozenset(raw) | PRESENT_CODES)
+    return Value(unreadable=f"coded value {', '.join(unknown) or repr(text[:40])} not understood")
+
+
+def _first_number(concept: Any) -> float | None:
+    """A numeric answer written as a code or display ("7", "7 - severe pain"), as pain scales often are."""
+    for coding in arr(obj(concept).get("coding")):
+        for key in ("code", "display"):
+            match = re.match(r"^\s*(\d+(?:\.\d+)?)\b", str(obj(coding).get(key) or ""))
+            if match and coding_key(coding):
+                return float(match.group(1))
+    return None
+
+
+def _numeric(key: str, raw: Any, interpretation: set[Code]) -> Value:
+    flags = frozenset(interpretation)
+    if key == "valueQuantity":
+        quantity = obj(raw)
+        value = quantity.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return Value(unreadable="valueQuantity has no number")
+        if quantity.get("comparator") is not None:
+            return Value(unreadable=f"valueQuantity is a bound ({quantity.get('comparator')}), not a value")
+        unit = quantity.get("code") or quantity.get("unit") or ""
+        return Value(codes=flags, quantity=Quantity(float(value), str(unit)))
+    if key in ("valueInteger", "valueDecimal"):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            return Value(unreadable=f"{key} is not a number")
+        return Value(codes=flags, quantity=Quantity(float(raw), ""))
+    text = raw if isinstance(raw, str) else ""
+    if _ABSENT_WORDS.match(text):
+        return Value(codes=flags, absent=True)
+    if _PRESENT_WORDS.match(text):
+        return Value(codes=flags | PRESENT_CODES)
+    match = _NUMBER.match(text)
+    if match and not match.group(1):
+        return Value(codes=flags, quantity=Quantity(float(match.group(2)), match.group(3) or ""))
+    return Value(unreadable=f"valueString {text[:40]!r} not understood")
