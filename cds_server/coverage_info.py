@@ -102,6 +102,12 @@ def assertion_for(
     if outcome in (Outcome.NOT_MET, Outcome.CONTRAINDICATED):
         label = "Not appropriate because of" if outcome is Outcome.CONTRAINDICATED else "Criteria not met"
         return Assertion("covered", "auth-needed", reasons=[(None, f"{label}: {_names(decision, decision.failing)}")])
+    if decision.applicability == "unidentified":
+        return Assertion(
+            "covered",
+            "conditional",
+            reasons=[(None, decision.summary + "; whether prior authorization is needed depends on what is ordered.")],
+        )
     if decision.applicability == "outside-cohort":
         return Assertion(
             "covered", "auth-needed", reasons=[(None, decision.summary + "; the request goes to ordinary review.")]

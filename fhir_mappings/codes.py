@@ -6,7 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir_mappings.systems import normalize_code, normalize_system
+from fhir_mappings.systems import ATC, ICD10CM, normalize_code, normalize_system
+
+# Systems whose codes nest by prefix: a shorter code is the class of every longer one that starts with it.
+HIERARCHICAL_SYSTEMS = frozenset({ICD10CM, ATC})
 
 Code = tuple[str, str]
 """A normalised (system, code) pair."""
@@ -126,6 +129,28 @@ class CodeMatcher:
             if self.matches(code):
                 return code
         return None
+
+    def narrower_members(self, code: Code) -> bool:
+        """Return True when ``code`` is a less specific code of a hierarchy whose descendants are members.
+
+        ``L03.2`` (cellulitis of face and neck) is not itself a member of a set listing ``L03.22*``, but
+        it may mean one: a reader must ask rather than read it as "not a member". Only hierarchical
+        systems (ICD-10-CM, ATC) have descendants.
+        """
+        if self.others:
+            return any(m.narrower_members(code) for m in self.others)
+        value = code[1].replace(".", "")
+        if not value:
+            return False
+        for prefix in self.prefixes.get(code[0], ()):
+            if len(prefix) > len(value) and prefix.startswith(value):
+                return True
+        if code[0] not in HIERARCHICAL_SYSTEMS:
+            return False
+        return any(
+            s == code[0] and len(c.replace(".", "")) > len(value) and c.replace(".", "").startswith(value)
+            for s, c in self.exact
+        )
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.prefixes or self.others)

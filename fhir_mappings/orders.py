@@ -16,6 +16,7 @@ from typing import Any
 
 from fhir_mappings.codes import Code, concept_codes, concept_text
 from fhir_mappings.dates import parse_date
+from fhir_mappings.systems import BILLING_SYSTEMS
 
 ORDER_TYPES = (
     "ServiceRequest",
@@ -71,6 +72,11 @@ class Order:
     encounter_ref: str | None = None
     based_on: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def billing_codes(self) -> frozenset[Code]:
+        """The order's CPT and HCPCS codes (what a claim for it would be billed as)."""
+        return frozenset(c for c in self.codes if c[0] in BILLING_SYSTEMS)
 
 
 def validate_order(resource: Mapping[str, Any]) -> None:

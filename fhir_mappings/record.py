@@ -212,6 +212,11 @@ def counts_as_evidence(resource: Mapping[str, Any]) -> bool:
     return True
 
 
+def suspected(resource: Mapping[str, Any]) -> bool:
+    """A Condition or allergy whose verificationStatus says it is not proven (provisional, differential, ...)."""
+    return _status_code(resource.get("verificationStatus")) in _VERIFICATION_SUSPECTED
+
+
 def _entry_dates(value: Any) -> tuple[date | None, date | None]:
     """(latest, earliest) day of a date value; both None when it does not parse."""
     bounds = date_bounds(value)
@@ -596,7 +601,7 @@ def _condition(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Un
         raw=r,
         start_lo=start_lo,
         active_now=active,
-        suspected=_status_code(r.get("verificationStatus")) in _VERIFICATION_SUSPECTED,
+        suspected=suspected(r),
         status=clinical,
     )
 
@@ -807,7 +812,7 @@ def _allergy(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Unre
         raw=r,
         start_lo=start_lo,
         active_now=True,
-        suspected=_status_code(r.get("verificationStatus")) in _VERIFICATION_SUSPECTED,
+        suspected=suspected(r),
     )
 
 

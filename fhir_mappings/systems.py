@@ -21,6 +21,12 @@ CMS_POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_S
 UCUM = "http://unitsofmeasure.org"
 NDC = "http://hl7.org/fhir/sid/ndc"
 
+# Code systems a claim is billed in: an order carrying none of them cannot be told apart by
+# its billing code, so it is never waved through as "not governed" (product-decisions.md §8).
+BILLING_SYSTEMS = frozenset(
+    {"http://www.ama-assn.org/go/cpt", "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"}
+)
+
 # Spellings seen in the wild, mapped to the canonical URI.
 _ALIASES: dict[str, str] = {
     "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets": HCPCS,

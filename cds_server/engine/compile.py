@@ -24,6 +24,7 @@ from cds_server.engine.model import (
     Node,
     Parameter,
     Question,
+    Recognition,
     Ref,
     Service,
     ValueSet,
@@ -403,7 +404,18 @@ class _Compiler:
             disambiguation,
             auto,
             tuple(a for a in raw.get("alternatives") or [] if not self._switched_off(a)),
+            self._recognition(raw.get("recognisedBy"), f"{path}.recognisedBy"),
         )
+
+    def _recognition(self, raw: Mapping[str, Any] | None, path: str) -> Recognition | None:
+        if not raw:
+            return None
+        ids = self.check_value_sets(raw.get("valueSets") or [], f"{path}.valueSets")
+        matcher = CodeMatcher()
+        for vs_id in ids:
+            matcher = matcher.union(self.value_sets[vs_id].matcher)
+        text = tuple(tuple(w.lower() for w in group) for group in raw.get("text") or [])
+        return Recognition(matcher, text)
 
     def _switched_off(self, alternative: Mapping[str, Any]) -> bool:
         """An alternative that depends on a switched-off criterion is switched off with it."""

@@ -173,15 +173,72 @@ def _decide_as_of(
     answers_by_cp: dict[str, Answers],
 ) -> OrderDecision:
     candidates = [(cp, s) for cp in carepaths for s in cp.services if s.order_codes.first_match(order.codes)]
+    how = ""
     if not candidates:
-        codes = ", ".join(f"{c[1]}" for c in sorted(order.codes)) or "no coded service"
+        recognised = [(cp, s, why) for cp in carepaths for s in cp.services if (why := _recognises(s, order))]
+        candidates = [(cp, s) for cp, s, _ in recognised]
+        how = recognised[0][2] if recognised else ""
+    if not candidates:
+        return _ungoverned(order, as_of)
+    decision = _decide_candidates(carepaths, candidates, order, others, record, as_of, record_available, answers_by_cp)
+    if how:
+        decision.notes.append(f"The order carries no code the CarePath lists; it was read as {how}.")
+    if how.endswith("”") and decision.auto_approval:
+        # Words can be read more than one way: a service told from text alone is reviewed, not authorized.
+        decision.auto_approval = False
+        decision.notes.append("It was identified from its text only, so no authorization is issued at ordering.")
+    return decision
+
+
+def _recognises(service: Service, order: Order) -> str:
+    """How an order without the service's codes names it (other codings, or words in its text), else ""."""
+    spec = service.recognition
+    if spec is None:
+        return ""
+    hit = spec.matcher.first_match(order.codes)
+    if hit:
+        return f"{service.title} from its code {hit[1]}"
+    text = order.code_text.lower()
+    if spec.text and all(any(_has_words(text, w) for w in group) for group in spec.text):
+        return f"{service.title} from its text “{order.code_text}”"
+    return ""
+
+
+def _has_words(text: str, phrase: str) -> bool:
+    return re.search(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", text) is not None
+
+
+def _ungoverned(order: Order, as_of: date) -> OrderDecision:
+    """No CarePath governs the order: "not governed" only when its billing code says what it is (§8)."""
+    if not order.billing_codes:
+        shown = order.code_text or ", ".join(c[1] for c in sorted(order.codes)) or "no code"
         return OrderDecision(
             order.ref,
             Outcome.NOT_APPLICABLE,
-            f"No CarePath governs {codes}",
+            f"The order ({shown}) carries no billing code and names no service a CarePath covers",
             as_of.isoformat(),
-            applicability="no-carepath",
+            applicability="unidentified",
         )
+    codes = ", ".join(f"{c[1]}" for c in sorted(order.billing_codes))
+    return OrderDecision(
+        order.ref,
+        Outcome.NOT_APPLICABLE,
+        f"No CarePath governs {codes}",
+        as_of.isoformat(),
+        applicability="no-carepath",
+    )
+
+
+def _decide_candidates(
+    carepaths: Sequence[CarePath],
+    candidates: list[tuple[CarePath, Service]],
+    order: Order,
+    others: tuple[Order, ...],
+    record: PatientRecord,
+    as_of: date,
+    record_available: bool,
+    answers_by_cp: dict[str, Answers],
+) -> OrderDecision:
     for cp in dict.fromkeys(cp for cp, _ in candidates):
         ctx = EvalContext(cp, record, answers_by_cp[cp.id], order, others, as_of, record_available)
         in_cohort, why = _cohort(ctx)

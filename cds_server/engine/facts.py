@@ -9,7 +9,7 @@ explain themselves.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from cds_server.engine.context import EvalContext
 from cds_server.engine.logic import Tri, all_of, any_of
 from fhir_mappings.codes import Code, arr, concept_codes, obj
 from fhir_mappings.dates import parse_date
-from fhir_mappings.record import Entry, counts_as_evidence
+from fhir_mappings.record import Entry, counts_as_evidence, suspected
 
 # Child items of a repeating history group in a documentation questionnaire:
 # ``<group>.date``, ``<group>.type``, ``<group>.region``, ``<group>.relief-pct``
@@ -148,7 +148,12 @@ def doubts(
             found.append(item.describe())
     for entry in ctx.record.entries(*types):
         codes = entry.codes | entry.value_codes if use_values else entry.codes
-        if entry.absent or not matcher.first_match(codes):
+        if entry.absent:
+            continue
+        if not matcher.first_match(codes):
+            broad = next((c for c in sorted(entry.codes) if matcher.narrower_members(c)), None)
+            if broad and not entry.suspected and counts_in_window(entry, ctx.as_of, lookback_days):
+                found.append(f"{entry.ref}: {broad[1]} is less specific than the codes this criterion lists")
             continue
         if entry.suspected and counts_in_window(entry, ctx.as_of, lookback_days):
             found.append(f"{entry.ref}: suspected, not confirmed ({_status_word(entry)})")
@@ -177,10 +182,21 @@ def _order_reason_codes(ctx: EvalContext) -> frozenset[Code]:
                 (c for c in arr(ctx.order.raw.get("contained")) if isinstance(c, Mapping) and c.get("id") == ref[1:]),
                 None,
             )
-        # A referenced Condition is evidence only while it counts (not resolved, refuted or in error).
-        if raw is not None and counts_as_evidence(raw) and not _abated(raw, ctx.as_of):
+        # A referenced Condition is evidence only while it counts (not resolved, refuted or in error)
+        # and is proven: a provisional one is a doubt (order_reason_doubts), not proof.
+        if raw is not None and counts_as_evidence(raw) and not _abated(raw, ctx.as_of) and not suspected(raw):
             codes |= ctx.record.read_concept(raw.get("code"))[0]
     return frozenset(codes)
+
+
+def order_reason_doubts(ctx: EvalContext) -> list[tuple[str, frozenset[Code]]]:
+    """The order's reasons that are only suspected (provisional, differential, unconfirmed), with their codes."""
+    found = []
+    for ref in ctx.order.reason_refs:
+        raw = ctx.record.resolve(ref) if not ref.startswith("#") else None
+        if raw is not None and counts_as_evidence(raw) and suspected(raw):
+            found.append((ref, ctx.record.read_concept(raw.get("code"))[0]))
+    return found
 
 
 def _abated(condition: Mapping[str, Any], as_of: date) -> bool:
@@ -470,26 +486,50 @@ class Relief:
     percent: float
     weeks: float | None
     evidence: tuple[str, ...]
+    conflict: str = ""  # an answered relief that the recorded scores contradict (product-decisions.md §7)
 
 
-def relief_after(ctx: EvalContext, session: Session, threshold: float) -> Relief | None:
-    """Return relief after ``session``: answered values first, else computed from pain scores.
+def relief_after(ctx: EvalContext, session: Session, threshold: float, kind: str = "therapeutic") -> Relief | None:
+    """Return relief after ``session``: an answered relief, else one computed from pain scores.
 
-    Computed relief compares the last score in the baseline window before the
-    session with the best score in the response window after it; its duration
-    runs until the first later score whose relief falls below ``threshold``.
+    ``kind`` picks the window relief is read in: a therapeutic procedure's relief from weeks
+    after it, a diagnostic block's in the hours after it (the block's anaesthetic lasts
+    hours; a score weeks later says nothing about it). Computed relief compares the last
+    score in the baseline window before the session with the best score in that window.
+    An answered relief contradicted by a recorded score in the period it claims (§7) gives
+    way to the record, and the contradiction is named.
     """
-    if session.relief_pct is not None:
-        return Relief(session.relief_pct, session.relief_weeks, tuple(session.relief_evidence))
+    start, end = _relief_window(ctx, kind)
+    computed = _recorded_relief(ctx, session, threshold, start, end)
+    if session.relief_pct is None:
+        return computed
+    answered = Relief(session.relief_pct, session.relief_weeks, tuple(session.relief_evidence))
+    claimed_end = min(end, int(answered.weeks * 7)) if answered.weeks is not None else end
+    contradicting = _recorded_relief(ctx, session, threshold, start, max(start, claimed_end))
+    if contradicting is not None and (contradicting.percent >= threshold) != (answered.percent >= threshold):
+        shown = ", ".join(answered.evidence)
+        conflict = (
+            f"{shown} reports {answered.percent:g}% relief, but the pain scores show {contradicting.percent:.0f}%"
+        )
+        return replace(contradicting, conflict=conflict)
+    return answered
+
+
+def _relief_window(ctx: EvalContext, kind: str) -> tuple[int, int]:
+    cfg = ctx.carepath.facts["painRelief"]
+    if kind == "diagnostic":
+        return int(cfg["diagnosticWindowStartDays"]), int(cfg["diagnosticWindowEndDays"])
+    return int(cfg["windowStartDays"]), int(cfg["windowEndDays"])
+
+
+def _recorded_relief(
+    ctx: EvalContext, session: Session, threshold: float, start_days: int, end_days: int
+) -> Relief | None:
     cfg = ctx.carepath.facts["painRelief"]
     scores = pain_scores(ctx)
     day = session.day
     before = [s for s in scores if day - timedelta(days=int(cfg["baselineDays"])) <= s.day < day]
-    window = [
-        s
-        for s in scores
-        if day + timedelta(days=int(cfg["windowStartDays"])) <= s.day <= day + timedelta(days=int(cfg["windowEndDays"]))
-    ]
+    window = [s for s in scores if day + timedelta(days=start_days) <= s.day <= day + timedelta(days=end_days)]
     if not before or not window or before[-1].value <= 0:
         return None
     baseline = before[-1]

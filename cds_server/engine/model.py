@@ -100,6 +100,19 @@ class Disambiguation:
 
 
 @dataclass(frozen=True)
+class Recognition:
+    """How an order with no code of this service is still known to be it (product-decisions.md §8).
+
+    ``matcher`` holds other codings that name the service (a LOINC-coded study, a companion
+    code); ``text`` holds word groups that must all appear in the order's text (each group
+    lists alternatives), e.g. (("mri", "magnetic resonance"), ("cervical", "c-spine")).
+    """
+
+    matcher: CodeMatcher
+    text: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
 class Service:
     """One CarePath service with its codes and criteria groups."""
 
@@ -113,6 +126,7 @@ class Service:
     disambiguation: Disambiguation | None
     auto_approval: bool
     alternatives: tuple[Mapping[str, Any], ...] = ()
+    recognition: Recognition | None = None
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from cds_server.engine import facts
 from cds_server.engine.context import EvalContext
 from cds_server.engine.logic import COMPARATORS, Tri, compare
 from fhir_mappings.codes import Code
-from fhir_mappings.dates import age_in_years, parse_date
-from fhir_mappings.record import Entry
+from fhir_mappings.dates import age_in_years, date_bounds
+from fhir_mappings.record import Entry, describe_code
 
 # What an operator found in the record about its statement.
 TRUE = "true"  # decisive evidence that the statement holds
@@ -144,10 +144,16 @@ def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     lookback = _days(args, "lookbackDays")
     value_sets = tuple(args.get("valueSets") or ())
     decisive = facts.matching_entries(ctx, value_sets, types, lookback)
+    reason_doubts: list[str] = []
     if args.get("includeOrderReasons"):
         hit = ctx.matcher(value_sets).first_match(facts.order_reason_codes(ctx))
         if hit:
             return Finding(TRUE, f"{_describe(hit)} is the order's reason", [ctx.order.ref])
+        reason_doubts = [
+            f"{ref}: the order's reason is suspected, not confirmed"
+            for ref, codes in facts.order_reason_doubts(ctx)
+            if ctx.matcher(value_sets).first_match(codes)
+        ]
     checked = _checked(args, types, lookback)
     denied = facts.denials(ctx, value_sets, types, lookback)
     if decisive:
@@ -157,7 +163,7 @@ def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
         refs = [e.ref for e, _ in decisive]
         return Finding(TRUE, "; ".join(_cite(e.ref, c, e.start) for e, c in decisive[:3]), refs, checked)
     suggestive = facts.matching_entries(ctx, args.get("suggestiveValueSets") or (), types, lookback)
-    doubts = facts.doubts(ctx, value_sets, types, lookback)
+    doubts = reason_doubts + facts.doubts(ctx, value_sets, types, lookback)
     if doubts:
         return Finding(SUGGESTIVE, _not_understood(doubts), [], checked)
     if suggestive:
@@ -611,6 +617,7 @@ def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Findin
         "percent": {"type": "number"},
         "minimumWeeks": {"type": "number"},
         "ifNone": _IF_NONE,
+        "reliefWindow": {"enum": ["therapeutic", "diagnostic"]},
     },
     ("valueSets", "comparator", "percent"),
     ("regions", "painScores", "painRelief"),
@@ -635,17 +642,18 @@ def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     min_weeks = args.get("minimumWeeks")
     unknown: list[str] = []
     refs: list[str] = []
+    conflicts: list[str] = []
     for session in found[-n:]:
-        relief = facts.relief_after(ctx, session, pct)
+        relief = facts.relief_after(ctx, session, pct, str(args.get("reliefWindow", "therapeutic")))
         label = session.day.isoformat()
         if relief is None:
             unknown.append(f"relief after {label} not documented")
             continue
         refs.extend(relief.evidence)
+        conflicts += [relief.conflict] if relief.conflict else []
         if not compare(relief.percent, op, pct):
-            return Finding(
-                FALSE, f"{relief.percent:.0f}% relief after {label} (needs {op} {pct:g}%)", list(relief.evidence)
-            )
+            text = f"{relief.percent:.0f}% relief after {label} (needs {op} {pct:g}%)"
+            return Finding(FALSE, text, list(relief.evidence), conflict="; ".join(conflicts))
         if min_weeks:
             if relief.weeks is None:
                 unknown.append(f"duration of relief after {label} not documented")
@@ -725,6 +733,9 @@ def order_body_site(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     if not ctx.order.body_site:
         return Finding(NONE, "", [], f"{ctx.order.ref} bodySite")
     hit = ctx.matcher(tuple(args["valueSets"])).first_match(ctx.order.body_site)
+    if not hit and not any(ctx.record.terminology.is_known(c) for c in ctx.order.body_site):
+        shown = ", ".join(describe_code(c) for c in sorted(ctx.order.body_site))
+        return Finding(NONE, f"body site {shown} not understood", [ctx.order.ref], f"{ctx.order.ref} bodySite")
     if hit:
         return Finding(TRUE, f"body site {_describe(hit)}", [ctx.order.ref], stated=True)
     return Finding(FALSE, "body site outside the listed regions", [ctx.order.ref], stated=True)
@@ -796,11 +807,13 @@ def site_of_service(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
 def patient_age(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """The patient's age in whole years compares with a threshold."""
     patient = ctx.record.patient or {}
-    birth = parse_date(patient.get("birthDate"))
-    if birth is None:
+    bounds = date_bounds(patient.get("birthDate"))
+    if bounds is None:
         return Finding(NONE, "", [], "Patient.birthDate")
-    age = age_in_years(birth, ctx.as_of)
-    ok = compare(age, args["comparator"], float(args["years"]))
+    # A birth year alone spans a year of ages: each reading must hold for the result to (§5, least favourable).
+    ages = {age_in_years(bounds[0], ctx.as_of), age_in_years(bounds[1], ctx.as_of)}
+    ok = all(compare(a, args["comparator"], float(args["years"])) for a in ages)
+    age = min(ages) if ok else max(ages) if args["comparator"] in ("<", "<=") else min(ages)
     ref = f"Patient/{patient.get('id', '?')}"
     return Finding(TRUE if ok else FALSE, f"age {age} on {ctx.as_of.isoformat()}", [ref], stated=True)
 
