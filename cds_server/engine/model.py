@@ -105,7 +105,7 @@ class Recognition:
 
     ``matcher`` holds other codings that name the service (a LOINC-coded study, a companion
     code); ``text`` holds word groups that must all appear in the order's text (each group
-    lists alternatives), e.g. (("mri", "magnetic resonance"), ("cervical", "c-spine")).
+    lists alternatives: one group for the procedure, one for the body region).
     """
 
     matcher: CodeMatcher
