@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -122,7 +123,12 @@ def find_key(jwks: Mapping[str, Any], kid: str) -> Any:
 
 
 class JtiStore:
-    """Remembers every jti until its token expires, shared by all workers and instances."""
+    """Remembers every jti until no check could accept its token any more, shared by all workers and instances.
+
+    That moment is ``exp + leeway`` (PyJWT accepts an expired token for ``leeway`` seconds), not
+    ``exp``: forgetting a jti earlier reopens a replay window. A replay changes nothing stored
+    (Redis ``SET NX``; a database insert that fails on the key), so it cannot extend or reset it.
+    """
 
     def __init__(self, store: Store, redis_url: str | None) -> None:
         self.store = store
@@ -132,18 +138,21 @@ class JtiStore:
 
             self.redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
 
-    def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
-        """Return True the first time this (issuer, jti) is seen, False on any replay."""
+    def first_use(self, issuer: str, jti: str, keep_until: float) -> bool:
+        """Return True the first time this (issuer, jti) is seen, False on any replay.
+
+        ``keep_until`` is the last instant (epoch seconds) the token could still be accepted.
+        """
         # A digest, not a cut: two long jtis sharing a prefix must stay two tokens.
         key = hashlib.sha256(f"{issuer}|{jti}".encode("utf-8", "surrogatepass")).hexdigest()
-        ttl = max(1, int(expires_at - time.time()) + 1)
         if self.redis is not None:
-            return bool(self.redis.set(f"cds:jti:{key}", "1", nx=True, ex=ttl))
+            ttl_ms = max(1000, math.ceil((keep_until - time.time()) * 1000) + 1000)  # a second to spare
+            return bool(self.redis.set(f"cds:jti:{key}", "1", nx=True, px=ttl_ms))
         try:
             with self.store.engine.begin() as conn:
-                conn.execute(jti_seen.insert().values(key=key, expires_at=expires_at))
-                if hash(key) % 50 == 0:  # now and then, forget tokens that expired long ago
-                    conn.execute(jti_seen.delete().where(jti_seen.c.expires_at < time.time() - 3600))
+                conn.execute(jti_seen.insert().values(key=key, expires_at=keep_until))
+                if hash(key) % 50 == 0:  # now and then, forget tokens no check can accept any more
+                    conn.execute(jti_seen.delete().where(jti_seen.c.expires_at < time.time() - 60))
         except sa.exc.IntegrityError:
             return False
         return True
@@ -187,7 +196,8 @@ class Authenticator:
         claims = self._verify(token, key, alg, audience, client.issuer)
         if client.tenants and claims.get("tenant") not in client.tenants:
             raise Unauthorized("tenant not allowed")
-        if not self.jtis.first_use(client.issuer, str(claims["jti"]), float(claims["exp"])):
+        keep_until = float(claims["exp"]) + self.leeway
+        if not self.jtis.first_use(client.issuer, str(claims["jti"]), keep_until):
             raise Unauthorized("jti replayed")
         return claims
 

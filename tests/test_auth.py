@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -255,7 +256,8 @@ def test_no_token_gets_401_on_every_protected_endpoint(client: FlaskClient) -> N
     assert client.get("/carepaths/neck-pain", base_url=BASE).status_code == 200, "the guideline itself is public"
 
 
-def test_jti_replay_is_refused_through_redis(tmp_path: Path, keys: Keys, jwks_server: str) -> None:
+def redis_url() -> str:
+    """The test Redis (skipped on a laptop without one, required under CI)."""
     url = os.environ.get("CDS_TEST_REDIS", "redis://127.0.0.1:6379/15")
     import redis
 
@@ -265,6 +267,11 @@ def test_jti_replay_is_refused_through_redis(tmp_path: Path, keys: Keys, jwks_se
         if os.environ.get("CI") == "true":
             pytest.fail(f"Redis is required under CI and is not reachable at {url}")
         pytest.skip(f"Redis not reachable at {url}")
+    return url
+
+
+def test_jti_replay_is_refused_through_redis(tmp_path: Path, keys: Keys, jwks_server: str) -> None:
+    url = redis_url()
     first = make_app(tmp_path, keys, jwks_server, REDIS_URL=url).test_client()
     second = (
         make_app(tmp_path / "other", keys, jwks_server, REDIS_URL=url) if (tmp_path / "other").mkdir() is None else None
@@ -316,3 +323,38 @@ def test_decision_links_in_cards_open_without_a_token_and_only_for_that_decision
     assert client.get(other, base_url=BASE).status_code == 401, "the signature is for that decision only"
     tampered = path[:-4] + ("0000" if not path.endswith("0000") else "1111")
     assert client.get(tampered, base_url=BASE).status_code == 401
+
+
+@pytest.mark.parametrize("jti_store", ["database", "redis"])
+def test_a_used_token_stays_refused_through_the_leeway_after_exp(
+    tmp_path: Path, keys: Keys, jwks_server: str, jti_store: str
+) -> None:
+    """PyJWT accepts a token until exp + leeway: the jti must be remembered at least that long (issue 11.1)."""
+    extra = {"REDIS_URL": redis_url()} if jti_store == "redis" else {}
+    client = make_app(tmp_path, keys, jwks_server, **extra).test_client()
+    now = int(time.time())
+    bearer = token(keys, f"{BASE}/cds-services", exp=now + 1, iat=now)
+    assert get(client, bearer).status_code == 200
+    time.sleep(max(0.0, now + 2.5 - time.time()))  # past exp and past exp + 1 s, well inside the 30 s leeway
+    for _ in range(3):
+        assert get(client, bearer).status_code == 401, "a replay after exp but within the leeway"
+
+
+def test_a_redis_jti_is_kept_for_exp_plus_leeway_and_a_replay_resets_nothing(
+    tmp_path: Path, keys: Keys, jwks_server: str
+) -> None:
+    import redis
+
+    url = redis_url()
+    app = make_app(tmp_path, keys, jwks_server, REDIS_URL=url)
+    jtis = app.extensions["cds-auth"].jtis
+    keep_until = time.time() + 40
+    jti = str(uuid.uuid4())
+    assert jtis.first_use("iss", jti, keep_until)
+    conn = redis.Redis.from_url(url)
+    key = "cds:jti:" + hashlib.sha256(f"iss|{jti}".encode()).hexdigest()
+    before = conn.pttl(key)
+    assert before >= 40_000, "kept until exp + leeway, not until exp"
+    assert not jtis.first_use("iss", jti, keep_until + 1000), "a replay"
+    after = conn.pttl(key)
+    assert after <= before, "a replay must not extend the key's life"
