@@ -1,0 +1,81 @@
+"""Issue 11: what an adversarial test found (PHI in errors, hostile URLs, huge calls, hostile FHIR servers)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cds_server.app import create_app
+from cds_server.store import invocations
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json"
+SIGN = "/cds-services/crd-order-sign"
+SSN = "123-45-6789"
+NAME = "Johnathan Q. Subscriber"
+
+
+def make_app(tmp_path: Path, **extra: Any) -> Flask:
+    return create_app({"AUTH_REQUIRED": False, "DATABASE_URL": f"sqlite:///{tmp_path / 'h.sqlite'}", **extra})
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    app = make_app(tmp_path)
+    yield app
+    app.extensions["cds"].store.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def example() -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(EXAMPLE.read_text())
+    return body
+
+
+def post(client: FlaskClient, body: Any) -> tuple[int, Any]:
+    response = client.post(SIGN, data=json.dumps(body), content_type="application/json")
+    assert response.mimetype == "application/json", response.data[:200]
+    return response.status_code, response.get_json()
+
+
+def stored_responses(app: Flask) -> list[Any]:
+    with app.extensions["cds"].store.engine.connect() as conn:
+        return [row[0] for row in conn.execute(sa.select(invocations.c.response))]
+
+
+# --- 11.5: no value from the request in an error ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "misplaced",
+    [
+        {"subscriber": f"{NAME} {SSN}"},  # a string where a Reference goes
+        {"subscriberId": {"name": NAME, "ssn": SSN}},  # an object where a string goes
+        {"period": {"start": f"{NAME} {SSN}"}},  # not a dateTime
+        {f"{NAME} {SSN}": True},  # the value used as a member name
+        {"class": [{"type": f"{NAME} {SSN}", "value": "x"}]},
+    ],
+)
+def test_a_coverage_error_names_the_element_never_the_value(
+    app: Flask, client: FlaskClient, misplaced: dict[str, Any]
+) -> None:
+    body = example()
+    coverage = body["prefetch"]["coverage"]["entry"][0]["resource"]
+    coverage.update(copy.deepcopy(misplaced))
+    status, payload = post(client, body)
+    assert status == 400 and payload["resourceType"] == "OperationOutcome"
+    text = json.dumps(payload)
+    assert SSN not in text and "Johnathan" not in text and "input_value" not in text, text
+    stored = json.dumps(stored_responses(app))
+    assert SSN not in stored and "Johnathan" not in stored
