@@ -99,7 +99,7 @@ class FhirClient:
         started = time.perf_counter()
         try:
             response = self.session.get(url, headers=self._headers(), timeout=budget, allow_redirects=False)
-        except requests.RequestException as exc:
+        except (requests.RequestException, ValueError) as exc:  # ValueError: a URL urllib3/idna cannot parse
             self._outcome(False, "timeout" if isinstance(exc, requests.Timeout) else "connection")
             raise FhirError(f"{type(exc).__name__} reading {self._show(url)}") from exc
         finally:
@@ -126,9 +126,16 @@ class FhirClient:
             raise FhirError(f"{self._show(url)} did not return a FHIR resource")
         return body
 
+    def _join(self, path: str) -> str:
+        """``urljoin``, whose ``ValueError`` on a malformed URL becomes a FhirError."""
+        try:
+            return urljoin(self.base_url, path)
+        except ValueError as exc:
+            raise FhirError("a malformed URL") from exc
+
     def read(self, path: str) -> Mapping[str, Any] | None:
         """Read one resource (``Type/id``); None when the server says it does not exist."""
-        url = urljoin(self.base_url, path)
+        url = self._join(path)
         response = self._get(url)
         if response.status_code in (404, 410):
             return None
@@ -141,7 +148,7 @@ class FhirClient:
 
     def search(self, query: str) -> list[Mapping[str, Any]]:
         """Run a search and follow ``next`` links up to the page and resource caps."""
-        url: str | None = urljoin(self.base_url, query)
+        url: str | None = self._join(query)
         resources: list[Mapping[str, Any]] = []
         for _ in range(self.max_pages):
             if url is None:

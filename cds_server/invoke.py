@@ -29,6 +29,7 @@ from cds_server.fhir_client import CircuitBreaker, FhirClient, FhirError
 from cds_server.prefetch import HISTORY_KEYS, PatientData, resolve, templates_for
 from cds_server.request_schema import ENVELOPE, check
 from cds_server.store import Store
+from cds_server.urls import http_url_problem
 from fhir_mappings.codes import arr, obj
 from fhir_mappings.orders import ORDER_TYPES, InvalidOrderError, Order, read_order, validate_order
 from fhir_mappings.record import PatientRecord, foreign_patient_elements
@@ -116,6 +117,9 @@ def validate_request(service: HookService, body: Any, versions: Sequence[str], n
     :raises CrdViolation: CRD-only violations (422).
     """
     check(body, ENVELOPE, "$", "The request is not a valid CDS Hooks request")
+    problem = http_url_problem(body["fhirServer"]) if "fhirServer" in body else None
+    if problem:
+        raise InvalidRequest("fhirServer is not a usable URL", [Issue(f"fhirServer {problem}", "$.fhirServer")])
     if body["hook"] != service.hook:
         raise InvalidRequest(
             f"This service answers {service.hook}, not {body['hook']}",

@@ -79,3 +79,31 @@ def test_a_coverage_error_names_the_element_never_the_value(
     assert SSN not in text and "Johnathan" not in text and "input_value" not in text, text
     stored = json.dumps(stored_responses(app))
     assert SSN not in stored and "Johnathan" not in stored
+
+
+# --- 11.4: fhirServer must be an absolute http(s) URL, checked up front ---------------------
+
+BAD_SERVERS = [
+    "http://[::1",
+    "http://[::1]]/fhir",
+    "http://[::1]:99999/fhir",
+    "http://host:port/fhir",
+    "http://a..b/fhir",
+    "http://" + "a" * 70 + ".example/fhir",
+    "http://:80/fhir",
+    "https://user:secret@ehr.example/fhir",
+    "http://ehr.example/fhir#x",
+    "http://\u2603\u2603/fhir",
+    "http://exa mple/fhir",
+]
+
+
+@pytest.mark.parametrize("server", BAD_SERVERS)
+def test_a_malformed_fhir_server_is_400_not_500(client: FlaskClient, server: str) -> None:
+    body = example()
+    body["fhirServer"] = server
+    del body["prefetch"]["coverage"]  # so the service would have to call it
+    status, payload = post(client, body)
+    assert status == 400, payload
+    assert payload["issue"][0]["expression"] == ["$.fhirServer"]
+    assert "secret" not in json.dumps(payload)
