@@ -178,12 +178,24 @@ class Authenticator:
             raise Unauthorized("no bearer token")
         token = authorization[len("Bearer ") :].strip()
         try:
+            claims = self._claims(token, audience)
+        except Unauthorized:
+            raise
+        except Exception as exc:  # a header or claim of the wrong shape is the caller's fault: 401, not 503
+            raise Unauthorized(f"malformed token: {type(exc).__name__}") from exc
+        if not self.jtis.first_use(client_issuer(claims), str(claims["jti"]), float(claims["exp"]) + self.leeway):
+            raise Unauthorized("jti replayed")
+        return claims
+
+    def _claims(self, token: str, audience: str) -> dict[str, Any]:
+        """Verify everything but the jti; only the replay store can fail for reasons not the caller's."""
+        try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise Unauthorized("not a JWT") from exc
         alg, kid = header.get("alg"), header.get("kid")
-        if alg not in self.algorithms or alg not in ASYMMETRIC:
+        if not isinstance(alg, str) or alg not in self.algorithms or alg not in ASYMMETRIC:
             raise Unauthorized(f"algorithm {alg!r} not allowed")
         if not isinstance(kid, str) or not kid:
             raise Unauthorized("no kid")
@@ -196,9 +208,6 @@ class Authenticator:
         claims = self._verify(token, key, alg, audience, client.issuer)
         if client.tenants and claims.get("tenant") not in client.tenants:
             raise Unauthorized("tenant not allowed")
-        keep_until = float(claims["exp"]) + self.leeway
-        if not self.jtis.first_use(client.issuer, str(claims["jti"]), keep_until):
-            raise Unauthorized("jti replayed")
         return claims
 
     def _key(self, client: TrustedClient, header: Mapping[str, Any], kid: str) -> Any:
@@ -249,6 +258,11 @@ def build_authenticator(settings: Mapping[str, Any], store: Store, session: requ
         leeway=float(settings["JWT_LEEWAY_SECONDS"]),
         max_lifetime=float(settings["JWT_MAX_LIFETIME_SECONDS"]),
     )
+
+
+def client_issuer(claims: Mapping[str, Any]) -> str:
+    """The verified issuer (``iss`` was checked to be a trusted client's)."""
+    return str(claims["iss"])
 
 
 PROTECTED = ("/cds-services", "/fhir", "/determinations")

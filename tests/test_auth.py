@@ -358,3 +358,40 @@ def test_a_redis_jti_is_kept_for_exp_plus_leeway_and_a_replay_resets_nothing(
     assert not jtis.first_use("iss", jti, keep_until + 1000), "a replay"
     after = conn.pttl(key)
     assert after <= before, "a replay must not extend the key's life"
+
+
+def _with_header(bearer: str, header: dict[str, Any]) -> str:
+    """The token with its header replaced (the signature no longer matches; the header is what is tested)."""
+    import base64
+
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return ".".join([encoded, *bearer.split(".")[1:]])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "alg a list",
+        "alg an object",
+        "alg null",
+        "kid a list",
+        "RS384 kid names the EC key",
+        "ES384 kid names the RSA key",
+    ],
+)
+def test_malformed_headers_are_401_not_503(client: FlaskClient, keys: Keys, case: str) -> None:
+    """The caller's fault (issue 11.6): 401 with no Retry-After, not 'temporarily unavailable'."""
+    aud = f"{BASE}/cds-services"
+    good = token(keys, aud)
+    bearer = {
+        "alg a list": _with_header(good, {"alg": ["RS384"], "kid": "rsa-1", "typ": "JWT"}),
+        "alg an object": _with_header(good, {"alg": {"RS384": 1}, "kid": "rsa-1", "typ": "JWT"}),
+        "alg null": _with_header(good, {"alg": None, "kid": "rsa-1", "typ": "JWT"}),
+        "kid a list": _with_header(good, {"alg": "RS384", "kid": ["rsa-1"], "typ": "JWT"}),
+        "RS384 kid names the EC key": token(keys, aud, alg="RS384", kid="ec-1"),
+        "ES384 kid names the RSA key": token(keys, aud, alg="ES384", kid="rsa-1"),
+    }[case]
+    response = get(client, bearer)
+    assert response.status_code == 401, case
+    assert "Retry-After" not in response.headers
+    assert response.get_json()["issue"][0]["diagnostics"] == "Unauthorized"
