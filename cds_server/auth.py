@@ -240,6 +240,9 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"verification failed: {type(exc).__name__}") from exc
+        for name in ("exp", "iat", "nbf"):  # NumericDate (RFC 7519 §2): PyJWT would take "123" too
+            if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))):
+                raise Unauthorized(f"{name} is not a number")
         now = time.time()
         if float(claims["iat"]) > now + self.leeway:
             raise Unauthorized("iat in the future")

@@ -395,3 +395,12 @@ def test_malformed_headers_are_401_not_503(client: FlaskClient, keys: Keys, case
     assert response.status_code == 401, case
     assert "Retry-After" not in response.headers
     assert response.get_json()["issue"][0]["diagnostics"] == "Unauthorized"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_times_given_as_strings_are_refused(client: FlaskClient, keys: Keys, claim: str) -> None:
+    """NumericDate is a JSON number (RFC 7519 §2); "1700000000" is not one (issue 11.12)."""
+    now = int(time.time())
+    value = {"exp": now + 300, "iat": now, "nbf": now - 5}[claim]
+    assert get(client, token(keys, f"{BASE}/cds-services", **{claim: value})).status_code == 200
+    assert get(client, token(keys, f"{BASE}/cds-services", **{claim: str(value)})).status_code == 401
