@@ -174,9 +174,10 @@ class Authenticator:
 
         :raises Unauthorized: with an internal reason (never shown to the caller).
         """
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():  # the scheme is case-insensitive (RFC 6750 §2.1)
             raise Unauthorized("no bearer token")
-        token = authorization[len("Bearer ") :].strip()
+        token = token.strip()
         try:
             claims = self._claims(token, audience)
         except Unauthorized:

@@ -404,3 +404,13 @@ def test_times_given_as_strings_are_refused(client: FlaskClient, keys: Keys, cla
     value = {"exp": now + 300, "iat": now, "nbf": now - 5}[claim]
     assert get(client, token(keys, f"{BASE}/cds-services", **{claim: value})).status_code == 200
     assert get(client, token(keys, f"{BASE}/cds-services", **{claim: str(value)})).status_code == 401
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+def test_the_bearer_scheme_is_case_insensitive(client: FlaskClient, keys: Keys, scheme: str) -> None:
+    """RFC 6750 §2.1 / RFC 7235 §2.1: auth-scheme names are case-insensitive (issue 11.14)."""
+    bearer = token(keys, f"{BASE}/cds-services")
+    response = client.get("/cds-services", headers={"Authorization": f"{scheme} {bearer}"}, base_url=BASE)
+    assert response.status_code == 200
+    assert client.get("/cds-services", headers={"Authorization": "Basic abc"}, base_url=BASE).status_code == 401
+    assert client.get("/cds-services", headers={"Authorization": "Bearer "}, base_url=BASE).status_code == 401
