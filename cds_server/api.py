@@ -118,8 +118,10 @@ def _feedback_items(body: Any) -> list[Mapping[str, Any]]:
 
 def base_url() -> str:
     """Return the service's public base URL (configured, else the one this request came in on)."""
-    configured = str(current_app.config.get("PUBLIC_BASE_URL") or "")
-    return (configured or request.host_url).rstrip("/")
+    from cds_server.auth import public_base_urls
+
+    configured = public_base_urls(current_app.config.get("PUBLIC_BASE_URL"))
+    return configured[0] if configured else request.host_url.rstrip("/")
 
 
 def read_json() -> Any:

@@ -169,7 +169,7 @@ class Authenticator:
     leeway: float
     max_lifetime: float
 
-    def check(self, authorization: str | None, audience: str) -> dict[str, Any]:
+    def check(self, authorization: str | None, audience: str | list[str]) -> dict[str, Any]:
         """Return the verified claims.
 
         :raises Unauthorized: with an internal reason (never shown to the caller).
@@ -188,7 +188,7 @@ class Authenticator:
             raise Unauthorized("jti replayed")
         return claims
 
-    def _claims(self, token: str, audience: str) -> dict[str, Any]:
+    def _claims(self, token: str, audience: str | list[str]) -> dict[str, Any]:
         """Verify everything but the jti; only the replay store can fail for reasons not the caller's."""
         try:
             header = jwt.get_unverified_header(token)
@@ -228,7 +228,7 @@ class Authenticator:
             return self.jwks_cache.key(jku, kid)
         raise Unauthorized("kid not in the configured JWKS" if client.jwks is not None else "no jku, no JWKS")
 
-    def _verify(self, token: str, key: Any, alg: str, audience: str, issuer: str) -> dict[str, Any]:
+    def _verify(self, token: str, key: Any, alg: str, audience: str | list[str], issuer: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -264,6 +264,37 @@ def build_authenticator(settings: Mapping[str, Any], store: Store, session: requ
     )
 
 
+def public_base_urls(value: Any) -> list[str]:
+    """The service's own public base URL(s): a list, or a string of URLs separated by commas or spaces."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value or [])
+    return [str(item).strip().rstrip("/") for item in items if str(item).strip()]
+
+
+def require_public_url(settings: Mapping[str, Any]) -> None:
+    """With authentication on and outside clients trusted, the service must know its own URL(s).
+
+    The JWT audience is checked against it; taken from the request it would come from the
+    ``Host`` header, which the caller chooses, so a token minted for another service would pass.
+
+    :raises ValueError: PUBLIC_BASE_URL is missing or not an absolute http(s) URL.
+    """
+    from cds_server.urls import http_url_problem
+
+    if not settings["AUTH_REQUIRED"] or not settings["TRUSTED_CLIENTS"]:
+        return
+    bases = public_base_urls(settings.get("PUBLIC_BASE_URL"))
+    if not bases:
+        raise ValueError(
+            "CDS_PUBLIC_BASE_URL must be set when client authentication is on: JWT audiences are checked "
+            "against the service's own public URL(s), never against the Host header a caller sends "
+            "(e.g. CDS_PUBLIC_BASE_URL=https://cds.payer.example, or a JSON list of URLs)"
+        )
+    for base in bases:
+        problem = http_url_problem(base)
+        if problem:
+            raise ValueError(f"CDS_PUBLIC_BASE_URL: each URL {problem}")
+
+
 def client_issuer(claims: Mapping[str, Any]) -> str:
     """The verified issuer (``iss`` was checked to be a trusted client's)."""
     return str(claims["iss"])
@@ -285,8 +316,10 @@ def guard() -> Any:
         return None
     if _signed_decision_link(request, current_app.extensions["cds"].link_secret):
         return None
-    base = str(current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
-    audience = f"{base}{request.path}" if base else request.base_url
+    bases = public_base_urls(current_app.config.get("PUBLIC_BASE_URL"))
+    # No configured URL only when no outside client is trusted (create_app refuses to start otherwise):
+    # the only tokens that can pass are the local demo bench's own, minted for the URL the browser used.
+    audience: str | list[str] = [f"{b}{request.path}" for b in bases] if bases else request.base_url
     try:
         g.client = current_app.extensions["cds-auth"].check(request.headers.get("Authorization"), audience)
     except Unauthorized as exc:

@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "PAYER_IDENTIFIERS": [],  # Coverage.payor identifier values this endpoint serves; empty = any
     "AUTO_APPROVAL": True,  # issue prior authorization when criteria are met (CarePaths can switch it off too)
     "AUTHORIZATION_VALID_DAYS": 180,
-    "PUBLIC_BASE_URL": "",  # e.g. https://cds.payer.example; empty = taken from each request
+    "PUBLIC_BASE_URL": "",  # e.g. https://cds.payer.example (or a list); required when outside clients are trusted
     # FHIR access to the EHR
     "FHIR_TIMEOUT_SECONDS": 2.0,
     "FHIR_MAX_PAGES": 5,

@@ -414,3 +414,25 @@ def test_the_bearer_scheme_is_case_insensitive(client: FlaskClient, keys: Keys, 
     assert response.status_code == 200
     assert client.get("/cds-services", headers={"Authorization": "Basic abc"}, base_url=BASE).status_code == 401
     assert client.get("/cds-services", headers={"Authorization": "Bearer "}, base_url=BASE).status_code == 401
+
+
+def test_with_trusted_clients_the_service_must_know_its_own_url(tmp_path: Path, keys: Keys) -> None:
+    """Never the Host header (issue 11.7): without PUBLIC_BASE_URL the service refuses to start, saying why."""
+    with pytest.raises(ValueError, match="CDS_PUBLIC_BASE_URL"):
+        make_app(tmp_path, keys, "http://127.0.0.1:9/jwks", PUBLIC_BASE_URL="")
+    with pytest.raises(ValueError, match="CDS_PUBLIC_BASE_URL"):
+        make_app(tmp_path, keys, "http://127.0.0.1:9/jwks", PUBLIC_BASE_URL="not a url")
+
+
+def test_a_token_for_another_service_is_refused_whatever_host_the_caller_sends(tmp_path: Path, keys: Keys) -> None:
+    other = "https://other-service.example"
+    app = make_app(tmp_path, keys, "http://127.0.0.1:9/jwks", PUBLIC_BASE_URL=f"{BASE}, https://cds.internal.example")
+    client = app.test_client()
+    stolen = token(keys, f"{other}/cds-services")
+    assert client.get("/cds-services", headers={"Authorization": f"Bearer {stolen}"}, base_url=other).status_code == 401
+    for public in (BASE, "https://cds.internal.example"):  # either of the service's own URLs
+        bearer = token(keys, f"{public}/cds-services")
+        assert (
+            client.get("/cds-services", headers={"Authorization": f"Bearer {bearer}"}, base_url=other).status_code
+            == 200
+        )
