@@ -436,3 +436,25 @@ def test_a_token_for_another_service_is_refused_whatever_host_the_caller_sends(t
             client.get("/cds-services", headers={"Authorization": f"Bearer {bearer}"}, base_url=other).status_code
             == 200
         )
+
+
+def test_database_lost_with_jtis_in_redis_is_503_with_retry_after(tmp_path: Path, keys: Keys) -> None:
+    """Redis still says the token is new; the records cannot be kept: 503 and Retry-After (issue 11.8)."""
+    import sqlalchemy as sa
+
+    app = make_app(tmp_path, keys, "http://127.0.0.1:9/jwks", REDIS_URL=redis_url())
+    client = app.test_client()
+    store = app.extensions["cds"].store
+    store.engine.dispose()
+    store.engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:9/gone", connect_args={"connect_timeout": 2})
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    for method, path, payload in [
+        ("POST", "/cds-services/crd-order-sign", body),
+        ("GET", "/determinations/ca-x", None),
+    ]:
+        bearer = token(keys, f"{BASE}{path}")
+        headers = {"Authorization": f"Bearer {bearer}"}
+        response = client.open(path, method=method, json=payload, base_url=BASE, headers=headers)
+        assert response.status_code == 503, (path, response.status_code)
+        assert response.headers["Retry-After"]
+        assert response.get_json()["resourceType"] == "OperationOutcome"
