@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     # Requests
     "MAX_CONTENT_LENGTH": 5 * 1024 * 1024,
     "MAX_JSON_DEPTH": 64,
+    "MAX_ORDERS_PER_CALL": 50,  # orders one hook call may carry; more is refused (413) before any work
     "CRD_VERSIONS": ["2.0", "2.2"],
     # The test bench (/demo): a small EHR for trying the service; never on a production endpoint
     "DEMO_ENABLED": False,

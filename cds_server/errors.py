@@ -93,6 +93,12 @@ class PayloadTooLarge(ServiceError):
     status = 413
 
 
+class TooManyOrders(ServiceError):
+    """More orders than one call may carry (413, ``too-costly``): deciding them would outrun the call's budget."""
+
+    status = 413
+
+
 class TemporarilyUnavailable(ServiceError):
     """Storage the answer depends on is down: try again shortly (503 with ``Retry-After``).
 

@@ -19,12 +19,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import requests
+from sqlalchemy.engine import Connection
 
 from cds_server import cards, links
 from cds_server import coverage_info as ci
 from cds_server.coverage import CoverageCheck, select_coverage
 from cds_server.engine import CarePath, OrderDecision, evaluate_orders
-from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems
+from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems, TooManyOrders
 from cds_server.fhir_client import CircuitBreaker, FhirClient, FhirError
 from cds_server.prefetch import HISTORY_KEYS, PatientData, resolve, templates_for
 from cds_server.request_schema import ENVELOPE, check
@@ -201,14 +202,16 @@ def fhir_client(runtime: Runtime, call: Call) -> FhirClient | None:
 # --- stage 2: the orders ---------------------------------------------------------
 
 
-def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTarget, Order]]:
+def find_orders(call: Call, carepaths: Sequence[CarePath], limit: int = 50) -> list[tuple[OrderTarget, Order]]:
     """Return the orders in scope, each for the call's patient and validated against its FHIR model.
 
+    :raises TooManyOrders: the context carries more than ``limit`` orders (413), checked before any work.
     :raises CrdViolation: an order, or an Appointment, names someone other than ``patientId`` (422).
     :raises DataUnavailable: an order the context only references cannot be read (412).
     :raises InvalidRequest: an order is not a valid FHIR resource (400).
     """
     field_ = call.service.orders_field
+    _limit_orders(call, limit)
     held = _context_resources(call)
     _refuse_other_patients(call, [(resource, path, True) for path, resource in held])
     reader = _reader(call)
@@ -258,6 +261,25 @@ def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTa
         found.append((target, order))
     problems.raise_if_any(InvalidRequest, "An order is not a valid FHIR resource")
     return found
+
+
+def _limit_orders(call: Call, limit: int) -> None:
+    """Refuse a call with more orders than MAX_ORDERS_PER_CALL before validating or deciding any.
+
+    10,000 draft orders fit in the body size limit but took 30 s: the worker was killed mid-call.
+    """
+    field_ = call.service.orders_field
+    value = call.context.get(field_)
+    count = len(arr(value.get("entry"))) if isinstance(value, Mapping) else len(arr(value))
+    if count > limit:
+        raise TooManyOrders(
+            f"The call carries {count} orders; this service takes at most {limit} per call (MAX_ORDERS_PER_CALL)",
+            [
+                Issue(
+                    f"more than MAX_ORDERS_PER_CALL ({limit}) orders; send them in smaller calls", f"$.context.{field_}"
+                )
+            ],
+        )
 
 
 def _reader(call: Call) -> Callable[[str], Mapping[str, Any] | None]:
@@ -524,10 +546,7 @@ def _result(
     assertion.date = call.today
     assertion.billing_codes = billing_codes(order)
     assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, decision)
-    if assertion.pa_needed == "satisfied":
-        _authorize(runtime, call, target, assertion, decision)
-    new = assertion.assertion_id not in ci.existing_assertion_ids(target.annotated)
-    return OrderResult(target, order, decision, assertion, new)
+    return OrderResult(target, order, decision, assertion, new=True)  # numbers and ``new``: see ``record``
 
 
 def question_texts(runtime: Runtime, decision: OrderDecision) -> dict[str, str]:
@@ -538,19 +557,20 @@ def question_texts(runtime: Runtime, decision: OrderDecision) -> dict[str, str]:
     return {}
 
 
-def _authorize(
-    runtime: Runtime, call: Call, target: OrderTarget, assertion: ci.Assertion, decision: OrderDecision | None
-) -> None:
+def _authorize(runtime: Runtime, call: Call, result: OrderResult, conn: Connection) -> None:
     """Attach the assertion's authorization number; an expired one is replaced by a new assertion and number."""
-    valid_days = int(runtime.settings["AUTHORIZATION_VALID_DAYS"])
-    number, expires = runtime.store.authorization_for(assertion.assertion_id, call.today + timedelta(days=valid_days))
+    assertion, valid_days = result.assertion, int(runtime.settings["AUTHORIZATION_VALID_DAYS"])
+    expires_on = call.today + timedelta(days=valid_days)
+    number, expires = runtime.store.issue_authorization(conn, assertion.assertion_id, expires_on)
     if expires < call.today:
         assertion.assertion_id = ci.assertion_id(
-            target.order, assertion.coverage_ref, assertion, decision, salt=f"renewed {call.today.isoformat()}"
+            result.target.order,
+            assertion.coverage_ref,
+            assertion,
+            result.decision,
+            salt=f"renewed {call.today.isoformat()}",
         )
-        number, expires = runtime.store.authorization_for(
-            assertion.assertion_id, call.today + timedelta(days=valid_days)
-        )
+        number, expires = runtime.store.issue_authorization(conn, assertion.assertion_id, expires_on)
     assertion.satisfied_pa_id = number
     assertion.expiry_date = expires
 
@@ -587,27 +607,40 @@ def system_actions(call: Call, results: Sequence[OrderResult]) -> list[dict[str,
     return actions
 
 
-def persist(runtime: Runtime, call: Call, results: Sequence[OrderResult]) -> None:
-    """Keep every assertion with the decision behind it (CRD found-11)."""
+def record(runtime: Runtime, call: Call, results: Sequence[OrderResult]) -> None:
+    """Issue the authorization numbers and keep every assertion with its decision (CRD found-11), in one
+    transaction: a worker killed half-way leaves no number without the decision it was issued for."""
+    first_ids = [r.assertion.assertion_id for r in results]
+
+    def keep(conn: Connection) -> None:
+        for result, assertion_id in zip(results, first_ids, strict=True):
+            result.assertion.assertion_id = assertion_id  # a retry starts again from the same ids
+            if result.assertion.pa_needed == "satisfied":
+                _authorize(runtime, call, result, conn)
+            runtime.store.keep_assertion(conn, _assertion_row(call, result))
+
+    runtime.store.in_one_transaction(keep)
     for result in results:
-        decision = result.decision.to_dict() if result.decision else None
-        runtime.store.save_assertion(
-            {
-                "assertion_id": result.assertion.assertion_id,
-                "order_ref": result.order.ref,
-                "coverage_ref": result.assertion.coverage_ref,
-                "patient_id": call.context.get("patientId"),
-                "carepath_id": result.decision.carepath_id if result.decision else None,
-                "carepath_version": result.decision.carepath_version if result.decision else None,
-                "service_id": result.decision.service_id if result.decision else None,
-                "outcome": result.decision.outcome.value if result.decision else result.assertion.covered,
-                "pa_id": result.assertion.satisfied_pa_id,
-                "decision": {"decision": decision, "coverageInformation": result.assertion.extension()},
-                "created_at": call.now,
-                "hook_instance": str(call.body.get("hookInstance", ""))[:200] or None,
-                "decided_ms": call.decide_ms,
-            }
-        )
+        result.new = result.assertion.assertion_id not in ci.existing_assertion_ids(result.target.annotated)
+
+
+def _assertion_row(call: Call, result: OrderResult) -> dict[str, Any]:
+    decision = result.decision.to_dict() if result.decision else None
+    return {
+        "assertion_id": result.assertion.assertion_id,
+        "order_ref": result.order.ref,
+        "coverage_ref": result.assertion.coverage_ref,
+        "patient_id": call.context.get("patientId"),
+        "carepath_id": result.decision.carepath_id if result.decision else None,
+        "carepath_version": result.decision.carepath_version if result.decision else None,
+        "service_id": result.decision.service_id if result.decision else None,
+        "outcome": result.decision.outcome.value if result.decision else result.assertion.covered,
+        "pa_id": result.assertion.satisfied_pa_id,
+        "decision": {"decision": decision, "coverageInformation": result.assertion.extension()},
+        "created_at": call.now,
+        "hook_instance": str(call.body.get("hookInstance", ""))[:200] or None,
+        "decided_ms": call.decide_ms,
+    }
 
 
 def build_cards(runtime: Runtime, call: Call, results: Sequence[OrderResult], base_url: str) -> list[dict[str, Any]]:
@@ -658,15 +691,15 @@ def handle(runtime: Runtime, service: HookService, body: Any, base_url: str = ""
     """Run one hook call through every stage and return its response."""
     call = validate_request(service, body, runtime.settings["CRD_VERSIONS"], runtime.clock())
     call.client = fhir_client(runtime, call)
-    pairs = find_orders(call, runtime.carepaths)
+    pairs = find_orders(call, runtime.carepaths, int(runtime.settings["MAX_ORDERS_PER_CALL"]))
     data = gather(runtime, call, [order for _, order in pairs])
     coverage = check_coverage(runtime, call, data)
     days = [order.authored_on or call.today for _, order in pairs]
     technical = history_problem(data) if coverage.usable_for_any(days) else None
     results = decide(runtime, call, pairs, data, coverage, technical)
+    record(runtime, call, results)
     response: dict[str, Any] = {"cards": build_cards(runtime, call, results, base_url)}
     actions = system_actions(call, results)
     if actions:
         response["systemActions"] = actions
-    persist(runtime, call, results)
     return CallResult(response, results, coverage)

@@ -107,3 +107,51 @@ def test_a_malformed_fhir_server_is_400_not_500(client: FlaskClient, server: str
     assert status == 400, payload
     assert payload["issue"][0]["expression"] == ["$.fhirServer"]
     assert "secret" not in json.dumps(payload)
+
+
+# --- 11.3: orders per call, and no number without its decision -------------------------------
+
+
+def with_orders(count: int) -> dict[str, Any]:
+    body = example()
+    entry = body["context"]["draftOrders"]["entry"][0]
+    body["context"]["draftOrders"]["entry"] = [
+        {**copy.deepcopy(entry), "fullUrl": f"urn:uuid:sr-{i}", "resource": {**entry["resource"], "id": f"sr-{i}"}}
+        for i in range(count)
+    ]
+    return body
+
+
+def test_ten_thousand_orders_are_refused_at_once_naming_the_limit(client: FlaskClient) -> None:
+    import time
+
+    started = time.monotonic()
+    status, payload = post(client, with_orders(10_000))
+    assert status == 413 and payload["resourceType"] == "OperationOutcome"
+    assert "MAX_ORDERS_PER_CALL" in json.dumps(payload)
+    assert time.monotonic() - started < 5
+
+
+def test_the_limit_is_a_setting(tmp_path: Path) -> None:
+    client = make_app(tmp_path, MAX_ORDERS_PER_CALL=2).test_client()
+    assert post(client, with_orders(2))[0] == 200
+    assert post(client, with_orders(3))[0] == 413
+
+
+def test_a_worker_killed_while_recording_leaves_no_number_without_its_decision(app: Flask, client: FlaskClient) -> None:
+    """Numbers and decisions are kept in one transaction (gunicorn's timeout raises SystemExit in the worker)."""
+    store = app.extensions["cds"].store
+
+    def killed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO ASSERTIONS"):
+            raise SystemExit(1)
+
+    sa.event.listen(store.engine, "before_cursor_execute", killed)
+    try:
+        with pytest.raises(SystemExit):
+            client.post(SIGN, data=json.dumps(with_orders(3)), content_type="application/json")
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", killed)
+    assert store.count("authorizations") == store.count("assertions") == 0
+    status, payload = post(client, with_orders(3))
+    assert status == 200 and store.count("authorizations") == 3 == store.count("assertions"), "each number kept"

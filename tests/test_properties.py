@@ -191,3 +191,22 @@ def test_any_fhir_server_url(server: str) -> None:
     check(CLIENT.post("/cds-services/crd-order-sign", json=body))
     body["prefetch"] = {}
     check(CLIENT.post("/cds-services/crd-order-sign", json=body))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(count=st.sampled_from([0, 1, 50, 51, 500, 10_000]), dispatch=st.booleans())
+def test_very_many_orders(count: int, dispatch: bool) -> None:
+    """Very many orders (issue 11.3): within MAX_ORDERS_PER_CALL decided, beyond it a 413, never a 5xx."""
+    body = copy.deepcopy(VALID)
+    entries = body["context"]["draftOrders"]["entry"]
+    template = entries[0]["resource"]
+    entries[:] = [{"resource": {**template, "id": f"o-{i}"}} for i in range(count)]
+    response = CLIENT.post("/cds-services/crd-order-sign", json=body)
+    check(response)
+    if count > int(APP.config["MAX_ORDERS_PER_CALL"]):
+        assert response.status_code == 413
+    if dispatch:  # the same count as references, in order-dispatch
+        refs = {"hook": "order-dispatch", "dispatchedOrders": [f"ServiceRequest/o-{i}" for i in range(count)]}
+        body["context"] = {**{k: v for k, v in body["context"].items() if k != "draftOrders"}, **refs}
+        body["hook"] = "order-dispatch"
+        check(CLIENT.post("/cds-services/crd-order-dispatch", json=body))
