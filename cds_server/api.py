@@ -71,7 +71,7 @@ def invoke(service_id: str) -> Response:
         if service is None:
             raise UnknownService(f"No service {service_id!r}", [Issue(f"unknown service id {service_id!r}")])
         body = read_json()
-        result = handle(runtime(), service, body, base_url())
+        result = handle(runtime(), service, body, base_url(), g.get("client"))
         status, payload = 200, result.response
         runtime().store.record_cards(service_id, str(body.get("hookInstance")), payload["cards"])
         for order in result.results:

@@ -96,6 +96,7 @@ def build_runtime(settings: Mapping[str, Any]) -> Runtime:
         clock,
         breaker,
         link_secret,
+        store.shared_secret("assertion-ids"),
     )
 
 

@@ -55,6 +55,7 @@ class Runtime:
     clock: Callable[[], datetime]
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     link_secret: str | None = None  # signs decision links (``links``) when client authentication is on
+    id_key: str = ""  # makes assertion ids unguessable from the request (``coverage_info.assertion_id``)
 
     def decision_url(self, base: str, assertion_id: str) -> str:
         """The decision page for an assertion: a signed, expiring link when pages need authentication."""
@@ -74,6 +75,7 @@ class Call:
     client: FhirClient | None = None
     started: float = field(default_factory=time.monotonic)
     decide_ms: float | None = None  # time the engine took for this call's orders, kept with each assertion
+    requester: Mapping[str, Any] = field(default_factory=dict)  # the verified token's claims (auth on)
 
     @property
     def context(self) -> Mapping[str, Any]:
@@ -545,7 +547,7 @@ def _result(
     assertion.coverage_ref = coverage.ref
     assertion.date = call.today
     assertion.billing_codes = billing_codes(order)
-    assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, decision)
+    assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, decision, key=runtime.id_key)
     return OrderResult(target, order, decision, assertion, new=True)  # numbers and ``new``: see ``record``
 
 
@@ -569,6 +571,7 @@ def _authorize(runtime: Runtime, call: Call, result: OrderResult, conn: Connecti
             assertion,
             result.decision,
             salt=f"renewed {call.today.isoformat()}",
+            key=runtime.id_key,
         )
         number, expires = runtime.store.issue_authorization(conn, assertion.assertion_id, expires_on)
     assertion.satisfied_pa_id = number
@@ -640,7 +643,13 @@ def _assertion_row(call: Call, result: OrderResult) -> dict[str, Any]:
         "created_at": call.now,
         "hook_instance": str(call.body.get("hookInstance", ""))[:200] or None,
         "decided_ms": call.decide_ms,
+        "client_iss": _text(call.requester.get("iss"), 300),
+        "client_tenant": _text(call.requester.get("tenant"), 200),
     }
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return str(value)[:limit] if isinstance(value, str) and value else None
 
 
 def build_cards(runtime: Runtime, call: Call, results: Sequence[OrderResult], base_url: str) -> list[dict[str, Any]]:
@@ -687,9 +696,12 @@ def order_label(order: Order) -> str:
     return f"{what} ({order.ref})"
 
 
-def handle(runtime: Runtime, service: HookService, body: Any, base_url: str = "") -> CallResult:
-    """Run one hook call through every stage and return its response."""
+def handle(
+    runtime: Runtime, service: HookService, body: Any, base_url: str = "", requester: Mapping[str, Any] | None = None
+) -> CallResult:
+    """Run one hook call through every stage and return its response (``requester``: the token's claims)."""
     call = validate_request(service, body, runtime.settings["CRD_VERSIONS"], runtime.clock())
+    call.requester = requester or {}
     call.client = fhir_client(runtime, call)
     pairs = find_orders(call, runtime.carepaths, int(runtime.settings["MAX_ORDERS_PER_CALL"]))
     data = gather(runtime, call, [order for _, order in pairs])

@@ -53,6 +53,8 @@ assertions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("hook_instance", sa.String(200)),  # the invocation that first made this determination
     sa.Column("decided_ms", sa.Float),  # how long the engine took to decide that call's orders
+    sa.Column("client_iss", sa.String(300)),  # the authenticated client that asked (None: authentication off)
+    sa.Column("client_tenant", sa.String(200)),  # and its tenant, when its token named one
 )
 authorizations = sa.Table(
     "authorizations",

@@ -458,3 +458,36 @@ def test_database_lost_with_jtis_in_redis_is_503_with_retry_after(tmp_path: Path
         assert response.status_code == 503, (path, response.status_code)
         assert response.headers["Retry-After"]
         assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def _assertion_ids(payload: dict[str, Any]) -> list[str]:
+    text = json.dumps(payload)
+    return sorted(set(__import__("re").findall(r"ca-[0-9a-f]{32}", text)))
+
+
+def test_a_decision_page_is_for_the_client_that_asked(client: FlaskClient, keys: Keys, jwks_server: str) -> None:
+    """Another trusted client cannot read it with its own token (issue 11.10); the asking client can."""
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    bearer = token(keys, f"{BASE}/cds-services/crd-order-sign")
+    payload = client.post(
+        "/cds-services/crd-order-sign", json=body, base_url=BASE, headers={"Authorization": f"Bearer {bearer}"}
+    ).get_json()
+    (assertion_id,) = _assertion_ids(payload)
+    path = f"/determinations/{assertion_id}"
+    mine = token(keys, f"{BASE}{path}")
+    assert client.get(path, base_url=BASE, headers={"Authorization": f"Bearer {mine}"}).status_code == 200
+    other = token(keys, f"{BASE}{path}", iss=SANDBOX, alg="ES384", headers={"jku": jwks_server})
+    assert client.get(path, base_url=BASE, headers={"Authorization": f"Bearer {other}"}).status_code == 404
+
+
+def test_assertion_ids_cannot_be_computed_from_the_request(tmp_path: Path, keys: Keys) -> None:
+    """Same request, two deployments: two ids; the same deployment asked twice: the same id (issue 11.10)."""
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    ids = []
+    for name in ("one", "two", "one"):
+        (tmp_path / name).mkdir(exist_ok=True)
+        app = create_app({"AUTH_REQUIRED": False, "DATABASE_URL": f"sqlite:///{tmp_path / name / 'db.sqlite'}"})
+        ids.append(_assertion_ids(app.test_client().post("/cds-services/crd-order-sign", json=body).get_json()))
+        app.extensions["cds"].store.close()
+    assert ids[0] and ids[0] != ids[1], "another deployment's id is not predictable"
+    assert ids[0] == ids[2], "stable for one deployment (a repeat keeps its assertion and number)"
