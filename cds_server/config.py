@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "FHIR_MAX_PAGES": 5,
     "FHIR_MAX_RESOURCES": 2000,
     "FHIR_MAX_PARALLEL": 6,
+    "FHIR_MAX_RESPONSE_BYTES": 10 * 1024 * 1024,  # the largest FHIR answer read; larger is a technical failure
     "CALL_BUDGET_SECONDS": 4.0,  # all FHIR reads of one hook call must fit in this (CRD asks 5 s at p90)
     "CIRCUIT_FAILURES": 5,  # consecutive failures that open the circuit to one FHIR server
     "CIRCUIT_COOLDOWN_SECONDS": 30.0,

@@ -198,6 +198,7 @@ def fhir_client(runtime: Runtime, call: Call) -> FhirClient | None:
         int(s["FHIR_MAX_RESOURCES"]),
         deadline=call.started + float(s["CALL_BUDGET_SECONDS"]),
         breaker=runtime.breaker,
+        max_bytes=int(s["FHIR_MAX_RESPONSE_BYTES"]),
     )
 
 
