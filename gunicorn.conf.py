@@ -11,7 +11,13 @@ import tempfile
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WORKERS", "3"))
-worker_class = "sync"
+# sync workers block on a slow client: run a buffering proxy in front (docs/security.md), or
+# WORKER_CLASS=gthread so a half-open connection holds one thread, not a whole worker.
+worker_class = os.environ.get("WORKER_CLASS", "sync")
+threads = int(os.environ.get("THREADS", "8" if worker_class == "gthread" else "1"))
+limit_request_line = 8190  # documented limits (docs/security.md): a 1 MB token never reaches the app
+limit_request_fields = 100
+limit_request_field_size = 8190
 timeout = int(os.environ.get("WORKER_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 accesslog = None  # the app logs one structured JSON line per request itself

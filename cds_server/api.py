@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -25,6 +26,7 @@ from cds_server.errors import (
     Issue,
     PayloadTooLarge,
     ServiceError,
+    TemporarilyUnavailable,
     UnknownService,
     UnsupportedMediaType,
     operation_outcome,
@@ -69,7 +71,7 @@ def invoke(service_id: str) -> Response:
         if service is None:
             raise UnknownService(f"No service {service_id!r}", [Issue(f"unknown service id {service_id!r}")])
         body = read_json()
-        result = handle(runtime(), service, body, base_url())
+        result = handle(runtime(), service, body, base_url(), g.get("client"))
         status, payload = 200, result.response
         runtime().store.record_cards(service_id, str(body.get("hookInstance")), payload["cards"])
         for order in result.results:
@@ -77,6 +79,9 @@ def invoke(service_id: str) -> Response:
                 OUTCOMES.labels(order.decision.service_id or "none", order.decision.outcome.value).inc()
     except ServiceError as exc:
         status, payload = exc.status, exc.outcome()
+    except sa.exc.DBAPIError:  # the database is down (e.g. jti kept in Redis, so the guard did not notice)
+        log.exception("database unavailable %s", g.get("request_id"))
+        status, payload = 503, UNAVAILABLE.outcome()
     except Exception:  # a defect: answer an OperationOutcome and keep the record (CRD found-37)
         log.exception("unexpected error %s", g.get("request_id"))
         status, payload = 500, operation_outcome([Issue("internal error")], "exception")
@@ -84,7 +89,13 @@ def invoke(service_id: str) -> Response:
     CALLS.labels(service_id if service_id in SERVICES else "unknown", str(status)).inc()
     if service_id in SERVICES:
         LATENCY.labels(SERVICES[service_id].hook).observe(time.perf_counter() - started)
-    return json_response(payload, status)
+    response = json_response(payload, status)
+    if status == 503:
+        response.headers["Retry-After"] = str(TemporarilyUnavailable.retry_after)
+    return response
+
+
+UNAVAILABLE = TemporarilyUnavailable("The service's storage is temporarily unavailable; try again shortly")
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -118,8 +129,10 @@ def _feedback_items(body: Any) -> list[Mapping[str, Any]]:
 
 def base_url() -> str:
     """Return the service's public base URL (configured, else the one this request came in on)."""
-    configured = str(current_app.config.get("PUBLIC_BASE_URL") or "")
-    return (configured or request.host_url).rstrip("/")
+    from cds_server.auth import public_base_urls
+
+    configured = public_base_urls(current_app.config.get("PUBLIC_BASE_URL"))
+    return configured[0] if configured else request.host_url.rstrip("/")
 
 
 def read_json() -> Any:
@@ -242,7 +255,17 @@ def _record(service_id: str, body: Any, status: int, payload: Any, started: floa
 @bp.app_errorhandler(ServiceError)
 def service_error(exc: ServiceError) -> Response:
     """Answer a ServiceError raised outside ``invoke`` with its OperationOutcome."""
-    return json_response(exc.outcome(), exc.status)
+    response = json_response(exc.outcome(), exc.status)
+    if isinstance(exc, TemporarilyUnavailable):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@bp.app_errorhandler(sa.exc.DBAPIError)
+def database_down(exc: sa.exc.DBAPIError) -> Response:
+    """The database is unreachable (feedback, decision pages ...): 503 and Retry-After, not 500."""
+    log.exception("database unavailable %s", g.get("request_id"))
+    return service_error(UNAVAILABLE)
 
 
 @bp.app_errorhandler(HTTPException)

@@ -12,7 +12,7 @@ import requests
 from flask import Flask
 from requests.adapters import HTTPAdapter
 
-from cds_server.auth import build_authenticator, guard
+from cds_server.auth import build_authenticator, guard, require_public_url
 from cds_server.carepath_store import DEFAULT_CAREPATHS, load_carepaths
 from cds_server.config import DEFAULTS
 from cds_server.cors import install as install_cors
@@ -36,6 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     configure_logging(str(app.config["LOG_LEVEL"]), str(app.config["LOG_FORMAT"]))
+    require_public_url(app.config)
     app.extensions["cds"] = build_runtime(app.config)
     from cds_server.api import bp
     from cds_server.fhir_api import fhir
@@ -95,6 +96,7 @@ def build_runtime(settings: Mapping[str, Any]) -> Runtime:
         clock,
         breaker,
         link_secret,
+        store.shared_secret("assertion-ids"),
     )
 
 

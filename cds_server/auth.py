@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -122,7 +123,12 @@ def find_key(jwks: Mapping[str, Any], kid: str) -> Any:
 
 
 class JtiStore:
-    """Remembers every jti until its token expires, shared by all workers and instances."""
+    """Remembers every jti until no check could accept its token any more, shared by all workers and instances.
+
+    That moment is ``exp + leeway`` (PyJWT accepts an expired token for ``leeway`` seconds), not
+    ``exp``: forgetting a jti earlier reopens a replay window. A replay changes nothing stored
+    (Redis ``SET NX``; a database insert that fails on the key), so it cannot extend or reset it.
+    """
 
     def __init__(self, store: Store, redis_url: str | None) -> None:
         self.store = store
@@ -132,18 +138,21 @@ class JtiStore:
 
             self.redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
 
-    def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
-        """Return True the first time this (issuer, jti) is seen, False on any replay."""
+    def first_use(self, issuer: str, jti: str, keep_until: float) -> bool:
+        """Return True the first time this (issuer, jti) is seen, False on any replay.
+
+        ``keep_until`` is the last instant (epoch seconds) the token could still be accepted.
+        """
         # A digest, not a cut: two long jtis sharing a prefix must stay two tokens.
         key = hashlib.sha256(f"{issuer}|{jti}".encode("utf-8", "surrogatepass")).hexdigest()
-        ttl = max(1, int(expires_at - time.time()) + 1)
         if self.redis is not None:
-            return bool(self.redis.set(f"cds:jti:{key}", "1", nx=True, ex=ttl))
+            ttl_ms = max(1000, math.ceil((keep_until - time.time()) * 1000) + 1000)  # a second to spare
+            return bool(self.redis.set(f"cds:jti:{key}", "1", nx=True, px=ttl_ms))
         try:
             with self.store.engine.begin() as conn:
-                conn.execute(jti_seen.insert().values(key=key, expires_at=expires_at))
-                if hash(key) % 50 == 0:  # now and then, forget tokens that expired long ago
-                    conn.execute(jti_seen.delete().where(jti_seen.c.expires_at < time.time() - 3600))
+                conn.execute(jti_seen.insert().values(key=key, expires_at=keep_until))
+                if hash(key) % 50 == 0:  # now and then, forget tokens no check can accept any more
+                    conn.execute(jti_seen.delete().where(jti_seen.c.expires_at < time.time() - 60))
         except sa.exc.IntegrityError:
             return False
         return True
@@ -160,21 +169,34 @@ class Authenticator:
     leeway: float
     max_lifetime: float
 
-    def check(self, authorization: str | None, audience: str) -> dict[str, Any]:
+    def check(self, authorization: str | None, audience: str | list[str]) -> dict[str, Any]:
         """Return the verified claims.
 
         :raises Unauthorized: with an internal reason (never shown to the caller).
         """
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():  # the scheme is case-insensitive (RFC 6750 §2.1)
             raise Unauthorized("no bearer token")
-        token = authorization[len("Bearer ") :].strip()
+        token = token.strip()
+        try:
+            claims = self._claims(token, audience)
+        except Unauthorized:
+            raise
+        except Exception as exc:  # a header or claim of the wrong shape is the caller's fault: 401, not 503
+            raise Unauthorized(f"malformed token: {type(exc).__name__}") from exc
+        if not self.jtis.first_use(client_issuer(claims), str(claims["jti"]), float(claims["exp"]) + self.leeway):
+            raise Unauthorized("jti replayed")
+        return claims
+
+    def _claims(self, token: str, audience: str | list[str]) -> dict[str, Any]:
+        """Verify everything but the jti; only the replay store can fail for reasons not the caller's."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise Unauthorized("not a JWT") from exc
         alg, kid = header.get("alg"), header.get("kid")
-        if alg not in self.algorithms or alg not in ASYMMETRIC:
+        if not isinstance(alg, str) or alg not in self.algorithms or alg not in ASYMMETRIC:
             raise Unauthorized(f"algorithm {alg!r} not allowed")
         if not isinstance(kid, str) or not kid:
             raise Unauthorized("no kid")
@@ -187,8 +209,6 @@ class Authenticator:
         claims = self._verify(token, key, alg, audience, client.issuer)
         if client.tenants and claims.get("tenant") not in client.tenants:
             raise Unauthorized("tenant not allowed")
-        if not self.jtis.first_use(client.issuer, str(claims["jti"]), float(claims["exp"])):
-            raise Unauthorized("jti replayed")
         return claims
 
     def _key(self, client: TrustedClient, header: Mapping[str, Any], kid: str) -> Any:
@@ -208,7 +228,7 @@ class Authenticator:
             return self.jwks_cache.key(jku, kid)
         raise Unauthorized("kid not in the configured JWKS" if client.jwks is not None else "no jku, no JWKS")
 
-    def _verify(self, token: str, key: Any, alg: str, audience: str, issuer: str) -> dict[str, Any]:
+    def _verify(self, token: str, key: Any, alg: str, audience: str | list[str], issuer: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -221,6 +241,9 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"verification failed: {type(exc).__name__}") from exc
+        for name in ("exp", "iat", "nbf"):  # NumericDate (RFC 7519 §2): PyJWT would take "123" too
+            if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))):
+                raise Unauthorized(f"{name} is not a number")
         now = time.time()
         if float(claims["iat"]) > now + self.leeway:
             raise Unauthorized("iat in the future")
@@ -241,6 +264,42 @@ def build_authenticator(settings: Mapping[str, Any], store: Store, session: requ
     )
 
 
+def public_base_urls(value: Any) -> list[str]:
+    """The service's own public base URL(s): a list, or a string of URLs separated by commas or spaces."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value or [])
+    return [str(item).strip().rstrip("/") for item in items if str(item).strip()]
+
+
+def require_public_url(settings: Mapping[str, Any]) -> None:
+    """With authentication on and outside clients trusted, the service must know its own URL(s).
+
+    The JWT audience is checked against it; taken from the request it would come from the
+    ``Host`` header, which the caller chooses, so a token minted for another service would pass.
+
+    :raises ValueError: PUBLIC_BASE_URL is missing or not an absolute http(s) URL.
+    """
+    from cds_server.urls import http_url_problem
+
+    if not settings["AUTH_REQUIRED"] or not settings["TRUSTED_CLIENTS"]:
+        return
+    bases = public_base_urls(settings.get("PUBLIC_BASE_URL"))
+    if not bases:
+        raise ValueError(
+            "CDS_PUBLIC_BASE_URL must be set when client authentication is on: JWT audiences are checked "
+            "against the service's own public URL(s), never against the Host header a caller sends "
+            "(e.g. CDS_PUBLIC_BASE_URL=https://cds.payer.example, or a JSON list of URLs)"
+        )
+    for base in bases:
+        problem = http_url_problem(base)
+        if problem:
+            raise ValueError(f"CDS_PUBLIC_BASE_URL: each URL {problem}")
+
+
+def client_issuer(claims: Mapping[str, Any]) -> str:
+    """The verified issuer (``iss`` was checked to be a trusted client's)."""
+    return str(claims["iss"])
+
+
 PROTECTED = ("/cds-services", "/fhir", "/determinations")
 
 
@@ -257,8 +316,10 @@ def guard() -> Any:
         return None
     if _signed_decision_link(request, current_app.extensions["cds"].link_secret):
         return None
-    base = str(current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
-    audience = f"{base}{request.path}" if base else request.base_url
+    bases = public_base_urls(current_app.config.get("PUBLIC_BASE_URL"))
+    # No configured URL only when no outside client is trusted (create_app refuses to start otherwise):
+    # the only tokens that can pass are the local demo bench's own, minted for the URL the browser used.
+    audience: str | list[str] = [f"{b}{request.path}" for b in bases] if bases else request.base_url
     try:
         g.client = current_app.extensions["cds-auth"].check(request.headers.get("Authorization"), audience)
     except Unauthorized as exc:

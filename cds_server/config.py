@@ -19,12 +19,13 @@ DEFAULTS: dict[str, Any] = {
     "PAYER_IDENTIFIERS": [],  # Coverage.payor identifier values this endpoint serves; empty = any
     "AUTO_APPROVAL": True,  # issue prior authorization when criteria are met (CarePaths can switch it off too)
     "AUTHORIZATION_VALID_DAYS": 180,
-    "PUBLIC_BASE_URL": "",  # e.g. https://cds.payer.example; empty = taken from each request
+    "PUBLIC_BASE_URL": "",  # e.g. https://cds.payer.example (or a list); required when outside clients are trusted
     # FHIR access to the EHR
     "FHIR_TIMEOUT_SECONDS": 2.0,
     "FHIR_MAX_PAGES": 5,
     "FHIR_MAX_RESOURCES": 2000,
     "FHIR_MAX_PARALLEL": 6,
+    "FHIR_MAX_RESPONSE_BYTES": 10 * 1024 * 1024,  # the largest FHIR answer read; larger is a technical failure
     "CALL_BUDGET_SECONDS": 4.0,  # all FHIR reads of one hook call must fit in this (CRD asks 5 s at p90)
     "CIRCUIT_FAILURES": 5,  # consecutive failures that open the circuit to one FHIR server
     "CIRCUIT_COOLDOWN_SECONDS": 30.0,
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     # Requests
     "MAX_CONTENT_LENGTH": 5 * 1024 * 1024,
     "MAX_JSON_DEPTH": 64,
+    "MAX_ORDERS_PER_CALL": 50,  # orders one hook call may carry; more is refused (413) before any work
     "CRD_VERSIONS": ["2.0", "2.2"],
     # The test bench (/demo): a small EHR for trying the service; never on a production endpoint
     "DEMO_ENABLED": False,

@@ -6,6 +6,9 @@ answered without authentication, as browsers send them without credentials.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from flask import Flask, Response, request
 
 ALLOWED_PATHS = ("/cds-services", "/fhir", "/determinations")
@@ -14,8 +17,9 @@ ALLOWED_PATHS = ("/cds-services", "/fhir", "/determinations")
 def install(app: Flask) -> None:
     """Answer preflights and add CORS headers for the allowed origins."""
 
+    origins = parse_origins(app.config["CORS_ORIGINS"])
+
     def allowed_origin() -> str | None:
-        origins = app.config["CORS_ORIGINS"] or []
         origin = request.headers.get("Origin")
         if not origin or not request.path.startswith(ALLOWED_PATHS):
             return None
@@ -37,6 +41,16 @@ def install(app: Flask) -> None:
 
     # Run the preflight answer before authentication and every other before-request hook.
     app.before_request_funcs.setdefault(None, []).insert(0, app.before_request_funcs[None].pop())
+
+
+def parse_origins(value: Any) -> frozenset[str]:
+    """The exact origins allowed: a list, or a string of origins separated by commas or spaces.
+
+    A plain string (``CDS_CORS_ORIGINS=https://a.example``) is a list of one, never a string to
+    search in: ``origin in "http://127.0.0.1:8383"`` would allow ``http://127.0.0.1:83`` and ``h``.
+    """
+    items = re.split(r"[\s,]+", value) if isinstance(value, str) else list(value or [])
+    return frozenset(str(item).strip().rstrip("/") for item in items if str(item).strip())
 
 
 def _headers(response: Response, origin: str) -> Response:

@@ -20,6 +20,7 @@ from typing import Any
 from cds_server.errors import CoverageProblem, Issue
 from fhir_mappings.codes import arr
 from fhir_mappings.dates import period_bounds
+from fhir_mappings.orders import describe_invalid
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def _validate(coverage: Mapping[str, Any]) -> None:
     try:
         Coverage.model_validate(dict(coverage))
     except Exception as exc:  # pydantic.ValidationError and fhir-core's own errors
-        text = "; ".join(line.strip() for line in str(exc).splitlines()[:4] if line.strip())
+        text = describe_invalid(exc, limit=4)  # the element and the rule: the value may be a name or an SSN
         raise CoverageProblem("The Coverage is not valid FHIR", [Issue(text, "$.prefetch.coverage")]) from exc
 
 

@@ -8,6 +8,7 @@ invariant (crd-ci-q1..q9) on what comes out.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -126,13 +127,21 @@ def not_covered_assertion(code: str, text: str) -> Assertion:
 
 
 def assertion_id(
-    order: Mapping[str, Any], coverage_ref: str, assertion: Assertion, decision: OrderDecision | None, salt: str = ""
+    order: Mapping[str, Any],
+    coverage_ref: str,
+    assertion: Assertion,
+    decision: OrderDecision | None,
+    salt: str = "",
+    key: str = "",
 ) -> str:
     """Return an id that is the same for the same order, coverage and decision (and only then).
 
     "Decision" is all of it: outcome, every criterion's result with its
     evidence, the evaluation date and the CarePath version, so a decision made
     on a different record is a different assertion with its own audit record.
+    ``key`` is a random secret of the deployment (kept in its database): with it the id is
+    stable for the service (a repeat gets the same assertion and number) but cannot be
+    computed by anyone who has only the request.
     """
     payload = {
         "order": strip_coverage_information(order),
@@ -144,7 +153,9 @@ def assertion_id(
         "decision": None if decision is None else decision.to_dict(),
         "salt": salt,
     }
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    message = json.dumps(payload, sort_keys=True, default=str).encode()
+    # Without a key (only tests that pin ids in golden files) the id is the plain digest.
+    digest = hmac.new(key.encode(), message, hashlib.sha256).hexdigest() if key else hashlib.sha256(message).hexdigest()
     return "ca-" + digest[:32]
 
 

@@ -23,6 +23,7 @@ ISSUE_CODES = {
     415: "not-supported",
     422: "business-rule",
     500: "exception",
+    503: "transient",
 }
 
 
@@ -90,6 +91,22 @@ class PayloadTooLarge(ServiceError):
     """The request body is larger than the configured limit (413)."""
 
     status = 413
+
+
+class TooManyOrders(ServiceError):
+    """More orders than one call may carry (413, ``too-costly``): deciding them would outrun the call's budget."""
+
+    status = 413
+
+
+class TemporarilyUnavailable(ServiceError):
+    """Storage the answer depends on is down: try again shortly (503 with ``Retry-After``).
+
+    A hook answer must be recorded (CRD found-11, found-37); without the database none can be.
+    """
+
+    status = 503
+    retry_after = 5
 
 
 @dataclass

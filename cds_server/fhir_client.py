@@ -8,6 +8,7 @@ a body that is not a FHIR resource) is a :class:`FhirError`, never a crash.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from cds_server.observability import FHIR_FAILURES, FHIR_LATENCY
 from fhir_mappings.codes import arr
@@ -72,6 +74,7 @@ class FhirClient:
     max_resources: int
     deadline: float | None = None  # time.monotonic() by which the whole hook call must be done
     breaker: CircuitBreaker | None = None
+    max_bytes: int = 10 * 1024 * 1024  # FHIR_MAX_RESPONSE_BYTES: the largest answer read into memory
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/") + "/"
@@ -86,7 +89,8 @@ class FhirClient:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def _get(self, url: str) -> requests.Response:
+    def _get(self, url: str) -> tuple[int, bytes]:
+        """GET ``url``: its status and body, read within the call's deadline and the byte cap."""
         if not url.startswith(self.base_url):
             raise FhirError("refusing to send the access token outside fhirServer")
         budget = min(self.timeout, self.remaining())
@@ -98,15 +102,43 @@ class FhirClient:
             raise FhirError("the FHIR server keeps failing; not calling it for a while")
         started = time.perf_counter()
         try:
-            response = self.session.get(url, headers=self._headers(), timeout=budget, allow_redirects=False)
-        except requests.RequestException as exc:
+            with self.session.get(
+                url, headers=self._headers(), timeout=budget, allow_redirects=False, stream=True
+            ) as response:
+                body = self._body(response, url, time.monotonic() + budget)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            # urllib3's errors come unwrapped from ``raw``; ValueError: a URL urllib3/idna cannot parse
             self._outcome(False, "timeout" if isinstance(exc, requests.Timeout) else "connection")
             raise FhirError(f"{type(exc).__name__} reading {self._show(url)}") from exc
         finally:
             FHIR_LATENCY.observe(time.perf_counter() - started)
         ok = response.status_code < 500
         self._outcome(ok, None if ok else "server-error")
-        return response
+        return response.status_code, body
+
+    def _body(self, response: requests.Response, url: str, read_by: float) -> bytes:
+        """Read the body in chunks, giving up at the wall-clock deadline or past ``max_bytes``.
+
+        A per-read timeout alone never trips on a server that sends one byte every half second,
+        and a 60 MB answer would be held in memory whole: both end here, as a FhirError.
+        """
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            self._outcome(False, "too-large")
+            raise FhirError(f"{self._show(url)} is larger than {self.max_bytes} bytes")
+        deadline = min(read_by, self.deadline if self.deadline is not None else read_by)
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := response.raw.read1(16384, decode_content=True):  # one recv: a drip cannot hold it
+            size += len(chunk)
+            if size > self.max_bytes:
+                self._outcome(False, "too-large")
+                raise FhirError(f"{self._show(url)} is larger than {self.max_bytes} bytes")
+            if time.monotonic() > deadline:
+                self._outcome(False, "timeout")
+                raise FhirError(f"reading {self._show(url)} did not finish within the time budget")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _outcome(self, ok: bool, kind: str | None) -> None:
         if kind:
@@ -117,39 +149,46 @@ class FhirClient:
     def _show(self, url: str) -> str:
         return url[len(self.base_url) :] if url.startswith(self.base_url) else "(outside fhirServer)"
 
-    def _json(self, response: requests.Response, url: str) -> Mapping[str, Any]:
+    def _json(self, body: bytes, url: str) -> Mapping[str, Any]:
         try:
-            body = response.json()
-        except ValueError as exc:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError) as exc:
             raise FhirError(f"{self._show(url)} did not return JSON") from exc
-        if not isinstance(body, Mapping) or not isinstance(body.get("resourceType"), str):
+        if not isinstance(parsed, Mapping) or not isinstance(parsed.get("resourceType"), str):
             raise FhirError(f"{self._show(url)} did not return a FHIR resource")
-        return body
+        return parsed
+
+    def _join(self, path: str) -> str:
+        """``urljoin``, whose ``ValueError`` on a malformed URL becomes a FhirError."""
+        try:
+            return urljoin(self.base_url, path)
+        except ValueError as exc:
+            raise FhirError("a malformed URL") from exc
 
     def read(self, path: str) -> Mapping[str, Any] | None:
         """Read one resource (``Type/id``); None when the server says it does not exist."""
-        url = urljoin(self.base_url, path)
-        response = self._get(url)
-        if response.status_code in (404, 410):
+        url = self._join(path)
+        status, raw = self._get(url)
+        if status in (404, 410):
             return None
-        if response.status_code != 200:
-            raise FhirError(f"HTTP {response.status_code} reading {path}")
-        body = self._json(response, url)
+        if status != 200:
+            raise FhirError(f"HTTP {status} reading {path}")
+        body = self._json(raw, url)
         if body.get("resourceType") == "OperationOutcome":
             raise FhirError(f"{path} answered with an OperationOutcome")
         return body
 
     def search(self, query: str) -> list[Mapping[str, Any]]:
         """Run a search and follow ``next`` links up to the page and resource caps."""
-        url: str | None = urljoin(self.base_url, query)
+        url: str | None = self._join(query)
         resources: list[Mapping[str, Any]] = []
         for _ in range(self.max_pages):
             if url is None:
                 return resources
-            response = self._get(url)
-            if response.status_code != 200:
-                raise FhirError(f"HTTP {response.status_code} searching {query.split('?')[0]}")
-            bundle = self._json(response, url)
+            status, raw = self._get(url)
+            if status != 200:
+                raise FhirError(f"HTTP {status} searching {query.split('?')[0]}")
+            bundle = self._json(raw, url)
             if bundle.get("resourceType") != "Bundle":
                 raise FhirError(f"search {query.split('?')[0]} did not return a Bundle")
             resources.extend(page_resources(bundle))

@@ -19,17 +19,19 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import requests
+from sqlalchemy.engine import Connection
 
 from cds_server import cards, links
 from cds_server import coverage_info as ci
 from cds_server.carepath_store import terminology_for
 from cds_server.coverage import CoverageCheck, select_coverage
 from cds_server.engine import CarePath, OrderDecision, evaluate_orders
-from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems
+from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems, TooManyOrders
 from cds_server.fhir_client import CircuitBreaker, FhirClient, FhirError
 from cds_server.prefetch import HISTORY_KEYS, PatientData, resolve, templates_for
 from cds_server.request_schema import ENVELOPE, check
 from cds_server.store import Store
+from cds_server.urls import http_url_problem
 from fhir_mappings.codes import arr, obj
 from fhir_mappings.orders import ORDER_TYPES, InvalidOrderError, Order, read_order, validate_order
 from fhir_mappings.record import PatientRecord, foreign_patient_elements
@@ -54,6 +56,7 @@ class Runtime:
     clock: Callable[[], datetime]
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     link_secret: str | None = None  # signs decision links (``links``) when client authentication is on
+    id_key: str = ""  # makes assertion ids unguessable from the request (``coverage_info.assertion_id``)
 
     def decision_url(self, base: str, assertion_id: str) -> str:
         """The decision page for an assertion: a signed, expiring link when pages need authentication."""
@@ -73,6 +76,7 @@ class Call:
     client: FhirClient | None = None
     started: float = field(default_factory=time.monotonic)
     decide_ms: float | None = None  # time the engine took for this call's orders, kept with each assertion
+    requester: Mapping[str, Any] = field(default_factory=dict)  # the verified token's claims (auth on)
 
     @property
     def context(self) -> Mapping[str, Any]:
@@ -117,6 +121,9 @@ def validate_request(service: HookService, body: Any, versions: Sequence[str], n
     :raises CrdViolation: CRD-only violations (422).
     """
     check(body, ENVELOPE, "$", "The request is not a valid CDS Hooks request")
+    problem = http_url_problem(body["fhirServer"]) if "fhirServer" in body else None
+    if problem:
+        raise InvalidRequest("fhirServer is not a usable URL", [Issue(f"fhirServer {problem}", "$.fhirServer")])
     if body["hook"] != service.hook:
         raise InvalidRequest(
             f"This service answers {service.hook}, not {body['hook']}",
@@ -192,20 +199,23 @@ def fhir_client(runtime: Runtime, call: Call) -> FhirClient | None:
         int(s["FHIR_MAX_RESOURCES"]),
         deadline=call.started + float(s["CALL_BUDGET_SECONDS"]),
         breaker=runtime.breaker,
+        max_bytes=int(s["FHIR_MAX_RESPONSE_BYTES"]),
     )
 
 
 # --- stage 2: the orders ---------------------------------------------------------
 
 
-def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTarget, Order]]:
+def find_orders(call: Call, carepaths: Sequence[CarePath], limit: int = 50) -> list[tuple[OrderTarget, Order]]:
     """Return the orders in scope, each for the call's patient and validated against its FHIR model.
 
+    :raises TooManyOrders: the context carries more than ``limit`` orders (413), checked before any work.
     :raises CrdViolation: an order, or an Appointment, names someone other than ``patientId`` (422).
     :raises DataUnavailable: an order the context only references cannot be read (412).
     :raises InvalidRequest: an order is not a valid FHIR resource (400).
     """
     field_ = call.service.orders_field
+    _limit_orders(call, limit)
     held = _context_resources(call)
     _refuse_other_patients(call, [(resource, path, True) for path, resource in held])
     reader = _reader(call)
@@ -255,6 +265,25 @@ def find_orders(call: Call, carepaths: Sequence[CarePath]) -> list[tuple[OrderTa
         found.append((target, order))
     problems.raise_if_any(InvalidRequest, "An order is not a valid FHIR resource")
     return found
+
+
+def _limit_orders(call: Call, limit: int) -> None:
+    """Refuse a call with more orders than MAX_ORDERS_PER_CALL before validating or deciding any.
+
+    10,000 draft orders fit in the body size limit but took 30 s: the worker was killed mid-call.
+    """
+    field_ = call.service.orders_field
+    value = call.context.get(field_)
+    count = len(arr(value.get("entry"))) if isinstance(value, Mapping) else len(arr(value))
+    if count > limit:
+        raise TooManyOrders(
+            f"The call carries {count} orders; this service takes at most {limit} per call (MAX_ORDERS_PER_CALL)",
+            [
+                Issue(
+                    f"more than MAX_ORDERS_PER_CALL ({limit}) orders; send them in smaller calls", f"$.context.{field_}"
+                )
+            ],
+        )
 
 
 def _reader(call: Call) -> Callable[[str], Mapping[str, Any] | None]:
@@ -525,11 +554,8 @@ def _result(
     assertion.coverage_ref = coverage.ref
     assertion.date = call.today
     assertion.billing_codes = billing_codes(order)
-    assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, decision)
-    if assertion.pa_needed == "satisfied":
-        _authorize(runtime, call, target, assertion, decision)
-    new = assertion.assertion_id not in ci.existing_assertion_ids(target.annotated)
-    return OrderResult(target, order, decision, assertion, new)
+    assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, decision, key=runtime.id_key)
+    return OrderResult(target, order, decision, assertion, new=True)  # numbers and ``new``: see ``record``
 
 
 def question_texts(runtime: Runtime, decision: OrderDecision) -> dict[str, str]:
@@ -540,19 +566,21 @@ def question_texts(runtime: Runtime, decision: OrderDecision) -> dict[str, str]:
     return {}
 
 
-def _authorize(
-    runtime: Runtime, call: Call, target: OrderTarget, assertion: ci.Assertion, decision: OrderDecision | None
-) -> None:
+def _authorize(runtime: Runtime, call: Call, result: OrderResult, conn: Connection) -> None:
     """Attach the assertion's authorization number; an expired one is replaced by a new assertion and number."""
-    valid_days = int(runtime.settings["AUTHORIZATION_VALID_DAYS"])
-    number, expires = runtime.store.authorization_for(assertion.assertion_id, call.today + timedelta(days=valid_days))
+    assertion, valid_days = result.assertion, int(runtime.settings["AUTHORIZATION_VALID_DAYS"])
+    expires_on = call.today + timedelta(days=valid_days)
+    number, expires = runtime.store.issue_authorization(conn, assertion.assertion_id, expires_on)
     if expires < call.today:
         assertion.assertion_id = ci.assertion_id(
-            target.order, assertion.coverage_ref, assertion, decision, salt=f"renewed {call.today.isoformat()}"
+            result.target.order,
+            assertion.coverage_ref,
+            assertion,
+            result.decision,
+            salt=f"renewed {call.today.isoformat()}",
+            key=runtime.id_key,
         )
-        number, expires = runtime.store.authorization_for(
-            assertion.assertion_id, call.today + timedelta(days=valid_days)
-        )
+        number, expires = runtime.store.issue_authorization(conn, assertion.assertion_id, expires_on)
     assertion.satisfied_pa_id = number
     assertion.expiry_date = expires
 
@@ -589,27 +617,46 @@ def system_actions(call: Call, results: Sequence[OrderResult]) -> list[dict[str,
     return actions
 
 
-def persist(runtime: Runtime, call: Call, results: Sequence[OrderResult]) -> None:
-    """Keep every assertion with the decision behind it (CRD found-11)."""
+def record(runtime: Runtime, call: Call, results: Sequence[OrderResult]) -> None:
+    """Issue the authorization numbers and keep every assertion with its decision (CRD found-11), in one
+    transaction: a worker killed half-way leaves no number without the decision it was issued for."""
+    first_ids = [r.assertion.assertion_id for r in results]
+
+    def keep(conn: Connection) -> None:
+        for result, assertion_id in zip(results, first_ids, strict=True):
+            result.assertion.assertion_id = assertion_id  # a retry starts again from the same ids
+            if result.assertion.pa_needed == "satisfied":
+                _authorize(runtime, call, result, conn)
+            runtime.store.keep_assertion(conn, _assertion_row(call, result))
+
+    runtime.store.in_one_transaction(keep)
     for result in results:
-        decision = result.decision.to_dict() if result.decision else None
-        runtime.store.save_assertion(
-            {
-                "assertion_id": result.assertion.assertion_id,
-                "order_ref": result.order.ref,
-                "coverage_ref": result.assertion.coverage_ref,
-                "patient_id": call.context.get("patientId"),
-                "carepath_id": result.decision.carepath_id if result.decision else None,
-                "carepath_version": result.decision.carepath_version if result.decision else None,
-                "service_id": result.decision.service_id if result.decision else None,
-                "outcome": result.decision.outcome.value if result.decision else result.assertion.covered,
-                "pa_id": result.assertion.satisfied_pa_id,
-                "decision": {"decision": decision, "coverageInformation": result.assertion.extension()},
-                "created_at": call.now,
-                "hook_instance": str(call.body.get("hookInstance", ""))[:200] or None,
-                "decided_ms": call.decide_ms,
-            }
-        )
+        result.new = result.assertion.assertion_id not in ci.existing_assertion_ids(result.target.annotated)
+
+
+def _assertion_row(call: Call, result: OrderResult) -> dict[str, Any]:
+    decision = result.decision.to_dict() if result.decision else None
+    return {
+        "assertion_id": result.assertion.assertion_id,
+        "order_ref": result.order.ref,
+        "coverage_ref": result.assertion.coverage_ref,
+        "patient_id": call.context.get("patientId"),
+        "carepath_id": result.decision.carepath_id if result.decision else None,
+        "carepath_version": result.decision.carepath_version if result.decision else None,
+        "service_id": result.decision.service_id if result.decision else None,
+        "outcome": result.decision.outcome.value if result.decision else result.assertion.covered,
+        "pa_id": result.assertion.satisfied_pa_id,
+        "decision": {"decision": decision, "coverageInformation": result.assertion.extension()},
+        "created_at": call.now,
+        "hook_instance": str(call.body.get("hookInstance", ""))[:200] or None,
+        "decided_ms": call.decide_ms,
+        "client_iss": _text(call.requester.get("iss"), 300),
+        "client_tenant": _text(call.requester.get("tenant"), 200),
+    }
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return str(value)[:limit] if isinstance(value, str) and value else None
 
 
 def build_cards(runtime: Runtime, call: Call, results: Sequence[OrderResult], base_url: str) -> list[dict[str, Any]]:
@@ -656,19 +703,22 @@ def order_label(order: Order) -> str:
     return f"{what} ({order.ref})"
 
 
-def handle(runtime: Runtime, service: HookService, body: Any, base_url: str = "") -> CallResult:
-    """Run one hook call through every stage and return its response."""
+def handle(
+    runtime: Runtime, service: HookService, body: Any, base_url: str = "", requester: Mapping[str, Any] | None = None
+) -> CallResult:
+    """Run one hook call through every stage and return its response (``requester``: the token's claims)."""
     call = validate_request(service, body, runtime.settings["CRD_VERSIONS"], runtime.clock())
+    call.requester = requester or {}
     call.client = fhir_client(runtime, call)
-    pairs = find_orders(call, runtime.carepaths)
+    pairs = find_orders(call, runtime.carepaths, int(runtime.settings["MAX_ORDERS_PER_CALL"]))
     data = gather(runtime, call, [order for _, order in pairs])
     coverage = check_coverage(runtime, call, data)
     days = [order.authored_on or call.today for _, order in pairs]
     technical = history_problem(data) if coverage.usable_for_any(days) else None
     results = decide(runtime, call, pairs, data, coverage, technical)
+    record(runtime, call, results)
     response: dict[str, Any] = {"cards": build_cards(runtime, call, results, base_url)}
     actions = system_actions(call, results)
     if actions:
         response["systemActions"] = actions
-    persist(runtime, call, results)
     return CallResult(response, results, coverage)

@@ -313,6 +313,14 @@ def _v8(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
+# --- version 9: who asked for each determination (decision pages are the asking client's) ----------------
+
+
+def _v9(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE assertions ADD COLUMN client_iss VARCHAR(300)"))
+    conn.execute(sa.text("ALTER TABLE assertions ADD COLUMN client_tenant VARCHAR(200)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: invocations, assertions, authorizations, feedback, jti_seen", _v1),
     Migration(2, "cards_issued; feedback kept once (unique card, outcome, time)", _v2),
@@ -322,6 +330,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "feedback: a table-level unique (card, outcome, time) from before migrations removed", _v6),
     Migration(7, "feedback: outcome times kept in one spelling per instant (.000Z is Z)", _v7),
     Migration(8, "service_secrets: secrets shared by every worker (decision-link signing)", _v8),
+    Migration(9, "assertions: client_iss and client_tenant (decision pages are the asking client's)", _v9),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from cds_server.feedback import canonical_instant
 from cds_server.migrations import migrate
@@ -53,6 +53,8 @@ assertions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("hook_instance", sa.String(200)),  # the invocation that first made this determination
     sa.Column("decided_ms", sa.Float),  # how long the engine took to decide that call's orders
+    sa.Column("client_iss", sa.String(300)),  # the authenticated client that asked (None: authentication off)
+    sa.Column("client_tenant", sa.String(200)),  # and its tenant, when its token named one
 )
 authorizations = sa.Table(
     "authorizations",
@@ -196,6 +198,50 @@ class Store:
             except sa.exc.IntegrityError:
                 continue  # the number collided, or another worker issued one for this assertion
         raise RuntimeError("could not issue an authorization number")
+
+    def in_one_transaction(self, work: Callable[[Connection], None], attempts: int = 5) -> None:
+        """Run ``work`` in one transaction, all of it or none of it; retried whole after a unique-key race.
+
+        Issuing authorization numbers and keeping the decisions behind them go through here, so a
+        worker killed half-way leaves no number without its decision. A race (another worker
+        issued a number for the same assertion, or a number collided) rolls everything back and
+        the retry reads what the other worker committed.
+        """
+        for _ in range(attempts):
+            try:
+                with self.engine.begin() as conn:
+                    work(conn)
+                return
+            except sa.exc.IntegrityError:
+                continue
+        raise RuntimeError("could not record the decisions")
+
+    @staticmethod
+    def issue_authorization(conn: Connection, assertion_id: str, expires_on: date) -> tuple[str, date]:
+        """Within a transaction: the assertion's number and expiry, issuing one on first use."""
+        row = conn.execute(
+            sa.select(authorizations.c.pa_id, authorizations.c.expires_on).where(
+                authorizations.c.assertion_id == assertion_id
+            )
+        ).first()
+        if row:
+            return row[0], row[1]
+        number = new_authorization_number()
+        conn.execute(
+            authorizations.insert().values(
+                pa_id=number, assertion_id=assertion_id, issued_at=now(), expires_on=expires_on
+            )
+        )
+        return number, expires_on
+
+    @staticmethod
+    def keep_assertion(conn: Connection, row: Mapping[str, Any]) -> None:
+        """Within a transaction: keep an assertion once (a race surfaces as IntegrityError, and a retry)."""
+        exists = conn.execute(
+            sa.select(assertions.c.assertion_id).where(assertions.c.assertion_id == row["assertion_id"])
+        ).first()
+        if exists is None:
+            conn.execute(assertions.insert().values(**row))
 
     def _authorization(self, assertion_id: str) -> tuple[str, date] | None:
         with self.engine.connect() as conn:

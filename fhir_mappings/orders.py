@@ -9,6 +9,7 @@ read defensively as plain JSON by :mod:`fhir_mappings.record`.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -96,19 +97,43 @@ def validate_order(resource: Mapping[str, Any]) -> None:
 
 
 def _describe(exc: Exception, limit: int = 6) -> str:
-    """Where and what, never the offending value (it may be a name, a note or a token)."""
+    return describe_invalid(exc, limit)
+
+
+_ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+def describe_invalid(exc: Exception, limit: int = 6) -> str:
+    """Where and what rule, never the offending value (it may be a name, an SSN, a note or a token).
+
+    Whatever raised it: pydantic's ``errors()`` gives element paths and rule messages; a message
+    that quotes the value anyway is replaced by the rule's code, a member name that is not a FHIR
+    element name (a misplaced value used as a key) is not repeated, and any other exception is
+    named by its class only.
+    """
     errors = getattr(exc, "errors", None)
-    if callable(errors):
-        try:
-            found = errors(include_input=False, include_url=False)
-        except TypeError:
-            found = None
-        if isinstance(found, list) and found:
-            return "; ".join(
-                f"{'.'.join(str(p) for p in e.get('loc', ())) or '(resource)'}: {e.get('msg', 'invalid')}"
-                for e in found[:limit]
-            )
-    return type(exc).__name__
+    if not callable(errors):
+        return type(exc).__name__
+    try:
+        found = errors(include_url=False)
+    except Exception:  # not pydantic's signature: say only what kind of error it was
+        return type(exc).__name__
+    if not isinstance(found, list) or not found:
+        return type(exc).__name__
+    return "; ".join(_one_problem(e) for e in found[:limit] if isinstance(e, Mapping))
+
+
+def _one_problem(error: Mapping[str, Any]) -> str:
+    kind = str(error.get("type") or "invalid")
+    loc = [str(p) if isinstance(p, int) or _ELEMENT.fullmatch(str(p)) else "(member)" for p in error.get("loc") or ()]
+    if kind == "extra_forbidden":  # the member's name is the caller's text: name its parent only
+        return f"{'.'.join(loc[:-1]) or '(resource)'}: has a member that is not a FHIR element here"
+    message = str(error.get("msg") or kind)
+    value = error.get("input")
+    quoted = isinstance(value, (str, int, float)) and not isinstance(value, bool) and len(str(value)) >= 3
+    if (quoted and str(value) in message) or len(message) > 160:
+        message = f"breaks the rule {kind}"
+    return f"{'.'.join(loc) or '(resource)'}: {message}"
 
 
 def _refs(items: Any) -> tuple[str, ...]:

@@ -151,7 +151,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @dataclass
 class HostileFhir:
-    """Loopback server: /slow/<ms>/fhir/..., /status/<code>/fhir/..., /garbage/fhir/..., /html/fhir/..."""
+    """Loopback server: /slow/<ms>/fhir/..., /status/<code>/fhir/..., /garbage/fhir/..., /html/fhir/...,
+    /drip/<ms>/fhir/... (a byte every <ms>), /big/<bytes>/fhir/... (a padded answer)."""
 
     port: int
     hits: list[str]
@@ -182,6 +183,11 @@ def hostile_fhir() -> Iterator[HostileFhir]:
                 return self._send(200, "{not json at all")
             if mode == "html":
                 return self._send(200, "<html><body>Login</body></html>", "text/html")
+            if mode == "drip":  # headers at once, then one byte every <ms> (a per-read timeout never trips)
+                return self._drip(int(parts[2]) / 1000)
+            if mode == "big":  # a valid resource padded to <bytes>, without Content-Length
+                padding = " " * int(parts[2])
+                return self._send(200, '{"resourceType": "QuestionnaireResponse", "id": "x"' + padding + "}")
             if mode == "notfhir":
                 return self._send(200, _json.dumps({"hello": "world"}))
             return self._send(404, "{}")
@@ -192,6 +198,18 @@ def hostile_fhir() -> Iterator[HostileFhir]:
                 self.send_header("Content-Type", kind)
                 self.end_headers()
                 self.wfile.write(body.encode())
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def _drip(self, every: float) -> None:
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.end_headers()
+                for byte in b'{"resourceType": "Bundle", "type": "searchset"' + b" " * 200 + b"}":
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(every)
             except (BrokenPipeError, ConnectionResetError):
                 pass
 

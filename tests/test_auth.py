@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -255,7 +256,8 @@ def test_no_token_gets_401_on_every_protected_endpoint(client: FlaskClient) -> N
     assert client.get("/carepaths/neck-pain", base_url=BASE).status_code == 200, "the guideline itself is public"
 
 
-def test_jti_replay_is_refused_through_redis(tmp_path: Path, keys: Keys, jwks_server: str) -> None:
+def redis_url() -> str:
+    """The test Redis (skipped on a laptop without one, required under CI)."""
     url = os.environ.get("CDS_TEST_REDIS", "redis://127.0.0.1:6379/15")
     import redis
 
@@ -265,6 +267,11 @@ def test_jti_replay_is_refused_through_redis(tmp_path: Path, keys: Keys, jwks_se
         if os.environ.get("CI") == "true":
             pytest.fail(f"Redis is required under CI and is not reachable at {url}")
         pytest.skip(f"Redis not reachable at {url}")
+    return url
+
+
+def test_jti_replay_is_refused_through_redis(tmp_path: Path, keys: Keys, jwks_server: str) -> None:
+    url = redis_url()
     first = make_app(tmp_path, keys, jwks_server, REDIS_URL=url).test_client()
     second = (
         make_app(tmp_path / "other", keys, jwks_server, REDIS_URL=url) if (tmp_path / "other").mkdir() is None else None
@@ -316,3 +323,171 @@ def test_decision_links_in_cards_open_without_a_token_and_only_for_that_decision
     assert client.get(other, base_url=BASE).status_code == 401, "the signature is for that decision only"
     tampered = path[:-4] + ("0000" if not path.endswith("0000") else "1111")
     assert client.get(tampered, base_url=BASE).status_code == 401
+
+
+@pytest.mark.parametrize("jti_store", ["database", "redis"])
+def test_a_used_token_stays_refused_through_the_leeway_after_exp(
+    tmp_path: Path, keys: Keys, jwks_server: str, jti_store: str
+) -> None:
+    """PyJWT accepts a token until exp + leeway: the jti must be remembered at least that long (issue 11.1)."""
+    extra = {"REDIS_URL": redis_url()} if jti_store == "redis" else {}
+    client = make_app(tmp_path, keys, jwks_server, **extra).test_client()
+    now = int(time.time())
+    bearer = token(keys, f"{BASE}/cds-services", exp=now + 1, iat=now)
+    assert get(client, bearer).status_code == 200
+    time.sleep(max(0.0, now + 2.5 - time.time()))  # past exp and past exp + 1 s, well inside the 30 s leeway
+    for _ in range(3):
+        assert get(client, bearer).status_code == 401, "a replay after exp but within the leeway"
+
+
+def test_a_redis_jti_is_kept_for_exp_plus_leeway_and_a_replay_resets_nothing(
+    tmp_path: Path, keys: Keys, jwks_server: str
+) -> None:
+    import redis
+
+    url = redis_url()
+    app = make_app(tmp_path, keys, jwks_server, REDIS_URL=url)
+    jtis = app.extensions["cds-auth"].jtis
+    keep_until = time.time() + 40
+    jti = str(uuid.uuid4())
+    assert jtis.first_use("iss", jti, keep_until)
+    conn = redis.Redis.from_url(url)
+    key = "cds:jti:" + hashlib.sha256(f"iss|{jti}".encode()).hexdigest()
+    before = conn.pttl(key)
+    assert before >= 40_000, "kept until exp + leeway, not until exp"
+    assert not jtis.first_use("iss", jti, keep_until + 1000), "a replay"
+    after = conn.pttl(key)
+    assert after <= before, "a replay must not extend the key's life"
+
+
+def _with_header(bearer: str, header: dict[str, Any]) -> str:
+    """The token with its header replaced (the signature no longer matches; the header is what is tested)."""
+    import base64
+
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return ".".join([encoded, *bearer.split(".")[1:]])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "alg a list",
+        "alg an object",
+        "alg null",
+        "kid a list",
+        "RS384 kid names the EC key",
+        "ES384 kid names the RSA key",
+    ],
+)
+def test_malformed_headers_are_401_not_503(client: FlaskClient, keys: Keys, case: str) -> None:
+    """The caller's fault (issue 11.6): 401 with no Retry-After, not 'temporarily unavailable'."""
+    aud = f"{BASE}/cds-services"
+    good = token(keys, aud)
+    bearer = {
+        "alg a list": _with_header(good, {"alg": ["RS384"], "kid": "rsa-1", "typ": "JWT"}),
+        "alg an object": _with_header(good, {"alg": {"RS384": 1}, "kid": "rsa-1", "typ": "JWT"}),
+        "alg null": _with_header(good, {"alg": None, "kid": "rsa-1", "typ": "JWT"}),
+        "kid a list": _with_header(good, {"alg": "RS384", "kid": ["rsa-1"], "typ": "JWT"}),
+        "RS384 kid names the EC key": token(keys, aud, alg="RS384", kid="ec-1"),
+        "ES384 kid names the RSA key": token(keys, aud, alg="ES384", kid="rsa-1"),
+    }[case]
+    response = get(client, bearer)
+    assert response.status_code == 401, case
+    assert "Retry-After" not in response.headers
+    assert response.get_json()["issue"][0]["diagnostics"] == "Unauthorized"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_times_given_as_strings_are_refused(client: FlaskClient, keys: Keys, claim: str) -> None:
+    """NumericDate is a JSON number (RFC 7519 §2); "1700000000" is not one (issue 11.12)."""
+    now = int(time.time())
+    value = {"exp": now + 300, "iat": now, "nbf": now - 5}[claim]
+    assert get(client, token(keys, f"{BASE}/cds-services", **{claim: value})).status_code == 200
+    assert get(client, token(keys, f"{BASE}/cds-services", **{claim: str(value)})).status_code == 401
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+def test_the_bearer_scheme_is_case_insensitive(client: FlaskClient, keys: Keys, scheme: str) -> None:
+    """RFC 6750 §2.1 / RFC 7235 §2.1: auth-scheme names are case-insensitive (issue 11.14)."""
+    bearer = token(keys, f"{BASE}/cds-services")
+    response = client.get("/cds-services", headers={"Authorization": f"{scheme} {bearer}"}, base_url=BASE)
+    assert response.status_code == 200
+    assert client.get("/cds-services", headers={"Authorization": "Basic abc"}, base_url=BASE).status_code == 401
+    assert client.get("/cds-services", headers={"Authorization": "Bearer "}, base_url=BASE).status_code == 401
+
+
+def test_with_trusted_clients_the_service_must_know_its_own_url(tmp_path: Path, keys: Keys) -> None:
+    """Never the Host header (issue 11.7): without PUBLIC_BASE_URL the service refuses to start, saying why."""
+    with pytest.raises(ValueError, match="CDS_PUBLIC_BASE_URL"):
+        make_app(tmp_path, keys, "http://127.0.0.1:9/jwks", PUBLIC_BASE_URL="")
+    with pytest.raises(ValueError, match="CDS_PUBLIC_BASE_URL"):
+        make_app(tmp_path, keys, "http://127.0.0.1:9/jwks", PUBLIC_BASE_URL="not a url")
+
+
+def test_a_token_for_another_service_is_refused_whatever_host_the_caller_sends(tmp_path: Path, keys: Keys) -> None:
+    other = "https://other-service.example"
+    app = make_app(tmp_path, keys, "http://127.0.0.1:9/jwks", PUBLIC_BASE_URL=f"{BASE}, https://cds.internal.example")
+    client = app.test_client()
+    stolen = token(keys, f"{other}/cds-services")
+    assert client.get("/cds-services", headers={"Authorization": f"Bearer {stolen}"}, base_url=other).status_code == 401
+    for public in (BASE, "https://cds.internal.example"):  # either of the service's own URLs
+        bearer = token(keys, f"{public}/cds-services")
+        assert (
+            client.get("/cds-services", headers={"Authorization": f"Bearer {bearer}"}, base_url=other).status_code
+            == 200
+        )
+
+
+def test_database_lost_with_jtis_in_redis_is_503_with_retry_after(tmp_path: Path, keys: Keys) -> None:
+    """Redis still says the token is new; the records cannot be kept: 503 and Retry-After (issue 11.8)."""
+    import sqlalchemy as sa
+
+    app = make_app(tmp_path, keys, "http://127.0.0.1:9/jwks", REDIS_URL=redis_url())
+    client = app.test_client()
+    store = app.extensions["cds"].store
+    store.engine.dispose()
+    store.engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:9/gone", connect_args={"connect_timeout": 2})
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    for method, path, payload in [
+        ("POST", "/cds-services/crd-order-sign", body),
+        ("GET", "/determinations/ca-x", None),
+    ]:
+        bearer = token(keys, f"{BASE}{path}")
+        headers = {"Authorization": f"Bearer {bearer}"}
+        response = client.open(path, method=method, json=payload, base_url=BASE, headers=headers)
+        assert response.status_code == 503, (path, response.status_code)
+        assert response.headers["Retry-After"]
+        assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def _assertion_ids(payload: dict[str, Any]) -> list[str]:
+    text = json.dumps(payload)
+    return sorted(set(__import__("re").findall(r"ca-[0-9a-f]{32}", text)))
+
+
+def test_a_decision_page_is_for_the_client_that_asked(client: FlaskClient, keys: Keys, jwks_server: str) -> None:
+    """Another trusted client cannot read it with its own token (issue 11.10); the asking client can."""
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    bearer = token(keys, f"{BASE}/cds-services/crd-order-sign")
+    payload = client.post(
+        "/cds-services/crd-order-sign", json=body, base_url=BASE, headers={"Authorization": f"Bearer {bearer}"}
+    ).get_json()
+    (assertion_id,) = _assertion_ids(payload)
+    path = f"/determinations/{assertion_id}"
+    mine = token(keys, f"{BASE}{path}")
+    assert client.get(path, base_url=BASE, headers={"Authorization": f"Bearer {mine}"}).status_code == 200
+    other = token(keys, f"{BASE}{path}", iss=SANDBOX, alg="ES384", headers={"jku": jwks_server})
+    assert client.get(path, base_url=BASE, headers={"Authorization": f"Bearer {other}"}).status_code == 404
+
+
+def test_assertion_ids_cannot_be_computed_from_the_request(tmp_path: Path, keys: Keys) -> None:
+    """Same request, two deployments: two ids; the same deployment asked twice: the same id (issue 11.10)."""
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    ids = []
+    for name in ("one", "two", "one"):
+        (tmp_path / name).mkdir(exist_ok=True)
+        app = create_app({"AUTH_REQUIRED": False, "DATABASE_URL": f"sqlite:///{tmp_path / name / 'db.sqlite'}"})
+        ids.append(_assertion_ids(app.test_client().post("/cds-services/crd-order-sign", json=body).get_json()))
+        app.extensions["cds"].store.close()
+    assert ids[0] and ids[0] != ids[1], "another deployment's id is not predictable"
+    assert ids[0] == ids[2], "stable for one deployment (a repeat keeps its assertion and number)"

@@ -92,3 +92,13 @@ def test_wildcard_allows_any_origin_without_vary(tmp_path: Path) -> None:
 def test_pages_outside_the_api_get_no_cors(tmp_path: Path) -> None:
     response = preflight(make(tmp_path, [SANDBOX]), "/metrics")
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize("setting", ["http://127.0.0.1:8383", "http://127.0.0.1:8383, https://other.example"])
+def test_origins_given_as_a_string_are_exact_origins(tmp_path: Path, setting: str) -> None:
+    """A plain string is a list of origins, not text to search in (issue 11.11)."""
+    client = make(tmp_path, setting)  # type: ignore[arg-type]
+    assert preflight(client, "/cds-services", "http://127.0.0.1:8383").status_code == 204
+    for near in ["http://127.0.0.1:83", "h", "http://127.0.0.1", "127.0.0.1:8383", ":"]:
+        response = preflight(client, "/cds-services", near)
+        assert "Access-Control-Allow-Origin" not in response.headers, near

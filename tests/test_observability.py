@@ -84,6 +84,7 @@ def test_a_dead_redis_fails_closed_with_503(tmp_path: Path) -> None:
             "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite'}",
             "REDIS_URL": "redis://127.0.0.1:9/0",
             "TRUSTED_CLIENTS": [{"iss": "x", "jwks": {"keys": []}}],
+            "PUBLIC_BASE_URL": "https://cds.payer.example",  # required with trusted clients (issue 11.7)
         }
     )
     authenticator = app.extensions["cds-auth"]

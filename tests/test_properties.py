@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from requests.adapters import HTTPAdapter
 
 from cds_server.app import create_app
 from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
@@ -157,3 +159,54 @@ def test_strange_history_resources_never_break_the_decision(resource: dict[str, 
     response = CLIENT.post("/cds-services/crd-order-sign", json=body)
     check(response)
     assert response.status_code == 200, response.get_json()
+
+
+class _NoNetwork(HTTPAdapter):
+    """Every URL is prepared as for real, then refused: no DNS, no connection, in a property test."""
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        raise requests.ConnectionError("no network in property tests")
+
+
+for _scheme in ("http://", "https://"):
+    APP.extensions["cds"].session.mount(_scheme, _NoNetwork())
+
+URL_PIECES = st.sampled_from(
+    ["http://", "https://", "HTTP://", "ftp://", "//", "[", "]", "::1", "[::1", "127.0.0.1", "localhost", ":", ":99999"]
+    + ["%", "%zz", "@", "user:pw@", "..", ".", "-", "#", "?", "/", "/fhir", " ", "\u2603", "xn--", "a" * 70, "\\"]
+)
+urls = st.one_of(
+    st.lists(URL_PIECES, min_size=1, max_size=8).map("".join),
+    st.builds(lambda a, b: a + b, st.sampled_from(["http://", "https://"]), st.text(max_size=40)),
+)
+
+
+@SETTINGS
+@given(server=urls)
+def test_any_fhir_server_url(server: str) -> None:
+    """Malformed URLs (issue 11.4): a 400 or a technical answer, never a 500, whatever the URL."""
+    body = copy.deepcopy(VALID)
+    body["fhirServer"] = server
+    body["prefetch"].pop("coverage", None)  # so the service must read it from fhirServer
+    check(CLIENT.post("/cds-services/crd-order-sign", json=body))
+    body["prefetch"] = {}
+    check(CLIENT.post("/cds-services/crd-order-sign", json=body))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(count=st.sampled_from([0, 1, 50, 51, 500, 10_000]), dispatch=st.booleans())
+def test_very_many_orders(count: int, dispatch: bool) -> None:
+    """Very many orders (issue 11.3): within MAX_ORDERS_PER_CALL decided, beyond it a 413, never a 5xx."""
+    body = copy.deepcopy(VALID)
+    entries = body["context"]["draftOrders"]["entry"]
+    template = entries[0]["resource"]
+    entries[:] = [{"resource": {**template, "id": f"o-{i}"}} for i in range(count)]
+    response = CLIENT.post("/cds-services/crd-order-sign", json=body)
+    check(response)
+    if count > int(APP.config["MAX_ORDERS_PER_CALL"]):
+        assert response.status_code == 413
+    if dispatch:  # the same count as references, in order-dispatch
+        refs = {"hook": "order-dispatch", "dispatchedOrders": [f"ServiceRequest/o-{i}" for i in range(count)]}
+        body["context"] = {**{k: v for k, v in body["context"].items() if k != "draftOrders"}, **refs}
+        body["hook"] = "order-dispatch"
+        check(CLIENT.post("/cds-services/crd-order-dispatch", json=body))

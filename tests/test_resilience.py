@@ -100,3 +100,40 @@ def test_an_unreachable_server_is_quick_too(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     status, payload, elapsed = timed_post(app, request_against("http://127.0.0.1:9/fhir"))
     assert status == 200 and covered(payload) == "indeterminate" and elapsed < 2.0
+
+
+def test_a_server_dripping_bytes_cannot_hold_a_read_past_the_deadline(hostile_fhir: HostileFhir) -> None:
+    """One byte every 0.1 s never trips a per-read timeout; the wall-clock deadline does (issue 11.2)."""
+    import requests
+
+    from cds_server.fhir_client import FhirClient, FhirError
+
+    client = FhirClient(requests.Session(), hostile_fhir.base("drip/100"), None, 2.0, 5, 100, time.monotonic() + 1.0)
+    started = time.monotonic()
+    with pytest.raises(FhirError):
+        client.read("QuestionnaireResponse/qr-1")  # a read in the request thread (supportingInfo)
+    with pytest.raises(FhirError):
+        client.search("Condition?patient=p")
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_dripping_server_keeps_the_whole_call_in_its_budget(tmp_path: Path, hostile_fhir: HostileFhir) -> None:
+    app = make_app(tmp_path, CALL_BUDGET_SECONDS=1.0)
+    status, payload, took = timed_post(app, request_against(hostile_fhir.base("drip/100")))
+    assert status == 200 and covered(payload) == "indeterminate", "the history could not be read"
+    assert took < 2.5, took
+    # and the pool is not left with stuck threads: a later call to a healthy server is quick
+    status, payload, took = timed_post(app, request_against(hostile_fhir.base("slow/10")))
+    assert status == 200 and took < 2.0, took
+
+
+def test_an_answer_larger_than_the_cap_is_refused(tmp_path: Path, hostile_fhir: HostileFhir) -> None:
+    import requests
+
+    from cds_server.fhir_client import FhirClient, FhirError
+
+    client = FhirClient(requests.Session(), hostile_fhir.base("big/200000"), None, 2.0, 5, 100, max_bytes=100_000)
+    with pytest.raises(FhirError, match="larger than"):
+        client.read("QuestionnaireResponse/x")
+    roomy = FhirClient(requests.Session(), hostile_fhir.base("big/2000"), None, 2.0, 5, 100, max_bytes=100_000)
+    assert roomy.read("QuestionnaireResponse/x") is not None

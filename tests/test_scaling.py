@@ -217,3 +217,34 @@ def test_stopping_a_worker_finishes_the_answer_and_keeps_the_record(tmp_path: Pa
     with engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from invocations")).scalar() == 1
     engine.dispose()
+
+
+def test_half_open_connections_do_not_stall_a_gthread_instance(tmp_path: Path) -> None:
+    """Three connections that send nothing (issue 11.9): with WORKER_CLASS=gthread a real call still gets through."""
+    env = {
+        "CDS_AUTH_REQUIRED": "false",
+        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'slow.sqlite'}",
+        "WORKER_CLASS": "gthread",
+        "THREADS": "8",
+    }
+    process, base = start(env, workers=1)
+    host, port = base.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(3)]
+    try:
+        for conn in idle:
+            conn.sendall(b"POST /cds-services/crd-order-sign HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+        started = time.monotonic()
+        assert requests.get(f"{base}/cds-services", timeout=10).status_code == 200
+        assert time.monotonic() - started < 2.0
+    finally:
+        for conn in idle:
+            conn.close()
+        stop(process)
+
+
+def test_gunicorn_bounds_request_lines_and_headers() -> None:
+    """The documented limits (docs/security.md) are the configured ones (issue 11.13)."""
+    text = (ROOT / "gunicorn.conf.py").read_text()
+    for setting in ("limit_request_line = 8190", "limit_request_field_size = 8190", "limit_request_fields = 100"):
+        assert setting in text
+    assert "limit_request_field_size" in (ROOT / "docs" / "security.md").read_text()
