@@ -116,6 +116,13 @@ def checklist(carepath: CarePath, decision: OrderDecision, order_label: str) -> 
         f"**{_OUTCOME_WORDS[decision.outcome]}**",
         "",
     ]
+    if decision.conflicts:
+        lines.append("**The record contradicts documentation** (the record decides; the plan reviews the request):")
+        lines += [f"- {_md(c)}" for c in decision.conflicts]
+        lines.append("")
+    if decision.notes:
+        lines += [f"_{_md(n)}_" for n in decision.notes]
+        lines.append("")
     for root in decision.criteria:
         if root.kind == "selection":
             continue
@@ -197,6 +204,11 @@ def decision_card(
     outcome = decision.outcome
     if outcome is Outcome.CRITERIA_MET:
         summary = f"{title}: meets the guideline" + (f"; prior authorization {pa_number} issued" if pa_number else "")
+        if decision.conflicts:
+            summary = f"{title}: the record contradicts an answer; the plan reviews the request"
+        return _card(ctx, "guideline", "info", summary, decision.order_ref, detail=detail)
+    if outcome is Outcome.DOCUMENTATION_NEEDED and not decision.questions:
+        summary = f"{title}: the plan reviews the request (the record holds data that could not be read)"
         return _card(ctx, "guideline", "info", summary, decision.order_ref, detail=detail)
     if outcome is Outcome.DOCUMENTATION_NEEDED:
         n = len(decision.questions)

@@ -32,6 +32,7 @@ class Assertion:
     doc_purpose: list[str] = field(default_factory=list)
     reasons: list[tuple[str | None, str]] = field(default_factory=list)
     questionnaires: list[str] = field(default_factory=list)
+    info_needed: list[str] = field(default_factory=list)
     billing_codes: list[Mapping[str, str]] = field(default_factory=list)
     satisfied_pa_id: str | None = None
     expiry_date: date | None = None
@@ -49,6 +50,7 @@ class Assertion:
             parts.append({"url": "pa-needed", "valueCode": self.pa_needed})
         parts += [{"url": "doc-needed", "valueCode": c} for c in self.doc_needed]
         parts += [{"url": "doc-purpose", "valueCode": c} for c in self.doc_purpose]
+        parts += [{"url": "info-needed", "valueCode": c} for c in self.info_needed]
         parts += [{"url": "billingCode", "valueCoding": dict(c)} for c in self.billing_codes]
         for code, text in self.reasons:
             concept: dict[str, Any] = {"text": text}
@@ -85,13 +87,10 @@ def assertion_for(
     if outcome is Outcome.CRITERIA_MET and auto_approval and decision.auto_approval:
         return Assertion("covered", "satisfied")
     if outcome is Outcome.CRITERIA_MET:
-        return Assertion(
-            "covered",
-            "auth-needed",
-            reasons=[
-                (None, "Medical-necessity criteria are met; the plan reviews this request before authorizing it.")
-            ],
-        )
+        why = "Medical-necessity criteria are met; the plan reviews this request before authorizing it."
+        if decision.conflicts:
+            why = "The record contradicts documentation (" + "; ".join(decision.conflicts) + "); the plan reviews it."
+        return Assertion("covered", "auth-needed", reasons=[(None, why)])
     if outcome is Outcome.DOCUMENTATION_NEEDED:
         texts = [obj(question_texts).get(q, q) for q in decision.questions]
         text = "Documentation needed to decide: " + ("; ".join(texts) or "see the questionnaire")
@@ -108,6 +107,7 @@ def assertion_for(
             "covered",
             "conditional",
             reasons=[(None, decision.summary + "; whether prior authorization is needed depends on what is ordered.")],
+            info_needed=["detail-code"],  # the billing code of what is ordered
         )
     if decision.applicability == "outside-cohort":
         return Assertion(

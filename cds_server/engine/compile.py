@@ -304,6 +304,10 @@ class _Compiler:
         questions = [self.check_question(q, f"{path}.questions[{i}]") for i, q in enumerate(raw.get("questions") or [])]
         if answer and answer.link_id not in questions:
             questions.insert(0, answer.link_id)
+        group = args.get("answerGroup")
+        if not questions and isinstance(group, Mapping):
+            # A history count the record cannot settle is settled by documenting the history itself.
+            questions.append(self.check_question(group.get("linkId"), f"{path}.args.answerGroup.linkId"))
         text = self.text(raw["text"], f"{path}.text")
         return Leaf(raw["id"], text, raw["cite"], op, args, answer, tuple(questions), raw.get("silence"), used)
 

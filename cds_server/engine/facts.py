@@ -425,15 +425,20 @@ def _sessions(
     return [by_day[d] for d in sorted(by_day)]
 
 
-def session_doubts(ctx: EvalContext, value_sets: tuple[str, ...], lookback_days: int | None) -> list[str]:
+def session_doubts(
+    ctx: EvalContext, value_sets: tuple[str, ...], lookback_days: int | None, maybe: tuple[str, ...] = ()
+) -> list[str]:
     """Why prior sessions of these codes may be miscounted: procedures not understood, undated or pending.
 
-    A local-coded or undated injection may be one more session in the window; counting
-    it as none would loosen a frequency limit (product-decisions.md §1, §5).
+    A local-coded or undated injection may be one more session in the window, and so may a
+    procedure coded in ``maybe`` (an unlisted procedure code that can stand for several
+    services): counting it as none would loosen a frequency limit (product-decisions.md §1, §5).
     """
     if not ctx.record_available or not value_sets:
         return []
     found = doubts(ctx, value_sets, ("Procedure",), lookback_days, use_values=False)
+    for entry, code in matching_entries(ctx, maybe, ("Procedure",), lookback_days, use_values=False):
+        found.append(f"{entry.ref}: {code[1]} ({entry.text or 'unlisted procedure'}) may be one of these")
     matcher = ctx.matcher(value_sets)
     for entry in ctx.record.entries("Procedure"):
         if entry.start is None and lookback_days is None and matcher.first_match(entry.codes):

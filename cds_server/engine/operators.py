@@ -537,6 +537,7 @@ def conservative_care_before_first_session(ctx: EvalContext, args: Mapping[str, 
 
 _SESSION_ARGS = {
     "valueSets": _VS_LIST,
+    "maybeValueSets": _VS_LIST,
     "lookbackDays": _DAYS,
     "sameRegion": {"type": "boolean"},
     "answerGroup": _ANSWER_GROUP,
@@ -575,7 +576,9 @@ def session_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     found = _sessions(ctx, args)
     n = len(found)
     ok = compare(n, args["comparator"], int(args["count"]))
-    doubts = facts.session_doubts(ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"))
+    doubts = facts.session_doubts(
+        ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"), tuple(args.get("maybeValueSets") or ())
+    )
     if doubts and not (ok and args["comparator"] in (">", ">=")):
         return Finding(NONE, _not_understood(doubts), _session_refs(found), "procedure history")
     window = f" in the last {args['lookbackDays']} days" if args.get("lookbackDays") is not None else ""
@@ -597,7 +600,9 @@ def days_since_last_session(ctx: EvalContext, args: Mapping[str, Any]) -> Findin
     if not facts.history_known(ctx, args.get("answerGroup")):
         return Finding(NONE, "the procedure history could not be obtained", [], "procedure history")
     found = _sessions(ctx, args)
-    doubts = facts.session_doubts(ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"))
+    doubts = facts.session_doubts(
+        ctx, tuple(args["valueSets"]), _days(args, "lookbackDays"), tuple(args.get("maybeValueSets") or ())
+    )
     if doubts:
         return Finding(NONE, _not_understood(doubts), _session_refs(found), "procedure history")
     if not found:
