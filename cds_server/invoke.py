@@ -25,10 +25,10 @@ from cds_server import cards, links
 from cds_server import coverage_info as ci
 from cds_server.carepath_store import terminology_for
 from cds_server.coverage import CoverageCheck, select_coverage
-from cds_server.engine import CarePath, OrderDecision, evaluate_orders
+from cds_server.engine import CarePath, OrderDecision, evaluate_orders, governs
 from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems, TooManyOrders
 from cds_server.fhir_client import CircuitBreaker, FhirClient, FhirError
-from cds_server.prefetch import HISTORY_KEYS, PatientData, resolve, templates_for
+from cds_server.prefetch import HISTORY_KEYS, PatientData, fetch_referenced_medications, resolve, templates_for
 from cds_server.request_schema import ENVELOPE, check
 from cds_server.store import Store
 from cds_server.urls import http_url_problem
@@ -252,6 +252,13 @@ def find_orders(call: Call, carepaths: Sequence[CarePath], limit: int = 50) -> l
         if empty:
             problems.add("FHIR JSON allows no null or empty values", empty)
             continue
+        status = target.order.get("status")
+        if call.service.order_statuses and status not in call.service.order_statuses:
+            allowed = " or ".join(sorted(call.service.order_statuses))
+            bundle = isinstance(call.context.get(field_), Mapping)
+            where = f"$.context.{field_}.entry[{index}].resource" if bundle else _where(call, target)
+            problems.add(f"{call.service.hook} decides only orders whose status is {allowed}", f"{where}.status")
+            continue
         order = read_order(target.order, index)
         try:
             validate_order(target.order)
@@ -395,8 +402,8 @@ def _prefetched_by_ref(prefetch: Any) -> dict[str, Mapping[str, Any]]:
 
 
 def governed(carepaths: Sequence[CarePath], orders: Sequence[Order]) -> bool:
-    """Return True when some order's code belongs to a CarePath service (then history is needed)."""
-    return any(s.order_codes.first_match(o.codes) for cp in carepaths for s in cp.services for o in orders)
+    """Return True when some order is for a CarePath service (then history is needed)."""
+    return any(governs(carepaths, o) for o in orders)
 
 
 # --- stage 3: the data ----------------------------------------------------------
@@ -407,6 +414,8 @@ def gather(runtime: Runtime, call: Call, orders: Sequence[Order]) -> PatientData
     keys = ("coverage", *HISTORY_KEYS) if governed(runtime.carepaths, orders) else ("coverage", "patient")
     prefetch = call.body.get("prefetch") or {}
     data = resolve(templates_for(call.service), keys, call.context, prefetch, call.client, runtime.pool)
+    if "medicationRequests" in keys:
+        fetch_referenced_medications(data, call.client, runtime.pool)
     _supporting_info(call, orders, data)
     return data
 

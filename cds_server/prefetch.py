@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_server.fhir_client import FhirClient, FhirError, page_resources
-from fhir_mappings.codes import arr
-from fhir_mappings.record import bundle_problems
+from fhir_mappings.codes import arr, obj
+from fhir_mappings.record import bundle_problems, literal_target
 from hooks.base import HookService
 
 TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
@@ -177,3 +177,39 @@ def _fetch(client: FhirClient, query: str) -> list[Mapping[str, Any]]:
         return client.search(query)
     found = client.read(query)
     return [found] if found is not None else []
+
+
+MAX_REFERENCED_READS = 50  # Medications read one by one; past this the rest stay unresolved (not understood)
+
+
+def fetch_referenced_medications(data: PatientData, client: FhirClient | None, pool: ThreadPoolExecutor) -> None:
+    """Read the Medications that requests name by ``medicationReference`` and the prefetch does not hold.
+
+    EHRs often send MedicationRequests whose drug is a separate Medication resource. One that is
+    neither contained, nor anywhere in the prefetch, nor readable from the EHR stays unresolved,
+    and the record reader counts the request as not understood (product-decisions.md §1).
+    """
+    if client is None:
+        return
+    resources = data.all_resources()
+    known = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
+    wanted: list[str] = []
+    for resource in resources:
+        ref = obj(resource.get("medicationReference")).get("reference")
+        target = literal_target(ref) if isinstance(ref, str) else None
+        if target and target[0] == "Medication" and f"{target[0]}/{target[1]}" not in known:
+            path = f"{target[0]}/{target[1]}"
+            if path not in wanted:
+                wanted.append(path)
+    if not wanted:
+        return
+    futures = [pool.submit(client.read, path) for path in wanted[:MAX_REFERENCED_READS]]
+    found = []
+    for future in futures:
+        try:
+            medication = future.result(timeout=max(0.0, client.remaining()) + 0.5)
+        except (FhirError, FutureTimeout):
+            continue  # unresolved: the request is not understood, never taken for "no drug"
+        if isinstance(medication, Mapping) and medication.get("resourceType") == "Medication":
+            found.append(medication)
+    data.resources["medications"] = found

@@ -80,6 +80,9 @@ class HookService:
     find_orders: Callable[[Mapping[str, Any], Callable[[str], Mapping[str, Any] | None]], list[OrderTarget]]
     crd_checks: Callable[[Mapping[str, Any]], list[tuple[str, str]]]
     normalise_context: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda context: context
+    # Order statuses this hook is for (empty: not checked). An order in another status is not the
+    # hook's business: deciding it would issue an authorization for an order nobody is signing.
+    order_statuses: frozenset[str] = frozenset()
 
 
 def bundle_resources(bundle: Any) -> list[Mapping[str, Any]]:

@@ -73,6 +73,8 @@ SERVICE = HookService(
     primary=True,
     clinical_documentation=True,
     orders_field="dispatchedOrders",
+    # A signed order whose performer is being chosen; draft too, as the Inferno CRD kit dispatches its draft example.
+    order_statuses=frozenset({"active", "draft"}),
     find_orders=find_orders,
     crd_checks=crd_checks,
     normalise_context=legacy_context,

@@ -60,6 +60,7 @@ SERVICE = HookService(
     primary=False,
     clinical_documentation=False,
     orders_field="draftOrders",
+    order_statuses=frozenset({"draft"}),
     find_orders=find_orders,
     crd_checks=crd_checks,
 )

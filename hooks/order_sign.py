@@ -53,6 +53,7 @@ SERVICE = HookService(
     primary=True,
     clinical_documentation=True,
     orders_field="draftOrders",
+    order_statuses=frozenset({"draft", "active"}),  # draft on a first sign, active on a re-sign (order-sign 1.1)
     find_orders=find_orders,
     crd_checks=crd_checks,
 )

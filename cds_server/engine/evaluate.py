@@ -190,6 +190,16 @@ def _decide_as_of(
     return decision
 
 
+def governs(carepaths: Sequence[CarePath], order: Order) -> bool:
+    """Whether some CarePath service is for this order: by its codes, or recognised by other codings or text.
+
+    The pipeline reads the patient's history only for governed orders, so this must be the same
+    test the decision uses: an order recognised from its text decided on an unread record would
+    find every non-indication "not recorded".
+    """
+    return any(s.order_codes.first_match(order.codes) or _recognises(s, order) for cp in carepaths for s in cp.services)
+
+
 def _recognises(service: Service, order: Order) -> str:
     """How an order without the service's codes names it (other codings, or words in its text), else ""."""
     spec = service.recognition
