@@ -131,6 +131,7 @@ def _days(args: Mapping[str, Any], key: str) -> int | None:
         "resourceTypes": _TYPES,
         "lookbackDays": _DAYS,
         "includeOrderReasons": {"type": "boolean"},
+        "studyValueSets": _VS_LIST,
     },
 )
 def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
@@ -144,6 +145,7 @@ def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     lookback = _days(args, "lookbackDays")
     value_sets = tuple(args.get("valueSets") or ())
     decisive = facts.matching_entries(ctx, value_sets, types, lookback)
+    decisive, elsewhere = _of_the_study_region(ctx, args, decisive)
     reason_doubts: list[str] = []
     if args.get("includeOrderReasons"):
         hit = ctx.matcher(value_sets).first_match(facts.order_reason_codes(ctx))
@@ -163,7 +165,7 @@ def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
         refs = [e.ref for e, _ in decisive]
         return Finding(TRUE, "; ".join(_cite(e.ref, c, e.start) for e, c in decisive[:3]), refs, checked)
     suggestive = facts.matching_entries(ctx, args.get("suggestiveValueSets") or (), types, lookback)
-    doubts = reason_doubts + facts.doubts(ctx, value_sets, types, lookback)
+    doubts = reason_doubts + elsewhere + facts.doubts(ctx, value_sets, types, lookback)
     if doubts:
         return Finding(SUGGESTIVE, _not_understood(doubts), [], checked)
     if suggestive:
@@ -175,6 +177,29 @@ def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
             FALSE, f"recorded as absent in {latest.ref}" + _on(latest.start), [latest.ref], checked, stated=True
         )
     return Finding(NONE, "", [], checked)
+
+
+_STUDIES = ("DiagnosticReport", "ImagingStudy")
+
+
+def _of_the_study_region(
+    ctx: EvalContext, args: Mapping[str, Any], found: list[tuple[Entry, Code]]
+) -> tuple[list[tuple[Entry, Code]], list[str]]:
+    """Keep imaging evidence only from studies shown to be of the criterion's region (``studyValueSets``).
+
+    A study of another region, or one whose code and body site name no region, does not show
+    the finding in the region ordered: its evidence becomes a doubt (asked), never proof.
+    """
+    if not args.get("studyValueSets"):
+        return found, []
+    study = ctx.matcher(tuple(args["studyValueSets"]))
+    kept, doubts = [], []
+    for entry, code in found:
+        if entry.type not in _STUDIES or study.first_match(entry.codes | entry.body_site | {code}):
+            kept.append((entry, code))
+        else:
+            doubts.append(f"{entry.ref}: the study is not shown to be of the region this criterion is about")
+    return kept, doubts
 
 
 def _on(day: date | None) -> str:
@@ -400,7 +425,7 @@ def _care_weeks(ctx: EvalContext, care: facts.ConservativeCare, args: Mapping[st
     """
     op, threshold = args["comparator"], float(args["weeks"])
     answered = _number(ctx.answers.first(ctx.carepath.facts["conservativeCare"]["answers"]["weeks"]))
-    recorded = (ctx.as_of - care.start).days / 7.0 if care.start is not None else None
+    recorded = care.weeks(ctx.as_of)
     if recorded is not None and compare(recorded, op, threshold):
         return Finding(TRUE, f"conservative care since {care.start} ({recorded:.1f} weeks)", care.evidence)
     if answered is not None:
@@ -522,14 +547,25 @@ def conservative_care_before_first_session(ctx: EvalContext, args: Mapping[str, 
     if found:
         care = facts.conservative_care_at(ctx, found[0].day)
         if care.start is not None:
-            recorded = (found[0].day - care.start).days / 7.0
+            recorded = care.weeks(found[0].day)
             evidence = care.evidence + found[0].evidence
     if answered is not None and (recorded is None or answered[0] > recorded):
         value, source = answered
         return Finding(TRUE if compare(value, op, threshold) else FALSE, _answered(ctx, source, value), [source])
+    total = _number(ctx.answers.first(ctx.carepath.facts["conservativeCare"]["answers"]["weeks"]))
+    if found and total is not None and op in ("<", "<=") and compare(total[0], op, threshold):
+        # The documented total of care bounds the care before the first block from above.
+        return Finding(TRUE, f"{_answered(ctx, total[1], total[0])} in total", [total[1], *found[0].evidence])
+    if found and recorded is None:
+        recorded, evidence = 0.0, list(found[0].evidence)  # no care on record before the block: a span of zero
     if recorded is not None:
-        text = f"{recorded:.1f} weeks of conservative care before {found[0].day}"
-        return Finding(TRUE if compare(recorded, op, threshold) else FALSE, text, evidence)
+        text = f"{recorded:.1f} weeks of conservative care before {found[0].day} on record"
+        # The record's span is a lower bound (care elsewhere may be missing): it proves "at least",
+        # never "fewer than"; a short span asks instead of deciding.
+        ok = compare(recorded, op, threshold)
+        if op in (">", ">=") and ok or op in ("<", "<=") and not ok:
+            return Finding(TRUE if ok else FALSE, text, evidence)
+        return Finding(SUGGESTIVE, f"only {text}; care elsewhere may be missing", evidence)
     return Finding(NONE, "", [], "conservative care before the first block")
 
 

@@ -84,7 +84,7 @@ def _care(ctx: EvalContext, cfg: dict[str, Any], found: Prefill) -> None:
             _put(found, links.get("done"), True, "boolean", component.evidence)
             _put(found, links.get("start"), component.start, "date", component.evidence)
     if care.start is not None:
-        _put(found, cfg["answers"]["weeks"], (ctx.as_of - care.start).days // 7, "integer", care.evidence)
+        _put(found, cfg["answers"]["weeks"], int(care.weeks(ctx.as_of) or 0), "integer", care.evidence)
     scores = facts.pain_scores(ctx)
     episode = [s for s in scores if care.start is None or s.day >= care.start]
     if len(episode) >= 2:
