@@ -251,9 +251,23 @@ def attestation(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     return finding
 
 
+_THRESHOLD = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["value", "units"],
+    "properties": {"value": {"type": "number"}, "units": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+}
+
+
 @operator(
     "observation_value_code",
-    {"codeValueSets": _VS_LIST, "valueValueSets": _VS_LIST, "negatingValueSets": _VS_LIST, "lookbackDays": _DAYS},
+    {
+        "codeValueSets": _VS_LIST,
+        "valueValueSets": _VS_LIST,
+        "negatingValueSets": _VS_LIST,
+        "lookbackDays": _DAYS,
+        "positiveFrom": _THRESHOLD,
+    },
     ("codeValueSets", "valueValueSets"),
 )
 def observation_value_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
@@ -264,24 +278,49 @@ def observation_value_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding
     """
     lookback = _days(args, "lookbackDays")
     value_matcher = ctx.matcher(tuple(args["valueValueSets"]))
-    found = [
-        (entry, code)
-        for entry, code in facts.matching_entries(ctx, args["codeValueSets"], ("Observation",), lookback, False)
-        if value_matcher.first_match(entry.value_codes)
-    ]
+    results = facts.matching_entries(ctx, args["codeValueSets"], ("Observation",), lookback, False)
+    found = [(entry, code) for entry, code in results if value_matcher.first_match(entry.value_codes)]
+    quantitative = _quantitative(ctx, args.get("positiveFrom"), results)
+    found += quantitative.positive
     checked = f"{', '.join(args['codeValueSets'])} results"
     if not found:
-        doubts = facts.doubts(ctx, args["codeValueSets"], ("Observation",), lookback, use_values=False)
+        doubts = quantitative.doubts + facts.doubts(ctx, args["codeValueSets"], ("Observation",), lookback, False)
         if doubts:
             return Finding(SUGGESTIVE, _not_understood(doubts), [], checked)
         return Finding(NONE, "", [], checked)
-    denied = facts.denials(ctx, args["codeValueSets"], ("Observation",), lookback)
+    denied = facts.denials(ctx, args["codeValueSets"], ("Observation",), lookback) + quantitative.negative
     negated = _negated(ctx, args, ("Condition", "Observation"), lookback, found, denied)
     if negated:
         return negated
     entry, code = max(found, key=lambda pair: pair[0].start or date.min)
-    hit = value_matcher.first_match(entry.value_codes) or ("", "")
-    return Finding(TRUE, f"{_cite(entry.ref, code, entry.start)} = {hit[1]}", [e.ref for e, _ in found])
+    hit = value_matcher.first_match(entry.value_codes)
+    shown = hit[1] if hit else f"{entry.quantity.value:g} {entry.quantity.unit}" if entry.quantity else "positive"
+    return Finding(TRUE, f"{_cite(entry.ref, code, entry.start)} = {shown}", [e.ref for e, _ in found])
+
+
+@dataclass
+class _Quantitative:
+    positive: list[tuple[Entry, Code]] = field(default_factory=list)
+    negative: list[Entry] = field(default_factory=list)
+    doubts: list[str] = field(default_factory=list)
+
+
+def _quantitative(ctx: EvalContext, threshold: Mapping[str, Any] | None, results: list[Any]) -> _Quantitative:
+    """Numeric results of a test that also has a coded form (a quantitative β-hCG): positive from a threshold."""
+    out = _Quantitative()
+    if not threshold:
+        return out
+    for entry, code in results:
+        if entry.quantity is None or entry.value_codes:
+            continue
+        value = _in_units(ctx, entry, list(threshold["units"]))
+        if value is None:
+            out.doubts.append(f"{entry.ref}: no value in {' or '.join(threshold['units'])}")
+        elif value >= float(threshold["value"]):
+            out.positive.append((entry, code))
+        else:
+            out.negative.append(entry)
+    return out
 
 
 @operator(
