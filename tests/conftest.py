@@ -64,9 +64,10 @@ class FhirTestServer:
         requests.delete(self.base.removesuffix("/fhir") + "/__requests", timeout=5)
 
 
-def _start_fhir_server(page_size: int, token: str = FHIR_TOKEN) -> FhirTestServer:
-    """Start the server; with ``token=""`` it asks for no token (a FHIR server with no auth server)."""
-    env = {**os.environ, "FHIR_TOKEN": token, "PAGE_SIZE": str(page_size)}
+def _start_fhir_server(page_size: int, token: str = FHIR_TOKEN, cors: bool = False) -> FhirTestServer:
+    """Start the server; with ``token=""`` it asks for no token (a FHIR server with no auth server), with
+    ``cors`` it answers browsers from any origin (as the sandbox needs)."""
+    env = {**os.environ, "FHIR_TOKEN": token, "PAGE_SIZE": str(page_size), "FHIR_CORS": "1" if cors else ""}
     process = subprocess.Popen(
         ["node", "server.mjs", "0"],
         cwd=FHIR_SERVER_DIR,
@@ -108,10 +109,11 @@ def fhir_server() -> Iterator[FhirTestServer]:
 
 @pytest.fixture(scope="session")
 def open_fhir_server() -> Iterator[FhirTestServer]:
-    """The same server asking for no token, as a local server without an auth server (the CRD request
-    generator's setup, which then sends an empty access token)."""
+    """The same server asking for no token and open to browsers (``FHIR_CORS=1``): the local server of
+    docs/connecting-an-ehr.md for the CDS Hooks sandbox and the CRD request generator (which then sends an
+    empty access token)."""
     _require_node()
-    yield from _serve(_start_fhir_server(page_size=10, token=""))
+    yield from _serve(_start_fhir_server(page_size=10, token="", cors=True))
 
 
 def _serve(server: FhirTestServer) -> Iterator[FhirTestServer]:

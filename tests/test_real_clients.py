@@ -210,3 +210,101 @@ def test_the_crd_request_generator_capture_without_its_server_is_412_not_400(cli
     status, payload = post(client, offline(captured(CRDGEN)))
     assert status == 412, payload
     assert conformance.check_outcome(payload) == []
+
+
+def test_the_local_fhir_server_of_the_guide_answers_browsers(open_fhir_server: FhirTestServer) -> None:
+    """docs/connecting-an-ehr.md runs tests/fhir_server with FHIR_CORS=1 for the sandbox's browser calls."""
+    import requests
+
+    origin = {"Origin": "http://127.0.0.1:8383"}
+    preflight = requests.options(
+        f"{open_fhir_server.base}/Patient/_search",
+        headers=origin | {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
+        timeout=5,
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "content-type" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    answer = requests.get(f"{open_fhir_server.base}/Patient?_count=1", headers=origin, timeout=5)
+    assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# --- how each client signs its calls (docs/connecting-an-ehr.md §7, §8) ------------------------
+
+BASE = "http://127.0.0.1:8282"
+SANDBOX_ISS = "https://sandbox.cds-hooks.org"
+SANDBOX_KID = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"  # keys/jwk-keypair.json of cds-hooks/sandbox
+
+
+def signed_app(tmp_path: Path, clients: list[dict[str, Any]], **extra: Any) -> FlaskClient:
+    app = create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'signed.sqlite'}",
+            "AUTH_REQUIRED": True,
+            "PUBLIC_BASE_URL": BASE,
+            "TRUSTED_CLIENTS": clients,
+            **extra,
+        }
+    )
+    return app.test_client()
+
+
+def token(key: Any, alg: str, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    import jwt
+
+    return jwt.encode(claims, key, algorithm=alg, headers={"typ": "JWT", **header})
+
+
+def test_a_sandbox_token_is_checked_with_its_saved_key_offline(tmp_path: Path) -> None:
+    """The sandbox signs ES384 with a jku on sandbox.cds-hooks.org; with its public key in jwks_file the
+    jku is never fetched (no internet needed)."""
+    import time
+    import uuid
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())  # stands in for the sandbox's keys/ecprivkey.pem
+    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())) | {"kid": SANDBOX_KID, "alg": "ES384"}
+    jwks = tmp_path / "sandbox-jwks.json"
+    jwks.write_text(json.dumps({"keys": [public]}))
+    client = signed_app(tmp_path, [{"iss": SANDBOX_ISS, "jwks_file": str(jwks)}])
+    now = int(time.time())
+    header = {"kid": SANDBOX_KID, "jku": "https://sandbox.cds-hooks.org/.well-known/jwks.json"}
+    claims = {"iss": SANDBOX_ISS, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
+    discovery = token(key, "ES384", header, claims | {"aud": f"{BASE}/cds-services"})
+    assert client.get("/cds-services", headers={"Authorization": f"Bearer {discovery}"}).status_code == 200
+
+
+def test_a_crd_request_generator_token_needs_its_key_saved_rs256_and_a_day_long_lifetime(tmp_path: Path) -> None:
+    """The generator signs RS256 with a key made at page load, for a day, and publishes it at its
+    /public_keys as ``[{"pem": <JWK>, "id": <kid>}]`` (not a JWK Set): by default it gets 401; with that
+    key converted into a jwks_file, RS256 allowed and JWT_MAX_LIFETIME_SECONDS raised, it is accepted."""
+    import time
+    import uuid
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = "thumbprint-of-the-page-load-key"
+    published = [{"pem": json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())), "id": kid}]
+    issuer = "http://127.0.0.1:8484/fhir"  # the generator's iss is its EHR server URL
+    now = int(time.time())
+    header = {"kid": kid, "jku": "http://127.0.0.1:3000/public_keys"}
+    claims = {"iss": issuer, "aud": f"{BASE}/cds-services", "iat": now, "exp": now + 86400}
+
+    def call(client: FlaskClient) -> int:
+        bearer = token(key, "RS256", header, claims | {"jti": str(uuid.uuid4())})
+        return client.get("/cds-services", headers={"Authorization": f"Bearer {bearer}"}).status_code
+
+    jwks = tmp_path / "crdgen-jwks.json"  # the conversion docs/connecting-an-ehr.md gives
+    jwks.write_text(json.dumps({"keys": [k["pem"] | {"kid": k["id"]} for k in published]}))
+    assert call(signed_app(tmp_path, [{"iss": issuer, "jwks_file": str(jwks)}])) == 401, "RS256, a day: refused"
+    relaxed = signed_app(
+        tmp_path,
+        [{"iss": issuer, "jwks_file": str(jwks)}],
+        JWT_ALGORITHMS=["ES384", "RS384", "RS256"],
+        JWT_MAX_LIFETIME_SECONDS=90000,
+    )
+    assert call(relaxed) == 200
