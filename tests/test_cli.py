@@ -284,7 +284,7 @@ def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             try:
                 if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # gunicorn listens before its worker has booted
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("the server did not start:\n" + (tmp / "server.log").read_text())
