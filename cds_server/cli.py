@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -343,14 +344,29 @@ def render_response(payload: Mapping[str, Any], determinations: Mapping[str, Any
         lines += render_order(action.get("resource", {}), determinations, marks)
         lines.append("")
     cards = payload.get("cards", [])
+    numbers = [n for a in actions for n in coverage_information(a.get("resource", {})).get("satisfied-pa-id", [])]
     lines.append(f"Cards ({len(cards)})")
-    lines += [f"  [{card.get('indicator', '?')}] {card.get('summary', '')}" for card in cards]
+    lines += [f"  [{card.get('indicator', '?')}] {_dry_run_text(card.get('summary', ''), numbers)}" for card in cards]
     return "\n".join(lines) + "\n"
+
+
+DRY_RUN = "(dry run: not issued)"
 
 
 def _dry_run(number: str | None) -> str | None:
     """``evaluate`` decides in a throw-away database: a number it shows was never issued to anyone."""
-    return f"{number} (dry run: not issued)" if number else number
+    return f"{number} {DRY_RUN}" if number else number
+
+
+def _dry_run_text(text: str, numbers: Sequence[str]) -> str:
+    """A card's text as ``evaluate`` shows it: each PA number in it said, as in the table, not issued.
+
+    The service's card says "prior authorization PA-… issued"; in a dry run nothing was, so the
+    number is followed by the table's words instead (an "issued" right after it is replaced).
+    """
+    for number in numbers:
+        text = re.sub(rf"{re.escape(number)}(?: issued\b)?", f"{number} {DRY_RUN}", text)
+    return text
 
 
 def render_order(resource: Mapping[str, Any], determinations: Mapping[str, Any], marks: Symbols) -> list[str]:

@@ -120,6 +120,7 @@ def validate_request(service: HookService, body: Any, versions: Sequence[str], n
     :raises InvalidRequest: CDS Hooks violations (400).
     :raises CrdViolation: CRD-only violations (422).
     """
+    body = drop_empty_values(body)
     check(body, ENVELOPE, "$", "The request is not a valid CDS Hooks request")
     problem = http_url_problem(body["fhirServer"]) if "fhirServer" in body else None
     if problem:
@@ -139,6 +140,79 @@ def validate_request(service: HookService, body: Any, versions: Sequence[str], n
     _read_extensions(call, body.get("extension") or {}, versions, problems)
     problems.raise_if_any(CrdViolation, "The request breaks Da Vinci CRD rules")
     return call
+
+
+def drop_empty_values(body: Any) -> Any:
+    """Read ``""``, ``[]`` and ``{}`` inside draft orders and ``fhirAuthorization`` as absent.
+
+    Real clients send them before a field is filled: the CDS Hooks sandbox's PAMA tab sends
+    ``"code": {"coding": [{}]}`` and ``"reasonCode": []``, the Da Vinci CRD request generator
+    ``fhirAuthorization.access_token: ""`` when no auth server is configured. CDS Hooks and FHIR JSON
+    forbid empty values, but refusing them (400) leaves such a client with nothing on screen; what they
+    mean is unambiguous: nothing there. A warning names each dropped element (never a value). ``null``
+    and everything else that cannot be read still get 400. An order left without a code has no billing
+    code and is decided as such (conditional, never no-auth). A ``fhirAuthorization`` left without an
+    ``access_token`` carries no token at all and is dropped whole: the FHIR server is then called
+    without one, as for a client that sends no ``fhirAuthorization``.
+    """
+    if not isinstance(body, Mapping):
+        return body
+    dropped: list[str] = []
+    out = dict(body)
+    auth = body.get("fhirAuthorization")
+    if isinstance(auth, Mapping):
+        kept = _without_empties(auth, "$.fhirAuthorization", dropped)
+        if not isinstance(kept, Mapping) or "access_token" not in kept:
+            if isinstance(kept, Mapping) and kept:
+                dropped.append("$.fhirAuthorization (no access_token)")
+            out.pop("fhirAuthorization")
+        else:
+            out["fhirAuthorization"] = kept
+    context = body.get("context")
+    orders = context.get("draftOrders") if isinstance(context, Mapping) else None
+    if isinstance(orders, Mapping) and isinstance(orders.get("entry"), list):
+        entries = []
+        for i, entry in enumerate(orders["entry"]):
+            if isinstance(entry, Mapping) and isinstance(entry.get("resource"), Mapping):
+                where = f"$.context.draftOrders.entry[{i}].resource"
+                resource = _without_empties(entry["resource"], where, dropped)
+                entry = {**entry, "resource": resource if resource is not _ABSENT else {}}
+            entries.append(entry)
+        out["context"] = {**context, "draftOrders": {**orders, "entry": entries}}
+    if not dropped:
+        return body
+    log.warning("empty values read as absent: %s", ", ".join(dropped))
+    return out
+
+
+_ABSENT = object()
+
+
+def _without_empties(value: Any, path: str, dropped: list[str]) -> Any:
+    """``value`` without its empty strings, arrays and objects (recursively); ``_ABSENT`` when nothing is left."""
+    if isinstance(value, Mapping):
+        kept = {}
+        for key, item in value.items():
+            item = _without_empties(item, f"{path}.{key}", dropped)
+            if item is not _ABSENT:
+                kept[key] = item
+        if not kept:
+            if not value:
+                dropped.append(path)
+            return _ABSENT
+        return kept
+    if isinstance(value, list):
+        found = [_without_empties(item, f"{path}[{i}]", dropped) for i, item in enumerate(value)]
+        items = [item for item in found if item is not _ABSENT]
+        if not items:
+            if not value:
+                dropped.append(path)
+            return _ABSENT
+        return items
+    if value == "":
+        dropped.append(path)
+        return _ABSENT
+    return value
 
 
 @functools.cache

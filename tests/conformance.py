@@ -196,9 +196,19 @@ def check_coverage_information(ext: Mapping[str, Any], hook: str, where: str) ->
     return problems
 
 
+def _without_empties(value: Any) -> Any:
+    """FHIR JSON reads "", [] and {} as absent (the service drops them from draft orders): compare without them."""
+    if isinstance(value, Mapping):
+        kept = {k: _without_empties(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in ("", [], {})}
+    if isinstance(value, list):
+        return [v for v in (_without_empties(item) for item in value) if v not in ("", [], {})]
+    return value
+
+
 def _without_coverage_information(resource: Mapping[str, Any]) -> dict[str, Any]:
-    copy = dict(resource)
-    rest = [e for e in resource.get("extension") or [] if e.get("url") != EXT]
+    copy = dict(_without_empties(resource))
+    rest = [e for e in copy.get("extension") or [] if e.get("url") != EXT]
     if rest:
         copy["extension"] = rest
     else:

@@ -64,8 +64,10 @@ class FhirTestServer:
         requests.delete(self.base.removesuffix("/fhir") + "/__requests", timeout=5)
 
 
-def _start_fhir_server(page_size: int) -> FhirTestServer:
-    env = {**os.environ, "FHIR_TOKEN": FHIR_TOKEN, "PAGE_SIZE": str(page_size)}
+def _start_fhir_server(page_size: int, token: str = FHIR_TOKEN, cors: bool = False) -> FhirTestServer:
+    """Start the server; with ``token=""`` it asks for no token (a FHIR server with no auth server), with
+    ``cors`` it answers browsers from any origin (as the sandbox needs)."""
+    env = {**os.environ, "FHIR_TOKEN": token, "PAGE_SIZE": str(page_size), "FHIR_CORS": "1" if cors else ""}
     process = subprocess.Popen(
         ["node", "server.mjs", "0"],
         cwd=FHIR_SERVER_DIR,
@@ -79,7 +81,7 @@ def _start_fhir_server(page_size: int) -> FhirTestServer:
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if line.startswith("listening "):
-            return FhirTestServer(f"http://127.0.0.1:{int(line.split()[1])}/fhir", FHIR_TOKEN, process)
+            return FhirTestServer(f"http://127.0.0.1:{int(line.split()[1])}/fhir", token, process)
         if process.poll() is not None:
             break
     process.kill()
@@ -88,16 +90,33 @@ def _start_fhir_server(page_size: int) -> FhirTestServer:
     raise RuntimeError("the test FHIR server did not start")
 
 
-@pytest.fixture(scope="session")
-def fhir_server() -> Iterator[FhirTestServer]:
-    """A real FHIR server on loopback; skipped on a laptop without Node, required under CI."""
+def _require_node() -> None:
+    """Skip on a laptop without Node and the server's packages; fail under CI, where they are required."""
     installed = (FHIR_SERVER_DIR / "node_modules" / "@medplum" / "fhir-router").exists() and shutil.which("node")
     if not installed:
         message = "test FHIR server not installed: run `npm ci --prefix tests/fhir_server` (make test does)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    server = _start_fhir_server(page_size=10)
+
+
+@pytest.fixture(scope="session")
+def fhir_server() -> Iterator[FhirTestServer]:
+    """A real FHIR server on loopback; skipped on a laptop without Node, required under CI."""
+    _require_node()
+    yield from _serve(_start_fhir_server(page_size=10))
+
+
+@pytest.fixture(scope="session")
+def open_fhir_server() -> Iterator[FhirTestServer]:
+    """The same server asking for no token and open to browsers (``FHIR_CORS=1``): the local server of
+    docs/connecting-an-ehr.md for the CDS Hooks sandbox and the CRD request generator (which then sends an
+    empty access token)."""
+    _require_node()
+    yield from _serve(_start_fhir_server(page_size=10, token="", cors=True))
+
+
+def _serve(server: FhirTestServer) -> Iterator[FhirTestServer]:
     try:
         yield server
     finally:

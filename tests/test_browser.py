@@ -81,6 +81,7 @@ def browser() -> Iterator[Any]:
         "--window-size=1280,2200",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for the no-errors test
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
     yield driver
@@ -185,6 +186,32 @@ def test_card_markdown_cannot_inject_markup(browser: Any, live: tuple[str, Flask
     wait_for(browser, text_in("status", "Loaded"))
     html = browser.execute_script("return renderMarkdown('<img src=x onerror=alert(1)> **bold** \\\\_x\\\\_ - item')")
     assert "<img" not in html and "&lt;img" in html and "<strong>bold</strong>" in html
+
+
+def test_the_bench_has_a_favicon_no_console_error_and_reaches_the_raw_exchange(
+    browser: Any, live: tuple[str, Flask]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, _ = live
+    browser.get_log("browser")  # drop what earlier tests left
+    open_bench(browser, base, "mri/conservative-care-exactly-42-days")
+    sign(browser)
+    icon = browser.execute_script("return document.querySelector('link[rel~=icon]').href")
+    assert icon.startswith("data:image/svg+xml"), "an inline icon: the browser asks for no /favicon.ico"
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors
+    browser.execute_script("window.scrollTo(0, 0)")
+    link = browser.find_element(By.ID, "show-raw")
+    assert link.is_displayed()
+    link.click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "raw-response").is_displayed())
+    assert browser.find_element(By.ID, "raw-request").is_displayed()
+    assert '"hookInstance"' in browser.find_element(By.ID, "raw-request").text
+    assert "coverage-information" in browser.find_element(By.ID, "raw-response").text
+    top = browser.execute_script("return document.getElementById('raw-exchange').getBoundingClientRect().top")
+    assert 0 <= top < browser.execute_script("return window.innerHeight"), "scrolled to the panel"
+    shot(browser, "4-raw-exchange")
 
 
 def test_the_service_works_offline_without_cdn(live: tuple[str, Flask]) -> None:

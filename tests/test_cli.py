@@ -111,6 +111,23 @@ def test_evaluate_shows_the_coverage_information_and_the_criteria(capsys: pytest
     for criterion in ("MRI-I", "MRI-I2.weeks", "MRI-NI1"):
         assert re.search(rf"[✓✗?] {re.escape(criterion)}\s", out), criterion
     assert "Cards (2)" in out and "prior authorization PA-" in out
+    number = re.search(r"PA number\s+(PA-[0-9A-Z]{10})", out)
+    assert number, out
+    said = re.findall(rf"{number[1]}[^\n]*", out)
+    assert len(said) == 2 and all(s.startswith(f"{number[1]} (dry run: not issued)") for s in said), said
+    assert " issued" not in out.replace("not issued", ""), "the card says the same as the table"
+
+
+def test_a_dry_run_card_text_says_not_issued_wherever_the_number_is() -> None:
+    from cds_server.cli import _dry_run_text
+
+    assert _dry_run_text("MRI: meets the guideline; prior authorization PA-ABC issued", ["PA-ABC"]) == (
+        "MRI: meets the guideline; prior authorization PA-ABC (dry run: not issued)"
+    )
+    assert _dry_run_text("MRI: approved, PA-ABC until 2027-06-04", ["PA-ABC"]) == (
+        "MRI: approved, PA-ABC (dry run: not issued) until 2027-06-04"
+    )
+    assert _dry_run_text("MRI: 4 answers needed", ["PA-ABC"]) == "MRI: 4 answers needed"
 
 
 def test_evaluate_json_is_the_raw_cds_hooks_response(capsys: pytest.CaptureFixture[str]) -> None:
@@ -267,7 +284,7 @@ def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             try:
                 if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # gunicorn listens before its worker has booted
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("the server did not start:\n" + (tmp / "server.log").read_text())

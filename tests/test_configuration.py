@@ -23,7 +23,7 @@ def test_every_setting_the_docs_name_exists() -> None:
     root = DOC.parent.parent
     pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
     named = {(page.name, m) for page in pages for m in re.findall(r"\bCDS_([A-Z][A-Z_]*[A-Z])\b", page.read_text())}
-    test_only = set(re.findall(r"CDS_(TEST_[A-Z_]+)", (root / "tests" / "conftest.py").read_text()))
+    test_only = {m for f in (root / "tests").glob("*.py") for m in re.findall(r"CDS_(TEST_[A-Z_]+)", f.read_text())}
     unknown = sorted((page, name) for page, name in named if name not in set(settings_names()) | test_only)
     assert unknown == []
 

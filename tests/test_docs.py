@@ -259,3 +259,20 @@ def test_links_from_the_page_resolve(page: str) -> None:
 def test_the_readme_links_to_these_pages() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert not [page for page in OWN_PAGES if f"(docs/{page})" not in readme]
+
+
+def _requirements(name: str) -> dict[str, str]:
+    """Package (with extras) → pinned version, from a requirements file."""
+    pins = {}
+    for line in (ROOT / name).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            package, _, version = line.partition("==")
+            pins[package.strip()] = version.strip()
+    return pins
+
+
+def test_every_runtime_requirement_is_explained() -> None:
+    """docs/dependencies.md lists every package of requirements.txt and requirements-dev.txt, at its pin."""
+    rows = dict(re.findall(r"^\| (\S+) (\S+) \| .+ \|$", read("dependencies.md"), flags=re.M))
+    assert rows == {**_requirements("requirements.txt"), **_requirements("requirements-dev.txt")}

@@ -5,7 +5,8 @@
 //
 // Base URL: http://127.0.0.1:<port>/fhir. Searches are paged by _count (or PAGE_SIZE) with
 // _page next links. When FHIR_TOKEN is set, every FHIR
-// request must carry "Authorization: Bearer $FHIR_TOKEN" (401 otherwise).
+// request must carry "Authorization: Bearer $FHIR_TOKEN" (401 otherwise). FHIR_CORS=1 adds CORS
+// headers for browser clients (docs/connecting-an-ehr.md: trying the CDS Hooks sandbox).
 // GET /__requests lists the requests seen (method, url, whether a bearer
 // token came with it) so tests can check what the service asked for and
 // where its token went; DELETE /__requests clears that log.
@@ -68,12 +69,25 @@ function rewriteQuery(url) {
   return `${path}?${params.toString()}`;
 }
 
+// FHIR_CORS=1 lets browser clients (the CDS Hooks sandbox, the CRD request generator) call it from
+// any origin: every answer says Access-Control-Allow-Origin: *, and a preflight OPTIONS gets 204.
+const cors = Boolean(process.env.FHIR_CORS);
+const CORS_HEADERS = {
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Allow-Methods': 'GET, POST, PUT, DELETE, OPTIONS',
+  'Access-Control-Allow-Headers': 'Authorization, Content-Type, Accept, Prefer',
+};
+
 function send(res, status, body) {
-  res.writeHead(status, { 'Content-Type': 'application/fhir+json' });
+  res.writeHead(status, { 'Content-Type': 'application/fhir+json', ...(cors ? { 'Access-Control-Allow-Origin': '*' } : {}) });
   res.end(JSON.stringify(body));
 }
 
 async function handle(req, res, body) {
+  if (cors && req.method === 'OPTIONS') {
+    res.writeHead(204, CORS_HEADERS);
+    return res.end();
+  }
   const bearer = req.headers.authorization || '';
   seen.push({ method: req.method, url: req.url, authorization: bearer ? bearer.split(' ')[0] : null,
               tokenOk: token ? bearer === `Bearer ${token}` : null });

@@ -293,6 +293,7 @@ async function sign() {
   $("raw-response").textContent = JSON.stringify(result.body, null, 2);
   if (result.status !== 200) {
     status(`The service answered ${result.status}: ${((result.body.issue || [])[0] || {}).diagnostics || ""}`);
+    $("raw-response-box").open = true;  // the OperationOutcome says what was wrong
     return;
   }
   $("questionnaire").innerHTML = "";
@@ -387,6 +388,15 @@ async function submitAnswers(questionnaire, prefill, order) {
   await sign();
 }
 
+// The raw exchange sits below the answer and the questionnaire: the header link opens both parts and
+// scrolls there, from wherever the page is.
+function showRaw(event) {
+  event.preventDefault();
+  $("raw-request-box").open = true;
+  $("raw-response-box").open = true;
+  $("raw-exchange").scrollIntoView({block: "start"});
+}
+
 async function init() {
   state.config = (await getJson("/demo/config")).body;
   $("auth-mode").textContent = state.config.authRequired
@@ -394,6 +404,7 @@ async function init() {
     : "Demo mode: client authentication is off";
   await loadScenarios();
   $("sign").addEventListener("click", sign);
+  $("show-raw").addEventListener("click", showRaw);
   $("use-bundle").addEventListener("click", usePastedBundle);
 }
 
