@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from fhir_mappings.codes import Code, arr, coding_key, concept_codes, concept_text, obj
+from fhir_mappings.codes import Code, CodeMatcher, arr, coding_key, concept_codes, concept_text, obj
 from fhir_mappings.dates import date_bounds
 from fhir_mappings.observations import Quantity, read_value
 
@@ -279,6 +279,9 @@ class PatientRecord:
         self.ignored: list[str] = []
         self.unread: dict[str, list[Unread]] = {}
         self.incomplete: dict[str, str] = dict(incomplete or {})
+        # Per-record lookups (see entries_matching): built on first use, dropped when an entry is added.
+        self._code_index: dict[str, _TypeIndex] = {}
+        self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
         pending = [(ref, r) for r in _flatten(resources, self.incomplete) if (ref := self._index(r))]
         for ref, resource in pending:
             self._add(ref, resource)
@@ -337,6 +340,8 @@ class PatientRecord:
     def add_entry(self, entry: Entry) -> None:
         """Add an entry derived from another (an Observation component)."""
         self._by_type.setdefault(entry.type, []).append(entry)
+        self._code_index.clear()
+        self._matched.clear()
 
     def resolve(self, reference: str) -> Mapping[str, Any] | None:
         """Return the raw resource a literal reference ("Type/id") points to."""
@@ -351,6 +356,43 @@ class PatientRecord:
         for rtype in types:
             out.extend(self._by_type.get(rtype, ()))
         return out
+
+    def entries_matching(
+        self, types: tuple[str, ...], matcher: CodeMatcher, use_values: bool = True, narrower: bool = False
+    ) -> list[Entry]:
+        """The entries of ``entries(*types)``, in that order, that ``matcher`` can say anything about.
+
+        An entry is listed when one of its codes (with its value codes when ``use_values``) is a
+        member, or, with ``narrower``, when one of its codes is a less specific code of a member
+        (:meth:`CodeMatcher.narrower_members`). Every other entry is one a loop over
+        ``entries(*types)`` that tests membership would skip, so looping over this list decides
+        the same. Each distinct code of the record is tested once per matcher, not once per entry,
+        and the answer is kept for the record's lifetime (the matchers are the CarePath's own).
+        """
+        key = (types, id(matcher), use_values, narrower)
+        cached = self._matched.get(key)
+        if cached is not None and cached[0] is matcher:
+            return cached[1]
+        found: list[Entry] = []
+        for rtype in types:
+            index = self._index_of(rtype)
+            hits: set[int] = set()
+            for code, positions in (index.any_codes if use_values else index.codes).items():
+                if matcher.matches(code):
+                    hits.update(positions)
+            if narrower:
+                for code, positions in index.codes.items():
+                    if matcher.narrower_members(code):
+                        hits.update(positions)
+            found.extend(index.entries[i] for i in sorted(hits))
+        self._matched[key] = (matcher, found)
+        return found
+
+    def _index_of(self, rtype: str) -> _TypeIndex:
+        index = self._code_index.get(rtype)
+        if index is None:
+            index = self._code_index[rtype] = _TypeIndex.build(self._by_type.get(rtype, []))
+        return index
 
     def unread_of(self, *types: str) -> list[Unread]:
         """Return the resources of these types that were not understood."""
@@ -427,6 +469,26 @@ class PatientRecord:
             return frozenset(named), None
         shown = ", ".join(unknown) or "no code"
         return frozenset(), f"{shown} not classified"
+
+
+@dataclass(slots=True)
+class _TypeIndex:
+    """The entries of one type with, for each distinct code, the positions of the entries that carry it."""
+
+    entries: list[Entry]
+    codes: dict[Code, list[int]]  # in ``Entry.codes``
+    any_codes: dict[Code, list[int]]  # in ``Entry.codes`` or ``Entry.value_codes``
+
+    @classmethod
+    def build(cls, entries: list[Entry]) -> _TypeIndex:
+        codes: dict[Code, list[int]] = {}
+        any_codes: dict[Code, list[int]] = {}
+        for i, entry in enumerate(entries):
+            for code in entry.codes:
+                codes.setdefault(code, []).append(i)
+            for code in entry.codes | entry.value_codes:
+                any_codes.setdefault(code, []).append(i)
+        return cls(list(entries), codes, any_codes)
 
 
 def _codings(concept: Any) -> list[Mapping[str, Any]]:
