@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,18 @@ def coding_key(coding: Mapping[str, Any]) -> Code | None:
     """Return the normalised (system, code) of a Coding, or None when either is missing."""
     if not isinstance(coding, Mapping):
         return None
-    system = normalize_system(coding.get("system") if isinstance(coding.get("system"), str) else None)
     raw = coding.get("code")
-    if not system or not isinstance(raw, str) or not raw.strip():
+    if not isinstance(raw, str):
+        return None
+    system = coding.get("system")
+    return _normalised_key(system if isinstance(system, str) else None, raw)
+
+
+@functools.lru_cache(maxsize=16384)
+def _normalised_key(system: str | None, raw: str) -> Code | None:
+    """coding_key's normalisation, remembered: records repeat the same few hundred codings."""
+    system = normalize_system(system)
+    if not system or not raw.strip():
         return None
     return system, normalize_code(system, raw)
 
@@ -158,7 +168,10 @@ class CodeMatcher:
 
 def obj(value: Any) -> Mapping[str, Any]:
     """Return ``value`` when it is a JSON object, else an empty one (real data has surprises)."""
-    return value if isinstance(value, Mapping) else {}
+    # ``type(...) is dict`` and ``None`` first: parsed JSON is plain dicts, and the ABC check is slow.
+    if type(value) is dict:
+        return value
+    return {} if value is None or not isinstance(value, Mapping) else value
 
 
 def arr(value: Any) -> list[Any]:

@@ -282,6 +282,7 @@ class PatientRecord:
         # Per-record lookups (see entries_matching): built on first use, dropped when an entry is added.
         self._code_index: dict[str, _TypeIndex] = {}
         self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
+        self._classified: dict[Code, frozenset[Code] | None] = {}
         pending = [(ref, r) for r in _flatten(resources, self.incomplete) if (ref := self._index(r))]
         for ref, resource in pending:
             self._add(ref, resource)
@@ -417,25 +418,44 @@ class PatientRecord:
         in another. The list names each coding the terminology does not know; the concept
         is understood when at least one coding is known.
         """
+        # One walk over the codings (the same ones concept_codes reads): their codes, and those without one.
+        codes: set[Code] = set()
+        uncoded = 0
+        for coding in _codings(concept):
+            if isinstance(coding.get("code"), str):
+                key = coding_key(coding)
+                if key:
+                    codes.add(key)
+            elif coding:
+                uncoded += 1
         known: set[Code] = set()
         unknown: list[str] = []
-        for code in concept_codes(concept):
-            if self.terminology.is_known(code):
+        for code in codes:
+            expansion = self._classify(code)
+            if expansion is not None:
                 known.add(code)
-                known |= self.terminology.expand(code)
+                known |= expansion
             else:
                 unknown.append(describe_code(code))
-        for coding in _codings(concept):
-            if not isinstance(coding.get("code"), str) and coding:
-                unknown.append("a coding without a code")
+        unknown.extend(["a coding without a code"] * uncoded)
         return frozenset(known), unknown
+
+    def _classify(self, code: Code) -> frozenset[Code] | None:
+        """``terminology.expand(code)`` when the code is known, None when it is not (asked once per record)."""
+        try:
+            return self._classified[code]
+        except KeyError:
+            known = self.terminology.is_known(code)
+            expansion = self._classified[code] = self.terminology.expand(code) if known else None
+            return expansion
 
     def classified(self, codes: frozenset[Code]) -> frozenset[Code]:
         """Return ``codes`` with what the terminology classifies the known ones as."""
         out = set(codes)
         for code in codes:
-            if self.terminology.is_known(code):
-                out |= self.terminology.expand(code)
+            expansion = self._classify(code)
+            if expansion:
+                out |= expansion
         return frozenset(out)
 
     def medication_codes(self, r: Mapping[str, Any]) -> tuple[frozenset[Code], str | None]:
@@ -492,9 +512,11 @@ class _TypeIndex:
 
 
 def _codings(concept: Any) -> list[Mapping[str, Any]]:
+    if concept is None:
+        return []
     if isinstance(concept, list):
         return [c for item in concept for c in _codings(item)]
-    return [c for c in arr(obj(concept).get("coding")) if isinstance(c, Mapping)]
+    return [c for c in arr(obj(concept).get("coding")) if type(c) is dict or isinstance(c, Mapping)]
 
 
 _SYSTEM_NAMES = {
