@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from fhir_mappings.codes import Code, CodeMatcher, arr, coding_key, concept_codes, concept_text, obj
+from fhir_mappings.codes import (
+    HIERARCHICAL_SYSTEMS,
+    Code,
+    CodeMatcher,
+    arr,
+    coding_key,
+    concept_codes,
+    concept_text,
+    obj,
+)
 from fhir_mappings.dates import date_bounds
 from fhir_mappings.observations import Quantity, read_value
 
@@ -375,16 +384,18 @@ class PatientRecord:
         if cached is not None and cached[0] is matcher:
             return cached[1]
         found: list[Entry] = []
+        # narrower_members is False for a code of any other system.
+        narrower_systems = (matcher.prefix_systems() | HIERARCHICAL_SYSTEMS) if narrower else set()
         for rtype in types:
             index = self._index_of(rtype)
             hits: set[int] = set()
-            for code, positions in (index.any_codes if use_values else index.codes).items():
-                if matcher.matches(code):
-                    hits.update(positions)
-            if narrower:
-                for code, positions in index.codes.items():
+            codes = index.any_codes if use_values else index.codes
+            for code in matcher.members_among(codes.keys(), index.any_systems if use_values else index.systems):
+                hits.update(codes[code])
+            for system in narrower_systems:
+                for code in index.systems.get(system, ()):
                     if matcher.narrower_members(code):
-                        hits.update(positions)
+                        hits.update(index.codes[code])
             found.extend(index.entries[i] for i in sorted(hits))
         self._matched[key] = (matcher, found)
         return found
@@ -498,6 +509,8 @@ class _TypeIndex:
     entries: list[Entry]
     codes: dict[Code, list[int]]  # in ``Entry.codes``
     any_codes: dict[Code, list[int]]  # in ``Entry.codes`` or ``Entry.value_codes``
+    systems: dict[str, list[Code]]  # the keys of ``codes`` by system
+    any_systems: dict[str, list[Code]]  # the keys of ``any_codes`` by system
 
     @classmethod
     def build(cls, entries: list[Entry]) -> _TypeIndex:
@@ -508,7 +521,14 @@ class _TypeIndex:
                 codes.setdefault(code, []).append(i)
             for code in entry.codes | entry.value_codes:
                 any_codes.setdefault(code, []).append(i)
-        return cls(list(entries), codes, any_codes)
+        return cls(list(entries), codes, any_codes, _by_system(codes), _by_system(any_codes))
+
+
+def _by_system(codes: Iterable[Code]) -> dict[str, list[Code]]:
+    out: dict[str, list[Code]] = {}
+    for code in codes:
+        out.setdefault(code[0], []).append(code)
+    return out
 
 
 def _codings(concept: Any) -> list[Mapping[str, Any]]:
