@@ -616,7 +616,7 @@ def _component(
     for class_name, value_sets in spec["classes"].items():
         matcher = ctx.matcher(tuple(value_sets))
         route_matcher = ctx.matcher(tuple(routes[class_name])) if class_name in routes else None
-        for entry in ctx.record.entries(*spec["resourceTypes"]):
+        for entry in ctx.record.entries_matching(tuple(spec["resourceTypes"]), matcher, use_values=False):
             if route_matcher and entry.route_codes and not route_matcher.first_match(entry.route_codes):
                 continue  # e.g. an intramuscular steroid is not an oral one
             day = entry.start
