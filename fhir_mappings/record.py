@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from fhir_mappings.codes import Code, arr, coding_key, concept_codes, concept_text, obj
+from fhir_mappings.codes import (
+    HIERARCHICAL_SYSTEMS,
+    Code,
+    CodeMatcher,
+    arr,
+    coding_key,
+    concept_codes,
+    concept_text,
+    obj,
+)
 from fhir_mappings.dates import date_bounds
 from fhir_mappings.observations import Quantity, read_value
 
@@ -279,6 +288,10 @@ class PatientRecord:
         self.ignored: list[str] = []
         self.unread: dict[str, list[Unread]] = {}
         self.incomplete: dict[str, str] = dict(incomplete or {})
+        # Per-record lookups (see entries_matching): built on first use, dropped when an entry is added.
+        self._code_index: dict[str, _TypeIndex] = {}
+        self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
+        self._classified: dict[Code, frozenset[Code] | None] = {}
         pending = [(ref, r) for r in _flatten(resources, self.incomplete) if (ref := self._index(r))]
         for ref, resource in pending:
             self._add(ref, resource)
@@ -337,6 +350,8 @@ class PatientRecord:
     def add_entry(self, entry: Entry) -> None:
         """Add an entry derived from another (an Observation component)."""
         self._by_type.setdefault(entry.type, []).append(entry)
+        self._code_index.clear()
+        self._matched.clear()
 
     def resolve(self, reference: str) -> Mapping[str, Any] | None:
         """Return the raw resource a literal reference ("Type/id") points to."""
@@ -351,6 +366,45 @@ class PatientRecord:
         for rtype in types:
             out.extend(self._by_type.get(rtype, ()))
         return out
+
+    def entries_matching(
+        self, types: tuple[str, ...], matcher: CodeMatcher, use_values: bool = True, narrower: bool = False
+    ) -> list[Entry]:
+        """The entries of ``entries(*types)``, in that order, that ``matcher`` can say anything about.
+
+        An entry is listed when one of its codes (with its value codes when ``use_values``) is a
+        member, or, with ``narrower``, when one of its codes is a less specific code of a member
+        (:meth:`CodeMatcher.narrower_members`). Every other entry is one a loop over
+        ``entries(*types)`` that tests membership would skip, so looping over this list decides
+        the same. Each distinct code of the record is tested once per matcher, not once per entry,
+        and the answer is kept for the record's lifetime (the matchers are the CarePath's own).
+        """
+        key = (types, id(matcher), use_values, narrower)
+        cached = self._matched.get(key)
+        if cached is not None and cached[0] is matcher:
+            return cached[1]
+        found: list[Entry] = []
+        # narrower_members is False for a code of any other system.
+        narrower_systems = (matcher.prefix_systems() | HIERARCHICAL_SYSTEMS) if narrower else set()
+        for rtype in types:
+            index = self._index_of(rtype)
+            hits: set[int] = set()
+            codes = index.any_codes if use_values else index.codes
+            for code in matcher.members_among(codes.keys(), index.any_systems if use_values else index.systems):
+                hits.update(codes[code])
+            for system in narrower_systems:
+                for code in index.systems.get(system, ()):
+                    if matcher.narrower_members(code):
+                        hits.update(index.codes[code])
+            found.extend(index.entries[i] for i in sorted(hits))
+        self._matched[key] = (matcher, found)
+        return found
+
+    def _index_of(self, rtype: str) -> _TypeIndex:
+        index = self._code_index.get(rtype)
+        if index is None:
+            index = self._code_index[rtype] = _TypeIndex.build(self._by_type.get(rtype, []))
+        return index
 
     def unread_of(self, *types: str) -> list[Unread]:
         """Return the resources of these types that were not understood."""
@@ -375,25 +429,44 @@ class PatientRecord:
         in another. The list names each coding the terminology does not know; the concept
         is understood when at least one coding is known.
         """
+        # One walk over the codings (the same ones concept_codes reads): their codes, and those without one.
+        codes: set[Code] = set()
+        uncoded = 0
+        for coding in _codings(concept):
+            if isinstance(coding.get("code"), str):
+                key = coding_key(coding)
+                if key:
+                    codes.add(key)
+            elif coding:
+                uncoded += 1
         known: set[Code] = set()
         unknown: list[str] = []
-        for code in concept_codes(concept):
-            if self.terminology.is_known(code):
+        for code in codes:
+            expansion = self._classify(code)
+            if expansion is not None:
                 known.add(code)
-                known |= self.terminology.expand(code)
+                known |= expansion
             else:
                 unknown.append(describe_code(code))
-        for coding in _codings(concept):
-            if not isinstance(coding.get("code"), str) and coding:
-                unknown.append("a coding without a code")
+        unknown.extend(["a coding without a code"] * uncoded)
         return frozenset(known), unknown
+
+    def _classify(self, code: Code) -> frozenset[Code] | None:
+        """``terminology.expand(code)`` when the code is known, None when it is not (asked once per record)."""
+        try:
+            return self._classified[code]
+        except KeyError:
+            known = self.terminology.is_known(code)
+            expansion = self._classified[code] = self.terminology.expand(code) if known else None
+            return expansion
 
     def classified(self, codes: frozenset[Code]) -> frozenset[Code]:
         """Return ``codes`` with what the terminology classifies the known ones as."""
         out = set(codes)
         for code in codes:
-            if self.terminology.is_known(code):
-                out |= self.terminology.expand(code)
+            expansion = self._classify(code)
+            if expansion:
+                out |= expansion
         return frozenset(out)
 
     def medication_codes(self, r: Mapping[str, Any]) -> tuple[frozenset[Code], str | None]:
@@ -429,10 +502,41 @@ class PatientRecord:
         return frozenset(), f"{shown} not classified"
 
 
+@dataclass(slots=True)
+class _TypeIndex:
+    """The entries of one type with, for each distinct code, the positions of the entries that carry it."""
+
+    entries: list[Entry]
+    codes: dict[Code, list[int]]  # in ``Entry.codes``
+    any_codes: dict[Code, list[int]]  # in ``Entry.codes`` or ``Entry.value_codes``
+    systems: dict[str, list[Code]]  # the keys of ``codes`` by system
+    any_systems: dict[str, list[Code]]  # the keys of ``any_codes`` by system
+
+    @classmethod
+    def build(cls, entries: list[Entry]) -> _TypeIndex:
+        codes: dict[Code, list[int]] = {}
+        any_codes: dict[Code, list[int]] = {}
+        for i, entry in enumerate(entries):
+            for code in entry.codes:
+                codes.setdefault(code, []).append(i)
+            for code in entry.codes | entry.value_codes:
+                any_codes.setdefault(code, []).append(i)
+        return cls(list(entries), codes, any_codes, _by_system(codes), _by_system(any_codes))
+
+
+def _by_system(codes: Iterable[Code]) -> dict[str, list[Code]]:
+    out: dict[str, list[Code]] = {}
+    for code in codes:
+        out.setdefault(code[0], []).append(code)
+    return out
+
+
 def _codings(concept: Any) -> list[Mapping[str, Any]]:
+    if concept is None:
+        return []
     if isinstance(concept, list):
         return [c for item in concept for c in _codings(item)]
-    return [c for c in arr(obj(concept).get("coding")) if isinstance(c, Mapping)]
+    return [c for c in arr(obj(concept).get("coding")) if type(c) is dict or isinstance(c, Mapping)]
 
 
 _SYSTEM_NAMES = {

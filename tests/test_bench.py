@@ -42,3 +42,30 @@ def test_the_load_benchmark_runs_and_the_service_answers_every_call() -> None:
     assert set(by_target) == {"decision service", "echo baseline"}
     for row in by_target.values():
         assert row["requests"] > 0 and row["errors"] == 0 and row["p50_ms"] <= row["p99_ms"]
+
+
+def test_the_engine_benchmark_runs_at_every_record_size() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/bench_engine.py",
+            "--rounds",
+            "3",
+            "--warmup",
+            "1",
+            "--services",
+            "mri,facet",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)["results"]
+    assert [r["resources"] for r in report.values()] == [60, 600, 1800]
+    for size in report.values():
+        assert set(size["services"]) == {"mri", "facet"}
+        for row in [size["record_read"], *size["services"].values()]:
+            assert 0 < row["min_ms"] <= row["median_ms"] <= row["p90_ms"]

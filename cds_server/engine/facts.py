@@ -100,7 +100,7 @@ def matching_entries(
     if not matcher:
         return []
     found = []
-    for entry in ctx.record.entries(*types):
+    for entry in ctx.record.entries_matching(tuple(types), matcher, use_values):
         if entry.suspected or entry.absent or not counts_in_window(entry, ctx.as_of, lookback_days):
             continue
         codes = entry.codes | entry.value_codes if use_values else entry.codes
@@ -119,7 +119,7 @@ def denials(
         return []
     return [
         e
-        for e in ctx.record.entries(*types)
+        for e in ctx.record.entries_matching(tuple(types), matcher, use_values=False)
         if e.absent and matcher.first_match(e.codes) and counts_in_window(e, ctx.as_of, lookback_days)
     ]
 
@@ -146,7 +146,7 @@ def doubts(
             continue
         if not item.codes or matcher.first_match(item.codes):
             found.append(item.describe())
-    for entry in ctx.record.entries(*types):
+    for entry in ctx.record.entries_matching(types, matcher, use_values, narrower=True):
         codes = entry.codes | entry.value_codes if use_values else entry.codes
         if entry.absent:
             continue
@@ -679,7 +679,7 @@ def _component(
     for class_name, value_sets in spec["classes"].items():
         matcher = ctx.matcher(tuple(value_sets))
         route_matcher = ctx.matcher(tuple(routes[class_name])) if class_name in routes else None
-        for entry in ctx.record.entries(*spec["resourceTypes"]):
+        for entry in ctx.record.entries_matching(tuple(spec["resourceTypes"]), matcher, use_values=False):
             if route_matcher and entry.route_codes and not route_matcher.first_match(entry.route_codes):
                 continue  # e.g. an intramuscular steroid is not an oral one
             day = entry.start
