@@ -152,11 +152,20 @@ def test_with_known_adds_codes_without_changing_the_original(term) -> None:
     assert not term.is_known(code)
 
 
-def test_ndc_layouts_normalise(doc, term) -> None:
-    if not doc["ndc"]:
-        pytest.skip("no public NDC source found; the ndc list is empty")
-    row = doc["ndc"][0]
-    assert term.expand((NDC, row["code"])) >= {(RXNORM, i) for i in row["ingredients"]}
+def test_ndc_layouts_normalise(doc) -> None:
+    """Every printed layout of a listed NDC reads as that package (a synthetic row: the shipped list is empty)."""
+    with_ndc = copy.deepcopy(doc)
+    with_ndc["ndc"] = [{"code": "00056017270", "display": "test row", "ingredients": ["11289"], "source": "test"}]
+    term = parse_terminology(with_ndc)
+    for layout in ("00056017270", "00056-0172-70", "0056-0172-70"):
+        assert (RXNORM, "11289") in term.expand((NDC, layout)), layout
+        assert term.is_known((NDC, layout))
+
+
+def test_an_unlisted_ndc_is_not_understood(term) -> None:
+    """NDC is a listed system: a package the file does not map is not understood (fail closed), never 'no drug'."""
+    assert not term.is_known((NDC, "00056-0172-70"))
+    assert term.expand((NDC, "00056-0172-70")) == frozenset()
 
 
 def test_platelet_units(term) -> None:
