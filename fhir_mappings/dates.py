@@ -25,16 +25,8 @@ def parse_date(value: Any) -> date | None:
     >>> parse_date("yesterday") is None
     True
     """
-    if not isinstance(value, str):
-        return None
-    match = _DATE.match(value.strip())
-    if not match:
-        return None
-    year, month, day = match.groups()
-    try:
-        return date(int(year), int(month or 1), int(day or 1))
-    except ValueError:
-        return None
+    bounds = date_bounds(value)
+    return bounds[0] if bounds else None
 
 
 def date_bounds(value: Any) -> tuple[date, date] | None:

@@ -260,28 +260,30 @@ def test_the_sandbox_snomed_neck_pain_reason_reaches_a_guideline_decision(client
     assert info["pa-needed"] != "no-auth", "a SNOMED 'Neck pain' reason puts the MRI in the CarePath"
 
 
-def test_a_medication_on_the_ehr_server_is_read(client: FlaskClient, fhir_server: FhirTestServer) -> None:
+def referencing_on_the_server(server: FhirTestServer, medication_ref: str) -> dict[str, Any]:
+    """An approved facet request whose MedicationRequest names a Medication only the EHR's FHIR server holds."""
     base = scenario(FACET)
-    medication = {
-        "resourceType": "Medication",
-        "id": "warf-5",
-        "code": {"coding": [{"system": RXNORM, "code": "855332"}]},
-    }
-    fhir_server.load([medication])
-    body = hook_request(
-        replace(
-            base, record=(*base.record, request(base, {}) | {"medicationReference": {"reference": "Medication/warf-5"}})
-        )
-    )
-    body["fhirServer"] = fhir_server.base
+    mr = request(base, {}) | {"medicationReference": {"reference": medication_ref}}
+    body = hook_request(replace(base, record=(*base.record, mr)))
+    body["fhirServer"] = server.base
     body["fhirAuthorization"] = {
-        "access_token": fhir_server.token,
+        "access_token": server.token,
         "token_type": "Bearer",
         "expires_in": 30,
         "scope": "user/*.read",
         "subject": "cds",
     }
-    payload = sign(client, body)
+    return body
+
+
+def test_a_medication_on_the_ehr_server_is_read(client: FlaskClient, fhir_server: FhirTestServer) -> None:
+    warfarin = {
+        "resourceType": "Medication",
+        "id": "warf-5",
+        "code": {"coding": [{"system": RXNORM, "code": "855332"}]},
+    }
+    fhir_server.load([warfarin])
+    payload = sign(client, referencing_on_the_server(fhir_server, "Medication/warf-5"))
     assert coverage_info(payload)["pa-needed"] != "satisfied"
     assert "held per protocol" in payload["cards"][0]["detail"], (
         "the server's warfarin was read: the hold plan is asked"
@@ -291,22 +293,7 @@ def test_a_medication_on_the_ehr_server_is_read(client: FlaskClient, fhir_server
 def test_a_medication_the_ehr_server_does_not_have_is_not_understood(
     client: FlaskClient, fhir_server: FhirTestServer
 ) -> None:
-    base = scenario(FACET)
-    body = hook_request(
-        replace(
-            base,
-            record=(*base.record, request(base, {}) | {"medicationReference": {"reference": "Medication/missing-1"}}),
-        )
-    )
-    body["fhirServer"] = fhir_server.base
-    body["fhirAuthorization"] = {
-        "access_token": fhir_server.token,
-        "token_type": "Bearer",
-        "expires_in": 30,
-        "scope": "user/*.read",
-        "subject": "cds",
-    }
-    payload = sign(client, body)
+    payload = sign(client, referencing_on_the_server(fhir_server, "Medication/missing-1"))
     assert coverage_info(payload)["pa-needed"] == "auth-needed"
     assert "could not be resolved" in payload["cards"][0]["detail"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -50,17 +50,17 @@ def evaluate_orders(
     (product-decisions.md §5). Orders share the record, and each sees the
     others (a CT myelogram is recognised by its companion order).
     """
-    answers_by_cp = {cp.id: Answers(_responses_for(cp, record)) for cp in carepaths}
+    shared = _Shared(
+        tuple(carepaths), record, record_available, {cp.id: Answers(_responses_for(cp, record)) for cp in carepaths}
+    )
     orders = [_read_with(record, order) for order in orders]
     decisions = []
     for order in orders:
         others = tuple(o for o in orders if o is not order)
-        decision = _decide_order(carepaths, order, others, record, call_date, record_available, answers_by_cp)
+        decision = _decide_order(shared, order, others, call_date)
 
         def verdict(proposed: Order, others: tuple[Order, ...] = others) -> Outcome:
-            return _decide_order(
-                carepaths, proposed, others, record, call_date, record_available, answers_by_cp
-            ).outcome
+            return _decide_order(shared, proposed, others, call_date).outcome
 
         decision.alternatives = _worth_offering(decision.alternatives, order, verdict)
         decisions.append(decision)
@@ -147,31 +147,29 @@ def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
     return found
 
 
-def _decide_order(
-    carepaths: Sequence[CarePath],
-    order: Order,
-    others: tuple[Order, ...],
-    record: PatientRecord,
-    call_date: date,
-    record_available: bool,
-    answers_by_cp: dict[str, Answers],
-) -> OrderDecision:
+@dataclass(frozen=True)
+class _Shared:
+    """What every order of one request is decided against: the CarePaths, the record and its answers."""
+
+    carepaths: tuple[CarePath, ...]
+    record: PatientRecord
+    record_available: bool
+    answers_by_cp: dict[str, Answers]
+
+    def context(self, cp: CarePath, order: Order, others: tuple[Order, ...], as_of: date) -> EvalContext:
+        return EvalContext(cp, self.record, self.answers_by_cp[cp.id], order, others, as_of, self.record_available)
+
+
+def _decide_order(shared: _Shared, order: Order, others: tuple[Order, ...], call_date: date) -> OrderDecision:
     as_of, date_note = decision_date(order, call_date)
-    decision = _decide_as_of(carepaths, order, others, record, as_of, record_available, answers_by_cp)
+    decision = _decide_as_of(shared, order, others, as_of)
     if date_note:
         decision.notes.insert(0, date_note)
     return decision
 
 
-def _decide_as_of(
-    carepaths: Sequence[CarePath],
-    order: Order,
-    others: tuple[Order, ...],
-    record: PatientRecord,
-    as_of: date,
-    record_available: bool,
-    answers_by_cp: dict[str, Answers],
-) -> OrderDecision:
+def _decide_as_of(shared: _Shared, order: Order, others: tuple[Order, ...], as_of: date) -> OrderDecision:
+    carepaths = shared.carepaths
     candidates = [(cp, s) for cp in carepaths for s in cp.services if s.order_codes.first_match(order.codes)]
     how = ""
     if not candidates:
@@ -180,7 +178,7 @@ def _decide_as_of(
         how = recognised[0][2] if recognised else ""
     if not candidates:
         return _ungoverned(order, as_of)
-    decision = _decide_candidates(carepaths, candidates, order, others, record, as_of, record_available, answers_by_cp)
+    decision = _decide_candidates(shared, candidates, order, others, as_of)
     if how:
         decision.notes.append(f"The order carries no code the CarePath lists; it was read as {how}.")
     if how.endswith("”") and decision.auto_approval:
@@ -240,24 +238,17 @@ def _ungoverned(order: Order, as_of: date) -> OrderDecision:
 
 
 def _decide_candidates(
-    carepaths: Sequence[CarePath],
-    candidates: list[tuple[CarePath, Service]],
-    order: Order,
-    others: tuple[Order, ...],
-    record: PatientRecord,
-    as_of: date,
-    record_available: bool,
-    answers_by_cp: dict[str, Answers],
+    shared: _Shared, candidates: list[tuple[CarePath, Service]], order: Order, others: tuple[Order, ...], as_of: date
 ) -> OrderDecision:
     for cp in dict.fromkeys(cp for cp, _ in candidates):
-        ctx = EvalContext(cp, record, answers_by_cp[cp.id], order, others, as_of, record_available)
+        ctx = shared.context(cp, order, others, as_of)
         in_cohort, why = _cohort(ctx)
         services = [s for c, s in candidates if c is cp]
         if in_cohort:
             return _decide_in_carepath(ctx, services, why)
     # Outside every cohort: still name the service the order is for when it can be told (for the audit).
     cp = candidates[0][0]
-    ctx = EvalContext(cp, record, answers_by_cp[cp.id], order, others, as_of, record_available)
+    ctx = shared.context(cp, order, others, as_of)
     service, _, _ = _route(ctx, [s for c, s in candidates if c is cp])
     return OrderDecision(
         order.ref,
