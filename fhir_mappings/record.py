@@ -333,6 +333,7 @@ class PatientRecord:
             return
         built = builder(self, ref, resource)
         if built is None:
+            self.ignored.append(ref)  # read, and not evidence itself (a resolved allergy, a panel read by its parts)
             return
         if isinstance(built, Unread):
             self._unread(built)
@@ -784,7 +785,7 @@ def _observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | 
         part = _observation_part(rec, ref, obj(component), start, start_lo, r)
         if isinstance(part, Unread):
             rec._unread(part)
-        elif part is not None:
+        else:
             rec.add_entry(part)
             understood_parts += 1
     if not codes:
@@ -815,10 +816,11 @@ def _observation_part(
     start: date | None,
     start_lo: date | None,
     parent: Mapping[str, Any],
-) -> Entry | Unread | None:
-    codes, _ = rec.read_concept(component.get("code"))
+) -> Entry | Unread:
+    codes, unknown = rec.read_concept(component.get("code"))
     if not codes:
-        return None  # an unknown component of a known observation: the parent says what it is
+        # A panel's unknown component (a local "PLT" row) may be the very result a criterion reads.
+        return _unread_concept(ref, "Observation", [f"component {c}" for c in unknown] or ["a component"], start)
     value = read_value(component, rec)
     if value.unreadable:
         return Unread(ref, "Observation", f"component {value.unreadable}", codes | value.codes, start)

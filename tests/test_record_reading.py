@@ -122,6 +122,30 @@ def test_an_empty_medication_list_is_still_none_recorded() -> None:
     assert leaf is not None and leaf.result is Tri.NOT_MET and leaf.reason.startswith("none recorded")
 
 
+def test_an_unknown_component_of_a_panel_is_not_understood() -> None:
+    """A coagulation panel whose platelet row has only a local code may hide a low count: asked, not approved."""
+    base = scenario(FACET)
+    panel = {
+        "resourceType": "Observation",
+        "id": "coag-panel",
+        "status": "final",
+        "subject": {"reference": patient_ref(base)},
+        "code": {"coding": [{"system": "urn:oid:1.2.840.114350.1", "code": "PANEL-9"}], "text": "Coag panel"},
+        "effectiveDateTime": base.orders[0]["authoredOn"][:10],
+        "component": [
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "6301-6"}]}, "valueQuantity": {"value": 1.0}},
+            {
+                "code": {"coding": [{"system": "urn:oid:1.2.840.114350.1", "code": "PLT"}]},
+                "valueQuantity": {"value": 20},
+            },
+        ],
+    }
+    decision = decide(base, panel)
+    assert not decision.auto_approval
+    leaf = decision.criterion("FI-NI3.coagulopathy.platelets")
+    assert leaf is not None and leaf.result is Tri.UNKNOWN and "Observation/coag-panel" in leaf.reason
+
+
 def test_a_finding_recorded_absent_is_evidence_against_it() -> None:
     base = scenario(MRI)
     absent = {
