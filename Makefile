@@ -50,7 +50,7 @@ bench-load: install
 	$(PY) bench/bench_load.py $(BENCH_ARGS)
 
 carepath: install
-	$(PY) -m cds_server.carepath_check $(filter-out %.schema.json,$(wildcard cds_server/carepaths/*.json))
+	$(PY) -m cds_server.tools.carepath_check $(filter-out %.schema.json,$(wildcard cds_server/carepaths/*.json))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,5 +1,5 @@
 """WSGI entry point for gunicorn: ``gunicorn wsgi:app``."""
 
-from cds_server.app import create_app
+from cds_server.web.app import create_app
 
 app = create_app()

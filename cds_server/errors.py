@@ -1,6 +1,6 @@
 """Errors the HTTP layer turns into FHIR OperationOutcome responses.
 
-One base class, a few children, one error handler (``cds_server.api``).
+One base class, a few children, one error handler (``cds_server.web.api``).
 The status codes follow CRD ``hook-13``: 400 for unparseable JSON or CDS
 Hooks / FHIR violations and Coverage problems, 422 for CRD-only violations,
 412 when required data cannot be obtained, 404 for an unknown service, 415

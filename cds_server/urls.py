@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -65,3 +66,9 @@ def _valid_host(host: str, bracketed: bool) -> bool:
         return False
     labels = ascii_host.rstrip(".").split(".")
     return len(ascii_host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def public_base_urls(value: Any) -> list[str]:
+    """The service's own public base URL(s): a list, or a string of URLs separated by commas or spaces."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value or [])
+    return [str(item).strip().rstrip("/") for item in items if str(item).strip()]

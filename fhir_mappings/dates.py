@@ -92,3 +92,23 @@ def age_in_years(birth: date, on: date) -> int:
     if (on.month, on.day) < (birth.month, birth.day):
         years -= 1
     return years
+
+
+_INSTANT = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z", re.ASCII)
+
+
+def canonical_instant(text: str) -> str:
+    """Return the one spelling kept for an ``outcomeTimestamp``: seconds, the fraction without trailing zeros, ``Z``.
+
+    ``…T10:00:00Z``, ``…T10:00:00.0Z`` and ``…T10:00:00.000Z`` are one instant and all give
+    ``…T10:00:00Z``, so feedback is kept once whichever way a client writes the time. Every
+    digit given (up to nanoseconds) is kept: two different instants never share a spelling.
+
+    :raises ValueError: not a UTC (``Z``) instant with at most 9 fractional digits, or not a real date and time.
+    """
+    match = _INSTANT.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a UTC instant: {text[:60]!r}")
+    datetime.fromisoformat(match[1])  # a real date and time: no 30 February, no hour 24
+    fraction = (match[2] or "").rstrip("0")
+    return f"{match[1]}.{fraction}Z" if fraction else f"{match[1]}Z"

@@ -76,7 +76,7 @@ class HookService:
     clinical_documentation: bool
     orders_field: str
     # (context, read) -> targets; ``read`` takes ``Type/id`` or an absolute URL and returns the resource or None
-    # (cds_server.invoke._reader); MissingOrder(ref, path) -> 412, InvalidContext(message, path) -> 400.
+    # (cds_server.pipeline.invoke._reader); MissingOrder(ref, path) -> 412, InvalidContext(message, path) -> 400.
     find_orders: Callable[[Mapping[str, Any], Callable[[str], Mapping[str, Any] | None]], list[OrderTarget]]
     crd_checks: Callable[[Mapping[str, Any]], list[tuple[str, str]]]
     normalise_context: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda context: context

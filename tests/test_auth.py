@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.app import create_app
+from cds_server.web.app import create_app
 
 BASE = "https://cds.payer.example"
 SANDBOX = "https://sandbox.cds-hooks.org"

@@ -22,7 +22,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from cds_server.app import create_app
+from cds_server.web.app import create_app
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

@@ -17,8 +17,8 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.app import create_app
 from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
+from cds_server.web.app import create_app
 from tests import conformance
 
 NOW = datetime(2024, 3, 20, 15, 0, tzinfo=UTC)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cds_server.carepath_check import main
 from cds_server.carepath_store import DEFAULT_CAREPATHS
+from cds_server.tools.carepath_check import main
 
 
 def test_valid_file_is_summarised(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,10 +19,10 @@ import pytest
 import requests
 from fhir.resources.R4B.questionnaire import Questionnaire
 
-from cds_server import cli
 from cds_server.carepath_store import DEFAULT_CAREPATHS
-from cds_server.cli import Progress, main, serve_command
 from cds_server.scenarios import Scenario
+from cds_server.tools import cli
+from cds_server.tools.cli import Progress, main, serve_command
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "order-sign-mri.json"
@@ -87,7 +87,7 @@ def test_serve_dev_uses_flask(monkeypatch: pytest.MonkeyPatch) -> None:
         "-m",
         "flask",
         "--app",
-        "cds_server.app:create_app()",
+        "cds_server.web.app:create_app()",
         "run",
         "--host",
         "127.0.0.1",
@@ -119,7 +119,7 @@ def test_evaluate_shows_the_coverage_information_and_the_criteria(capsys: pytest
 
 
 def test_a_dry_run_card_text_says_not_issued_wherever_the_number_is() -> None:
-    from cds_server.cli import _dry_run_text
+    from cds_server.tools.cli import _dry_run_text
 
     assert _dry_run_text("MRI: meets the guideline; prior authorization PA-ABC issued", ["PA-ABC"]) == (
         "MRI: meets the guideline; prior authorization PA-ABC (dry run: not issued)"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cds_server.app import create_app
 from cds_server.config import settings_names
+from cds_server.web.app import create_app
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

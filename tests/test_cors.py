@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.app import create_app
+from cds_server.web.app import create_app
 
 SANDBOX = "https://sandbox.cds-hooks.org"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json"

@@ -1,6 +1,6 @@
 """The documentation cannot drift from the code: generated pages are current, cited tests exist, examples are valid.
 
-- ``docs/carepath-schema.md`` is exactly what ``cds_server/schema_doc.py`` generates now;
+- ``docs/carepath-schema.md`` is exactly what ``cds_server/tools/schema_doc.py`` generates now;
 - every ``tests/<file>.py::<test>`` these pages cite exists; every ``conformance.<helper>`` that
   ``docs/conformance.md`` names exists, every checklist rule appears there once, and its summary adds up;
 - every JSON fragment of ``docs/authoring-a-carepath.md`` is valid CarePath data (and equal to
@@ -22,11 +22,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from cds_server import schema_doc
 from cds_server.carepath_store import DEFAULT_CAREPATHS, load_schema
-from cds_server.discovery import CONFIGURATION_OPTIONS
 from cds_server.engine.operators import REGISTRY
-from cds_server.prefetch import TEMPLATES
+from cds_server.pipeline.discovery import CONFIGURATION_OPTIONS
+from cds_server.pipeline.prefetch import TEMPLATES
+from cds_server.tools import schema_doc
 from hooks import SERVICES
 from tests import conformance
 
@@ -56,7 +56,7 @@ def read(name: str) -> str:
 
 def test_the_schema_reference_is_what_the_generator_writes() -> None:
     assert schema_doc.generate() == read("carepath-schema.md"), (
-        "docs/carepath-schema.md is stale: run .venv/bin/python -m cds_server.schema_doc"
+        "docs/carepath-schema.md is stale: run .venv/bin/python -m cds_server.tools.schema_doc"
     )
 
 

@@ -13,9 +13,9 @@ import pytest
 import requests
 from flask import Flask
 
-from cds_server.app import create_app
-from cds_server.fhir_client import FhirClient, FhirError
+from cds_server.pipeline.fhir_client import FhirClient, FhirError
 from cds_server.scenarios import SCENARIO_DIR, coverage_for, hook_request, load_scenario, patient_id
+from cds_server.web.app import create_app
 from tests import conformance
 from tests.conftest import FhirTestServer
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from cds_server.app import create_app
 from cds_server.scenarios import OUTCOMES, SCENARIO_DIR, hook_request, load_scenario
+from cds_server.web.app import create_app
 from tests import conformance
 
 GOLDEN = Path(__file__).parent / "golden"

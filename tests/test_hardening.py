@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.app import create_app
-from cds_server.store import invocations
+from cds_server.records.store import invocations
+from cds_server.web.app import create_app
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json"
 SIGN = "/cds-services/crd-order-sign"

@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.app import create_app
+from cds_server.web.app import create_app
 from tests import conformance
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "inferno-crd-fixtures"

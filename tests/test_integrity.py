@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.app import create_app
 from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
+from cds_server.web.app import create_app
 from tests import conformance
 from tests.test_service import SIGN, _order_sign, _sr, coverage_ext, ok, post
 
@@ -216,7 +216,7 @@ def test_feedback_for_a_card_never_issued_is_kept_flagged_and_an_impossible_time
     """Valid feedback gets 2xx (checklist 140) and is never lost; the answer says which cards were unknown."""
     import sqlalchemy as sa
 
-    from cds_server.store import feedback
+    from cds_server.records.store import feedback
 
     card = ok(client, met_request())["cards"][0]["uuid"]
     stranger = "00000000-0000-4000-8000-000000000000"

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from cds_server import migrations
-from cds_server.audit import digest
-from cds_server.store import Store, metadata
+from cds_server.records import migrations
+from cds_server.records.audit import digest
+from cds_server.records.store import Store, metadata
 
 
 def _schema(engine: sa.Engine) -> dict[str, Any]:

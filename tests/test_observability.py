@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cds_server.app import create_app
-from cds_server.observability import JsonFormatter
 from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
+from cds_server.web.app import create_app
+from cds_server.web.observability import JsonFormatter
 
 NOW = datetime(2024, 3, 20, 15, 0, tzinfo=UTC)
 

@@ -20,9 +20,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.app import create_app
-from cds_server.fhir_client import FhirClient
+from cds_server.pipeline.fhir_client import FhirClient
 from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
+from cds_server.web.app import create_app
 from tests import conformance
 from tests.test_service import coverage_ext, post
 

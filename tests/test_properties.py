@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.adapters import HTTPAdapter
 
-from cds_server.app import create_app
 from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
+from cds_server.web.app import create_app
 from tests import conformance
 
 NOW = datetime(2024, 3, 20, 15, 0, tzinfo=UTC)

@@ -17,10 +17,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.app import create_app
 from cds_server.carepath_store import load_carepaths
 from cds_server.engine import OrderDecision, Outcome, Tri
 from cds_server.scenarios import SCENARIO_DIR, Scenario, hook_request, load_scenario, run_scenario
+from cds_server.web.app import create_app
 from tests import conformance
 from tests.conftest import FhirTestServer
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from cds_server.app import create_app
 from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
+from cds_server.web.app import create_app
 from tests import conformance
 from tests.conftest import HostileFhir
 
@@ -106,7 +106,7 @@ def test_a_server_dripping_bytes_cannot_hold_a_read_past_the_deadline(hostile_fh
     """One byte every 0.1 s never trips a per-read timeout; the wall-clock deadline does (issue 11.2)."""
     import requests
 
-    from cds_server.fhir_client import FhirClient, FhirError
+    from cds_server.pipeline.fhir_client import FhirClient, FhirError
 
     client = FhirClient(requests.Session(), hostile_fhir.base("drip/100"), None, 2.0, 5, 100, time.monotonic() + 1.0)
     started = time.monotonic()
@@ -130,7 +130,7 @@ def test_a_dripping_server_keeps_the_whole_call_in_its_budget(tmp_path: Path, ho
 def test_an_answer_larger_than_the_cap_is_refused(tmp_path: Path, hostile_fhir: HostileFhir) -> None:
     import requests
 
-    from cds_server.fhir_client import FhirClient, FhirError
+    from cds_server.pipeline.fhir_client import FhirClient, FhirError
 
     client = FhirClient(requests.Session(), hostile_fhir.base("big/200000"), None, 2.0, 5, 100, max_bytes=100_000)
     with pytest.raises(FhirError, match="larger than"):

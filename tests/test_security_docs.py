@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cds_server.app import create_app
+from cds_server.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "security.md"

@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.app import create_app
 from cds_server.scenarios import SCENARIO_DIR, coverage_for, hook_request, load_scenario, searchset
+from cds_server.web.app import create_app
 from hooks import SERVICES
 from tests import conformance
 
@@ -88,7 +88,7 @@ def test_every_prefetch_token_is_a_context_field_of_its_hook(client: FlaskClient
 def test_prefetch_covers_every_resource_type_the_carepath_reads(app: Flask) -> None:
     from cds_server.engine.model import Leaf
     from cds_server.engine.operators import CLINICAL_TYPES
-    from cds_server.prefetch import TEMPLATES
+    from cds_server.pipeline.prefetch import TEMPLATES
 
     fetched = {t.split("?")[0].split("/")[0] for t in TEMPLATES.values()}
     for cp in app.extensions["cds"].carepaths:
@@ -469,7 +469,7 @@ def test_every_invocation_is_recorded_without_the_token(client: FlaskClient, app
 
 def test_invocation_records_keep_references_and_digests_not_the_chart(client: FlaskClient, app: Flask) -> None:
     """CRD sec-6: the audit row proves what was seen without keeping a second copy of the record."""
-    from cds_server.audit import digest
+    from cds_server.records.audit import digest
 
     body = scenario_request("mri/met-failed-conservative-care")
     ok(client, body)
@@ -493,7 +493,7 @@ def test_invocation_records_keep_references_and_digests_not_the_chart(client: Fl
 def store_table(store: Any) -> Any:
     import sqlalchemy as sa
 
-    from cds_server.store import invocations
+    from cds_server.records.store import invocations
 
     return sa.select(invocations)
 

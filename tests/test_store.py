@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
-from cds_server.store import Store, assertions, feedback, new_authorization_number
+from cds_server.records.store import Store, assertions, feedback, new_authorization_number
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_numbers_are_unique_across_assertions(store: Store) -> None:
 def test_a_colliding_number_is_retried_never_reused(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     first, _ = store.authorization_for("ca-a", date(2024, 9, 1))
     candidates = iter([first, first, "PA-NEWNUMBER2"])
-    monkeypatch.setattr("cds_server.store.new_authorization_number", lambda: next(candidates))
+    monkeypatch.setattr("cds_server.records.store.new_authorization_number", lambda: next(candidates))
     assert store.authorization_for("ca-b", date(2024, 9, 1)) == ("PA-NEWNUMBER2", date(2024, 9, 1))
     assert store.authorization_for("ca-a", date(2030, 1, 1)) == (first, date(2024, 9, 1)), "the first expiry stands"
 
@@ -132,7 +132,7 @@ def test_one_instant_is_one_feedback_item_however_it_is_spelled(store: Store) ->
     ids=["40-digit-fraction", "10-digit-fraction", "empty-fraction"],
 )
 def test_an_outcome_time_too_precise_to_keep_is_a_400_not_a_500(database_url: str, when: str) -> None:
-    from cds_server.app import create_app
+    from cds_server.web.app import create_app
 
     app = create_app({"AUTH_REQUIRED": False, "DATABASE_URL": database_url})
     try:

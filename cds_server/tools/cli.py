@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from cds_server.scenarios import Scenario
 
 PROG = "python -m cds_server"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 SCENARIO_HOOKS = ("order-sign", "order-select")
 
@@ -151,7 +151,7 @@ def serve_command(
             env[name] = str(value)
     if dev:
         bind = ["--host", env.get("HOST", "127.0.0.1"), "--port", env.get("PORT", "8080")]
-        return [sys.executable, "-m", "flask", "--app", "cds_server.app:create_app()", "run", *bind], env
+        return [sys.executable, "-m", "flask", "--app", "cds_server.web.app:create_app()", "run", *bind], env
     config = str(ROOT / "gunicorn.conf.py")
     return [sys.executable, "-m", "gunicorn", "--config", config, "--pythonpath", str(ROOT), "wsgi:app"], env
 
@@ -179,8 +179,8 @@ def in_process_app() -> Iterator[Flask]:
     so a request is decided as the configured service would decide it, without
     touching its records or needing a token.
     """
-    from cds_server.app import create_app
     from cds_server.engine import InvalidCarePathError
+    from cds_server.web.app import create_app
 
     with tempfile.TemporaryDirectory(prefix="cds-cli-") as tmp:
         try:
@@ -437,7 +437,7 @@ def criterion_lines(roots: Sequence[Mapping[str, Any]], marks: Symbols) -> list[
 
 def cmd_validate_carepath(args: argparse.Namespace) -> int:
     """Delegate to the content author's checker, so both commands always agree."""
-    from cds_server import carepath_check
+    from cds_server.tools import carepath_check
 
     return carepath_check.main(list(args.files))
 
@@ -699,7 +699,7 @@ def questionnaire_ids(app: Flask) -> dict[str, str]:
 
     A service id two CarePaths share maps to nothing: then only the full id is unambiguous.
     """
-    from cds_server.questionnaires import questionnaire_id
+    from cds_server.pipeline.questionnaires import questionnaire_id
 
     names: dict[str, str] = {}
     shared: set[str] = set()

@@ -27,7 +27,9 @@ import jwt
 import requests
 import sqlalchemy as sa
 
-from cds_server.store import Store, jti_seen
+from cds_server.records.store import Store, jti_seen
+from cds_server.urls import http_url_problem, public_base_urls
+from cds_server.web.wire import json_response
 
 log = logging.getLogger(__name__)
 ASYMMETRIC = {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
@@ -264,12 +266,6 @@ def build_authenticator(settings: Mapping[str, Any], store: Store, session: requ
     )
 
 
-def public_base_urls(value: Any) -> list[str]:
-    """The service's own public base URL(s): a list, or a string of URLs separated by commas or spaces."""
-    items = value.replace(",", " ").split() if isinstance(value, str) else list(value or [])
-    return [str(item).strip().rstrip("/") for item in items if str(item).strip()]
-
-
 def require_public_url(settings: Mapping[str, Any]) -> None:
     """With authentication on and outside clients trusted, the service must know its own URL(s).
 
@@ -278,8 +274,6 @@ def require_public_url(settings: Mapping[str, Any]) -> None:
 
     :raises ValueError: PUBLIC_BASE_URL is missing or not an absolute http(s) URL.
     """
-    from cds_server.urls import http_url_problem
-
     if not settings["AUTH_REQUIRED"] or not settings["TRUSTED_CLIENTS"]:
         return
     bases = public_base_urls(settings.get("PUBLIC_BASE_URL"))
@@ -307,7 +301,6 @@ def guard() -> Any:
     """Flask before-request hook: authenticate protected endpoints (401 with no detail on failure)."""
     from flask import current_app, g, request
 
-    from cds_server.api import json_response
     from cds_server.errors import Issue, operation_outcome
 
     if request.method == "OPTIONS" or not request.path.startswith(PROTECTED):

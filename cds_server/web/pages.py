@@ -11,10 +11,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, render_template, request
 
-from cds_server.api import base_url, json_response
 from cds_server.engine import CarePath
 from cds_server.engine.model import Group, Node, Ref
 from cds_server.errors import Issue, UnknownService
+from cds_server.web.wire import base_url, json_response
 
 pages = Blueprint("pages", __name__)
 

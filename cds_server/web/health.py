@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 
-from cds_server.api import json_response
+from cds_server.web.wire import json_response
 
 health = Blueprint("health", __name__)
 

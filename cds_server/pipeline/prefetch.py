@@ -15,7 +15,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_server.fhir_client import FhirClient, FhirError, page_resources
+from cds_server.pipeline.fhir_client import FhirClient, FhirError, page_resources
 from fhir_mappings.codes import arr, obj
 from fhir_mappings.record import bundle_problems, literal_target
 from hooks.base import HookService

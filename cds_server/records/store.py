@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 
-from cds_server.feedback import canonical_instant
-from cds_server.migrations import migrate
+from cds_server.records.migrations import migrate
+from fhir_mappings.dates import canonical_instant
 
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 metadata = sa.MetaData()

@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
 
-from cds_server.api import base_url, json_response
-from cds_server.auth import TrustedClient
 from cds_server.errors import Issue, ServiceError, UnknownService
 from cds_server.scenarios import SCENARIO_DIR, hook_request, iter_scenarios, load_scenario
+from cds_server.web.auth import TrustedClient
+from cds_server.web.wire import base_url, json_response
 
 DEMO_ISSUER = "urn:cds-server:demo-bench"
 STATIC = Path(__file__).parent / "static" / "demo"

@@ -1,4 +1,4 @@
-"""Validate CarePath files: ``python -m cds_server.carepath_check FILE...``.
+"""Validate CarePath files: ``python -m cds_server.tools.carepath_check FILE...``.
 
 Prints ``ok`` with a summary per valid file; for an invalid one, a line per fault
 with its JSON path (every schema fault at once; past the schema, the first fault).
@@ -16,7 +16,7 @@ from cds_server.engine import InvalidCarePathError
 def main(argv: list[str]) -> int:
     """Validate each file named in ``argv``; return the process exit code."""
     if not argv:
-        print("usage: python -m cds_server.carepath_check FILE...", file=sys.stderr)
+        print("usage: python -m cds_server.tools.carepath_check FILE...", file=sys.stderr)
         return 2
     status = 0
     for name in argv:

@@ -21,16 +21,18 @@ from typing import Any
 import requests
 from sqlalchemy.engine import Connection
 
-from cds_server import cards, links
-from cds_server import coverage_info as ci
+from cds_server import links
 from cds_server.carepath_store import terminology_for
-from cds_server.coverage import CoverageCheck, select_coverage
 from cds_server.engine import CarePath, OrderDecision, evaluate_orders, governs
 from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems, TooManyOrders
-from cds_server.fhir_client import CircuitBreaker, FhirClient, FhirError
-from cds_server.prefetch import HISTORY_KEYS, PatientData, fetch_referenced_medications, resolve, templates_for
-from cds_server.request_schema import ENVELOPE, check
-from cds_server.store import Store
+from cds_server.pipeline import cards
+from cds_server.pipeline import coverage_info as ci
+from cds_server.pipeline.coverage import CoverageCheck, select_coverage
+from cds_server.pipeline.fhir_client import CircuitBreaker, FhirClient, FhirError
+from cds_server.pipeline.options import CONFIGURATION_OPTIONS
+from cds_server.pipeline.prefetch import HISTORY_KEYS, PatientData, fetch_referenced_medications, resolve, templates_for
+from cds_server.pipeline.request_schema import ENVELOPE, check
+from cds_server.records.store import Store
 from cds_server.urls import http_url_problem
 from fhir_mappings.codes import arr, obj
 from fhir_mappings.orders import ORDER_TYPES, InvalidOrderError, Order, read_order, validate_order
@@ -218,8 +220,6 @@ def _without_empties(value: Any, path: str, dropped: list[str]) -> Any:
 @functools.cache
 def _option_types() -> dict[str, str]:
     """The type discovery declares for each option (an option the service offers must get that type)."""
-    from cds_server.discovery import CONFIGURATION_OPTIONS  # late: discovery imports this module
-
     return {str(o["code"]): str(o["type"]) for o in CONFIGURATION_OPTIONS}
 
 

@@ -156,7 +156,7 @@ def _v2(conn: Connection) -> None:
 
 
 def _v3(conn: Connection) -> None:
-    from cds_server.audit import audit_copy
+    from cds_server.records.audit import audit_copy
 
     table = sa.table("invocations", sa.column("id", sa.Integer), sa.column("request", JSON))
     last = 0
@@ -267,7 +267,7 @@ def _v7(conn: Connection) -> None:
     Only a time with a fraction can be spelled another way. When two rows become the same item
     the earliest stands, as in version 2. A value that is not an instant is left as it is.
     """
-    from cds_server.feedback import canonical_instant
+    from fhir_mappings.dates import canonical_instant
 
     table = _feedback_v6(sa.MetaData(), "feedback")
     c = table.c

@@ -15,9 +15,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from cds_server.coverage_info import existing_assertion_ids
 from cds_server.errors import InvalidRequest, Issue, ServiceError, UnknownService
-from cds_server.questionnaires import all_questionnaires, answer_system, prefilled_response
+from cds_server.pipeline.coverage_info import existing_assertion_ids
+from cds_server.pipeline.questionnaires import all_questionnaires, answer_system, prefilled_response
 from fhir_mappings.codes import arr, obj
 
 fhir = Blueprint("fhir", __name__, url_prefix="/fhir")
@@ -121,7 +121,7 @@ def _url_matches(questionnaire: Mapping[str, Any], url: str) -> bool:
 @fhir.post("/Questionnaire/$questionnaire-package")
 def questionnaire_package() -> Response:
     """DTR $questionnaire-package: the questionnaires for these orders, pre-filled where we can."""
-    from cds_server.api import read_json
+    from cds_server.web.wire import read_json
 
     body = read_json()
     if not isinstance(body, Mapping) or body.get("resourceType") != "Parameters":

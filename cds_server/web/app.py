@@ -12,15 +12,15 @@ import requests
 from flask import Flask
 from requests.adapters import HTTPAdapter
 
-from cds_server.auth import build_authenticator, guard, require_public_url
 from cds_server.carepath_store import DEFAULT_CAREPATHS, load_carepaths
 from cds_server.config import DEFAULTS
-from cds_server.cors import install as install_cors
-from cds_server.fhir_client import CircuitBreaker
-from cds_server.invoke import Runtime
-from cds_server.observability import configure_logging
-from cds_server.observability import install as install_observability
-from cds_server.store import Store
+from cds_server.pipeline.fhir_client import CircuitBreaker
+from cds_server.pipeline.invoke import Runtime
+from cds_server.records.store import Store
+from cds_server.web.auth import build_authenticator, guard, require_public_url
+from cds_server.web.cors import install as install_cors
+from cds_server.web.observability import configure_logging
+from cds_server.web.observability import install as install_observability
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -38,10 +38,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configure_logging(str(app.config["LOG_LEVEL"]), str(app.config["LOG_FORMAT"]))
     require_public_url(app.config)
     app.extensions["cds"] = build_runtime(app.config)
-    from cds_server.api import bp
-    from cds_server.fhir_api import fhir
-    from cds_server.health import health
-    from cds_server.pages import pages
+    from cds_server.web.api import bp
+    from cds_server.web.fhir_api import fhir
+    from cds_server.web.health import health
+    from cds_server.web.pages import pages
 
     runtime = app.extensions["cds"]
     app.extensions["cds-auth"] = build_authenticator(app.config, runtime.store, runtime.session)
@@ -58,7 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(pages)
     if app.config["DEMO_ENABLED"]:
-        from cds_server import demo
+        from cds_server.web import demo
 
         if app.config["AUTH_REQUIRED"]:
             app.logger.warning(

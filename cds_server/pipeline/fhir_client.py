@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 import requests
 import urllib3
 
-from cds_server.observability import FHIR_FAILURES, FHIR_LATENCY
+from cds_server.metrics import FHIR_FAILURES, FHIR_LATENCY
 from fhir_mappings.codes import arr
 
 FHIR_JSON = "application/fhir+json"

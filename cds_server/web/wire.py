@@ -1,0 +1,127 @@
+"""What crosses the wire: reading a request's JSON body safely and writing a JSON response.
+
+Every view of the web package reads and answers through these, so the limits
+(media type, size, depth, forbidden characters, no NaN) hold the same way for
+hook calls, feedback, FHIR operations and the demo. Nothing here knows a hook.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from flask import Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from cds_server.errors import InvalidRequest, Issue, PayloadTooLarge, UnsupportedMediaType
+from cds_server.urls import public_base_urls
+
+JSON_TYPES = ("application/json", "application/fhir+json")
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """Serialise ``body`` as the response (application/json)."""
+    # allow_nan=False: whatever happens, never answer with NaN/Infinity, which are not JSON.
+    return Response(
+        json.dumps(body, separators=(",", ":"), allow_nan=False), status=status, mimetype="application/json"
+    )
+
+
+def base_url() -> str:
+    """Return the service's public base URL (configured, else the one this request came in on)."""
+    configured = public_base_urls(current_app.config.get("PUBLIC_BASE_URL"))
+    return configured[0] if configured else request.host_url.rstrip("/")
+
+
+def read_json() -> Any:
+    """Parse the request body as JSON.
+
+    :raises UnsupportedMediaType: the body is not declared as JSON (415).
+    :raises InvalidRequest: the body is not JSON, or nests deeper than allowed (400).
+    """
+    mimetype = (request.mimetype or "").lower()
+    if mimetype not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Send the request as application/json, not {mimetype}"
+            if mimetype
+            else "Send the request as application/json"
+        )
+    limit_bytes = current_app.config.get("MAX_CONTENT_LENGTH")
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge as exc:  # declared too large: say so here, not as an internal error
+        raise PayloadTooLarge(f"The request body is larger than {limit_bytes} bytes") from exc
+    if limit_bytes and request.content_length is None and len(raw) >= int(limit_bytes):
+        # A chunked body is cut at the limit rather than refused: a cut body is too large, not "not JSON".
+        raise PayloadTooLarge(f"The request body is larger than {limit_bytes} bytes")
+    try:
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest("The body is not valid JSON", [Issue(f"not JSON: {str(exc)[:120]}", "$")]) from exc
+    limit = int(current_app.config["MAX_JSON_DEPTH"])
+    if depth(body, limit) > limit:
+        raise InvalidRequest(f"The JSON nests deeper than {limit} levels", [Issue("too deeply nested", "$")])
+    # The strict parser refuses raw control characters, so only a \u escape can smuggle one in.
+    bad = bad_text(body) if b"\\u" in raw else None
+    if bad:
+        raise InvalidRequest(
+            "The body holds characters FHIR and CDS Hooks do not allow",
+            [Issue(f"control character or unpaired surrogate in a string at {bad}", bad)],
+        )
+    return body
+
+
+def _finite(text: str) -> float:
+    """A number too large for a double (``1e400``) would become Infinity: not JSON, not storable."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259); Python would accept them."""
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def bad_text(value: Any) -> str | None:
+    """Return the path of the first string with a control character (FHIR forbids those below U+0020
+    but tab, CR and LF) or an unpaired surrogate (not Unicode text), or None. Iterative, like ``depth``."""
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str) and _bad_chars(node):
+            return path
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if _bad_chars(key):
+                    return path
+                stack.append((item, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+    return None
+
+
+def depth(value: Any, limit: int) -> int:
+    """Return the nesting depth of a JSON value (stops counting past ``limit``), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, level + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, level + 1) for v in node)
+    return deepest
+
+
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def _bad_chars(text: str) -> bool:
+    return _BAD_CHARS.search(text) is not None
