@@ -2,8 +2,11 @@
 
 Run with ``make bench-load``. ``bench/bench_engine.py`` times the decision in
 process; this measures what a client sees: the production gunicorn settings
-(``gunicorn.conf.py``: sync workers, the app's own JSON request log, SQLite in
-WAL mode recording every call), HTTP over loopback, and order-sign requests
+(``gunicorn.conf.py``, the app's own JSON request log, SQLite in WAL mode
+recording every call, or PostgreSQL with ``--postgres``), client authentication
+on as in production (every call carries its own ES384 JWT with a unique ``jti``,
+signed before the run as an EHR would, so the service verifies and records each
+one; ``--no-auth`` for demo mode), HTTP over loopback, and order-sign requests
 built from the scenario library (every order type, with and without
 documentation, prefetch complete so no FHIR server is called). The same
 payloads then go to ``bench/echo_app.py``, a Flask app that only parses the
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import json
 import math
@@ -37,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -46,6 +51,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+from signing import BenchClient  # noqa: E402
 
 from cds_server.scenarios import EXEMPTIONS_NAME, SCENARIO_DIR, hook_request, load_scenario  # noqa: E402
 
@@ -59,6 +68,7 @@ STOP_TIMEOUT_SECONDS = 40.0  # gunicorn's graceful_timeout (30 s) plus margin
 # starts at a different body; ``done`` prints one JSON line the script parses.
 WRK_SCRIPT = r"""
 local bodies, count, index = {}, 0, 0
+local tokens, used, step = {}, 0, 1
 local created = 0
 
 function setup(thread)
@@ -75,12 +85,24 @@ function init(args)
     f:close()
   end
   index = ((thread_number or 0) * 37) % count
+  if args[3] and args[3] ~= "" then
+    -- one token per request, never reused: thread n takes tokens n+1, n+1+threads, ...
+    for line in io.lines(args[3]) do tokens[#tokens + 1] = line end
+    used = thread_number or 0
+    step = tonumber(args[4])
+  end
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
 end
 
 function request()
   index = index % count + 1
+  if #tokens > 0 then
+    used = used + step
+    local token = tokens[used] or "exhausted"
+    local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
+    return wrk.format(nil, nil, headers, bodies[index])
+  end
   return wrk.format(nil, nil, nil, bodies[index])
 end
 
@@ -101,6 +123,14 @@ class Payload:
 
     name: str
     body: bytes
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One run of load: its length and the tokens it may use (each once; empty with authentication off)."""
+
+    seconds: int
+    tokens: list[str]
 
 
 @dataclass(frozen=True)
@@ -131,6 +161,7 @@ class Result:
     max_ms: float
     errors: int
     socket_errors: int
+    worker_cpu_ms_per_call: float | None = None  # CPU of gunicorn and its workers over the run, per answer
 
 
 class BenchError(RuntimeError):
@@ -177,11 +208,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def post(port: int, path: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+def headers_for(token: str | None) -> dict[str, str]:
+    """The request headers: JSON, and the bearer token when authentication is on."""
+    return JSON_HEADERS | {"Authorization": f"Bearer {token}"} if token else JSON_HEADERS
+
+
+def post(port: int, path: str, body: bytes, timeout: float = 10.0, token: str | None = None) -> tuple[int, bytes]:
     """Send one POST and return the status and body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("POST", path, body=body, headers=JSON_HEADERS)
+        conn.request("POST", path, body=body, headers=headers_for(token))
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -225,9 +261,23 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def process_group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group (gunicorn and workers)."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # field 5 of stat: the process group
+                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 @contextlib.contextmanager
-def served(target: Target, workers: int, workdir: Path) -> Iterator[int]:
-    """Run gunicorn with the production config for this target; yield its port once it answers.
+def served(target: Target, workers: int, workdir: Path) -> Iterator[tuple[int, int]]:
+    """Run gunicorn with the production config for this target; yield its port and process group once it answers.
 
     gunicorn runs in its own session (process group) with the temporary
     directory as working directory, so stopping it reaches every worker and
@@ -262,21 +312,23 @@ def served(target: Target, workers: int, workdir: Path) -> Iterator[int]:
             if time.monotonic() > deadline:
                 raise BenchError(f"{target.name}: not ready after {START_TIMEOUT_SECONDS:.0f} s:\n{log_tail(log_path)}")
             time.sleep(0.2)
-        yield port
+        yield port, proc.pid
     finally:
         stop(proc)
 
 
-def verify(port: int, path: str, payloads: Sequence[Payload]) -> tuple[list[Payload], list[dict[str, Any]]]:
+def verify(
+    port: int, path: str, payloads: Sequence[Payload], tokens: Sequence[str]
+) -> tuple[list[Payload], list[dict[str, Any]]]:
     """Send every payload once; keep those answered 200, and say why the others were dropped.
 
     Measuring only calls that succeed keeps error answers (cheap, or slow) from
     skewing the figures; any error during the timed run then is a real failure.
     """
     kept, skipped = [], []
-    for payload in payloads:
+    for number, payload in enumerate(payloads):
         try:
-            status, body = post(port, path, payload.body)
+            status, body = post(port, path, payload.body, token=tokens[number] if tokens else None)
         except (OSError, http.client.HTTPException) as exc:
             skipped.append({"scenario": payload.name, "status": None, "reason": repr(exc)})
             continue
@@ -299,25 +351,30 @@ def write_bodies(payloads: Sequence[Payload], directory: Path) -> None:
 
 
 def run_wrk(
-    target: str, port: int, path: str, count: int, seconds: int, workdir: Path, args: argparse.Namespace
+    target: str, port: int, path: str, count: int, phase: Phase, workdir: Path, args: argparse.Namespace
 ) -> Result:
     """Drive one target with wrk for a bounded time and read the JSON line its ``done`` prints."""
     script = workdir / "rotate.lua"
     script.write_text(WRK_SCRIPT, encoding="utf-8")
     threads = min(args.wrk_threads, args.connections)
+    token_file = workdir / f"tokens-{uuid.uuid4().hex}.txt" if phase.tokens else None
+    if token_file:
+        token_file.write_text("\n".join(phase.tokens) + "\n", encoding="ascii")
     command = [
         "wrk",
         f"--threads={threads}",
         f"--connections={args.connections}",
-        f"--duration={seconds}s",
+        f"--duration={phase.seconds}s",
         f"--timeout={args.timeout}s",
         f"--script={script}",
         f"http://127.0.0.1:{port}{path}",
         "--",
         str(workdir / "bodies"),
         str(count),
+        str(token_file or ""),
+        str(threads),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + args.timeout + 30)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=phase.seconds + args.timeout + 30)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
     if done.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
@@ -348,7 +405,7 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
 
 
 def run_python(
-    target: str, port: int, path: str, payloads: Sequence[Payload], seconds: int, args: argparse.Namespace
+    target: str, port: int, path: str, payloads: Sequence[Payload], phase: Phase, args: argparse.Namespace
 ) -> Result:
     """Drive one target from Python threads (one keep-alive connection each) for a bounded time.
 
@@ -359,8 +416,9 @@ def run_python(
     bodies = [p.body for p in payloads]
     latencies: list[list[float]] = [[] for _ in range(args.connections)]
     failures = [[0, 0] for _ in range(args.connections)]  # [non-2xx, socket errors] per thread
+    tokens = iter(phase.tokens)  # next() on a list iterator is atomic: each token goes to one request
     start = time.perf_counter()
-    deadline = start + seconds
+    deadline = start + phase.seconds
 
     def loop(number: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=args.timeout)
@@ -369,9 +427,10 @@ def run_python(
             while time.perf_counter() < deadline:
                 body = bodies[index % len(bodies)]
                 index += 1
+                token = next(tokens, "exhausted") if phase.tokens else None
                 sent = time.perf_counter()
                 try:
-                    conn.request("POST", path, body=body, headers=JSON_HEADERS)
+                    conn.request("POST", path, body=body, headers=headers_for(token))
                     response = conn.getresponse()
                     response.read()
                 except (OSError, http.client.HTTPException):
@@ -408,18 +467,34 @@ def run_python(
 
 
 def drive(
-    target: str, port: int, path: str, payloads: Sequence[Payload], workdir: Path, args: argparse.Namespace
+    target: str,
+    port: int,
+    path: str,
+    payloads: Sequence[Payload],
+    workdir: Path,
+    args: argparse.Namespace,
+    phases: Sequence[Phase],
+    pgid: int,
 ) -> Result:
-    """Warm the workers up (imports, caches, the database file), then take the measured run."""
+    """Warm the workers up (imports, caches, the database file), then take the measured run.
 
-    def once(seconds: int) -> Result:
+    The last phase is the measured one; the CPU the server's processes used during it is divided
+    by the answers it gave (a whole-process figure: it includes gunicorn, Flask and the log).
+    """
+
+    def once(phase: Phase) -> Result:
         if args.generator == "wrk":
-            return run_wrk(target, port, path, len(payloads), seconds, workdir, args)
-        return run_python(target, port, path, payloads, seconds, args)
+            return run_wrk(target, port, path, len(payloads), phase, workdir, args)
+        return run_python(target, port, path, payloads, phase, args)
 
-    if args.warmup > 0:
-        once(args.warmup)
-    return once(args.duration)
+    for phase in phases[:-1]:
+        once(phase)
+    before = process_group_cpu(pgid)
+    result = once(phases[-1])
+    spent = process_group_cpu(pgid) - before
+    return dataclasses.replace(
+        result, worker_cpu_ms_per_call=round(spent * 1000 / result.requests, 3) if result.requests else None
+    )
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -433,12 +508,10 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def targets(workdir: Path) -> list[Target]:
-    """The decision service as deployed (authentication off: no client tokens to sign), then the echo baseline."""
-    service_env = {
-        "CDS_AUTH_REQUIRED": "false",
-        "CDS_DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite'}",
-    }
+def targets(workdir: Path, client: BenchClient | None, database_url: str | None) -> list[Target]:
+    """The decision service as deployed (authentication on when a client is given), then the echo baseline."""
+    service_env = client.settings() if client else {"CDS_AUTH_REQUIRED": "false"}
+    service_env["CDS_DATABASE_URL"] = database_url or f"sqlite:///{workdir / 'bench.sqlite'}"
     return [
         Target("decision service", "wsgi:app", ROOT, SERVICE_PATH, service_ready, service_env),
         Target("echo baseline", "echo_app:app", ROOT / "bench", ECHO_PATH, echo_ready, {}),
@@ -447,12 +520,14 @@ def targets(workdir: Path) -> list[Target]:
 
 def print_table(results: Sequence[Result]) -> None:
     """One row per target, then how the service compares with the baseline."""
-    print(f"{'target':<18}{'requests':>10}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    header = f"{'target':<18}{'requests':>10}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    print(header + f"{'CPU ms/call':>13}")
     for r in results:
         errors = f"{r.errors}" + (f"+{r.socket_errors}s" if r.socket_errors else "")
+        cpu = f"{r.worker_cpu_ms_per_call:.2f}" if r.worker_cpu_ms_per_call is not None else "-"
         print(
             f"{r.target:<18}{r.requests:>10}{r.throughput_rps:>10.1f}"
-            f"{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}{r.p99_ms:>9.2f}{errors:>8}"
+            f"{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}{r.p99_ms:>9.2f}{errors:>8}{cpu:>13}"
         )
     if len(results) == 2 and results[1].throughput_rps and results[1].p50_ms:
         service, echo = results
@@ -484,6 +559,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--generator", choices=("auto", "wrk", "python"), default="auto", help="default: wrk if installed"
     )
+    parser.add_argument("--no-auth", action="store_true", help="authentication off (demo mode), no tokens")
+    parser.add_argument("--token-rate", type=int, default=2500, help="tokens signed per second of load (default 2500)")
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="record to a throw-away PostgreSQL database made through this URL "
+        "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) instead of SQLite",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     if min(args.duration, args.connections, args.workers, args.wrk_threads, args.timeout) < 1:
@@ -500,36 +583,83 @@ def raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Measure both targets and print the results; return the exit status."""
-    say: Callable[[str], None] = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+def sign_phases(client: BenchClient | None, args: argparse.Namespace, verify_count: int) -> list[Phase]:
+    """Tokens for every phase, signed before any load: the check of each payload, the warm-up, the measured run.
+
+    Each request spends one token; a phase gets ``seconds x --token-rate`` of them, so a service
+    faster than that rate would run out and get 401s (counted as errors, and said so).
+    """
+    if client is None:
+        return [Phase(0, []), *(Phase(s, []) for s in (args.warmup, args.duration) if s > 0)]
+    batches = [Phase(0, client.tokens(SERVICE_PATH, verify_count))]
+    for seconds in (args.warmup, args.duration):
+        if seconds > 0:
+            batches.append(Phase(seconds, client.tokens(SERVICE_PATH, seconds * args.token_rate)))
+    return batches
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str | None) -> Iterator[str | None]:
+    """A throw-away PostgreSQL database for the run (dropped afterwards), or None for SQLite."""
+    if not admin_url:
+        yield None
+        return
+    import sqlalchemy as sa
+
+    name = f"cds_bench_{os.getpid()}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def measure(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[list[Result], list[Payload], list[Any]]:
+    """Serve and drive each target in turn; return the results, the payloads measured and those skipped."""
+    client = None if args.no_auth else BenchClient.new()
     payloads = build_payloads(args.scenarios)
+    say("signing tokens ..." if client else "authentication off")
+    phases = sign_phases(client, args, len(payloads))
     results: list[Result] = []
     skipped: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="cds-bench-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cds-bench-load-") as tmp, postgres_database(args.postgres) as db:
         workdir = Path(tmp)
-        for target in targets(workdir):
-            with served(target, args.workers, workdir) as port:
-                usable, dropped = verify(port, target.path, payloads)
+        for target in targets(workdir, client, db):
+            with served(target, args.workers, workdir) as (port, pgid):
+                usable, dropped = verify(port, target.path, payloads, phases[0].tokens)
                 if target.path == SERVICE_PATH:
                     # the service decides which scenarios are measured; the echo gets the same set
-                    skipped = dropped
-                    payloads = usable
+                    skipped, payloads = dropped, usable
                     if not payloads:
                         raise BenchError("no scenario answered 200: " + json.dumps(dropped[:3]))
                     write_bodies(payloads, workdir / "bodies")
                 elif dropped:
                     raise BenchError(f"{target.name} refused payloads: " + json.dumps(dropped[:3]))
                 say(f"{target.name}: {len(payloads)} payloads answer 200; {args.duration} s of load ...")
-                results.append(drive(target.name, port, target.path, payloads, workdir, args))
+                results.append(drive(target.name, port, target.path, payloads, workdir, args, phases[1:], pgid))
+    return results, payloads, skipped
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure both targets and print the results; return the exit status."""
+    say: Callable[[str], None] = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    results, payloads, skipped = measure(args, say)
     sizes = [len(p.body) for p in payloads]
     settings = {
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": args.connections,
         "gunicorn_workers": args.workers,
+        "worker_class": os.environ.get("WORKER_CLASS", "sync"),
+        "threads": os.environ.get("THREADS"),
         "generator": args.generator,
         "wrk_threads": min(args.wrk_threads, args.connections) if args.generator == "wrk" else None,
+        "authentication": not args.no_auth,
+        "database": "postgresql" if args.postgres else "sqlite",
     }
     if args.json:
         report = {
@@ -543,23 +673,34 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(report, indent=2))
     else:
-        print(
-            f"order-sign over loopback, {date.today().isoformat()}, Python {platform.python_version()}, "
-            f"{cpu_count()} CPUs; gunicorn {args.workers} sync workers; {args.generator}, "
-            f"{args.connections} connection{'s' if args.connections > 1 else ''}, {args.duration} s per target"
-        )
-        print(
-            f"payloads: {len(payloads)} scenarios (mean {sum(sizes) / len(sizes) / 1024:.1f} KiB), "
-            f"{len(skipped)} skipped" + (":" if skipped else "")
-        )
-        for item in skipped:
-            print(f"  skipped {item['scenario']}: {item['status']} {item['reason']}")
-        print_table(results)
+        print_report(args, settings, sizes, skipped, results)
     failed = [r.target for r in results if r.errors or r.socket_errors]
     if failed:
         print(f"requests failed during the run: {', '.join(failed)}", file=sys.stderr)
+        if not args.no_auth:
+            print("(if they are 401s, the run may have used up its tokens: raise --token-rate)", file=sys.stderr)
         return 1
     return 0
+
+
+def print_report(
+    args: argparse.Namespace, settings: dict[str, Any], sizes: list[int], skipped: list[Any], results: list[Result]
+) -> None:
+    """The human-readable report: the run's settings, the payloads, the table."""
+    auth = "auth on (ES384, pre-signed, unique jti)" if settings["authentication"] else "auth OFF"
+    print(
+        f"order-sign over loopback, {date.today().isoformat()}, Python {platform.python_version()}, "
+        f"{cpu_count()} CPUs; gunicorn {args.workers} {settings['worker_class']} workers; {auth}; "
+        f"{settings['database']}; {args.generator}, "
+        f"{args.connections} connection{'s' if args.connections > 1 else ''}, {args.duration} s per target"
+    )
+    print(
+        f"payloads: {len(sizes)} scenarios (mean {sum(sizes) / len(sizes) / 1024:.1f} KiB), "
+        f"{len(skipped)} skipped" + (":" if skipped else "")
+    )
+    for item in skipped:
+        print(f"  skipped {item['scenario']}: {item['status']} {item['reason']}")
+    print_table(results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

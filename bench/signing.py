@@ -1,0 +1,59 @@
+"""Client tokens for the benchmarks: one ES384 key, the service settings that trust it, tokens signed up front.
+
+An EHR signs a fresh JWT for every call (CDS Hooks §1.9: unique ``jti``, ``aud`` the endpoint's
+exact URL). The benchmarks do the same, but sign every token *before* the measured run, so the
+client's signing cost is not charged to the service: the service still verifies each signature,
+checks every claim and records each ``jti`` once, as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+BASE_URL = "https://cds.payer.example"  # the service's PUBLIC_BASE_URL in every benchmark
+ISSUER = "https://ehr.bench.example"
+KID = "bench-es384"
+LIFETIME_SECONDS = 900  # below JWT_MAX_LIFETIME_SECONDS (3600); long enough for any run
+
+
+@dataclass(frozen=True)
+class BenchClient:
+    """An EHR the service trusts: its private key and the public JWK Set the service is given."""
+
+    key: ec.EllipticCurvePrivateKey
+    jwk: dict[str, Any]
+
+    @classmethod
+    def new(cls) -> BenchClient:
+        key = ec.generate_private_key(ec.SECP384R1())
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())) | {"kid": KID, "alg": "ES384"}
+        return cls(key, jwk)
+
+    def trusted_clients(self) -> list[dict[str, Any]]:
+        """The service's TRUSTED_CLIENTS setting (inline JWK Set, as a payer configures a known EHR)."""
+        return [{"iss": ISSUER, "jwks": {"keys": [self.jwk]}}]
+
+    def settings(self) -> dict[str, str]:
+        """The ``CDS_*`` environment that turns authentication on and trusts this client."""
+        return {
+            "CDS_AUTH_REQUIRED": "true",
+            "CDS_PUBLIC_BASE_URL": BASE_URL,
+            "CDS_TRUSTED_CLIENTS": json.dumps(self.trusted_clients()),
+        }
+
+    def tokens(self, path: str, count: int) -> list[str]:
+        """``count`` tokens for ``BASE_URL + path``, each with its own jti, valid for ``LIFETIME_SECONDS``."""
+        now = int(time.time())
+        header = {"typ": "JWT", "kid": KID}
+        claims = {"iss": ISSUER, "aud": BASE_URL + path, "iat": now, "exp": now + LIFETIME_SECONDS}
+        return [
+            jwt.encode(claims | {"jti": str(uuid.uuid4())}, self.key, algorithm="ES384", headers=header)
+            for _ in range(count)
+        ]
