@@ -38,7 +38,7 @@ from signing import BASE_URL, BenchClient  # noqa: E402
 from cds_server.scenarios import EXEMPTIONS_NAME, SCENARIO_DIR, hook_request, load_scenario  # noqa: E402
 
 PATH = "/cds-services/crd-order-sign"
-ENGINE_SITE = "cds_server.pipeline.invoke"  # the pipeline module that calls the engine
+ENGINE_SITE = "cds_server.pipeline.decide"  # the pipeline module that calls the engine
 ENGINE_CALLS = ("PatientRecord", "evaluate_orders")
 
 

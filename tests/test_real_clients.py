@@ -19,7 +19,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_server.pipeline.invoke import drop_empty_values
+from cds_server.pipeline.request import drop_empty_values
 from cds_server.web.app import create_app
 from tests import conformance
 from tests.conftest import FhirTestServer
@@ -124,7 +124,7 @@ def test_empty_values_are_logged_by_element_never_by_value(
 ) -> None:
     body = offline(captured("sandbox-pama-order-select-empty-values.json"))
     body["context"]["draftOrders"]["entry"][0]["resource"]["note"] = [{"text": "", "authorString": "Dr Who"}]
-    with caplog.at_level(logging.WARNING, logger="cds_server.pipeline.invoke"):
+    with caplog.at_level(logging.WARNING, logger="cds_server.pipeline.request"):
         status, _ = post(client, body)
     assert status == 200
     (record,) = [r for r in caplog.records if "read as absent" in r.getMessage()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cds_server.pipeline.invoke import Runtime
+from cds_server.pipeline.call import Runtime
 from cds_server.pipeline.options import CONFIGURATION_OPTIONS
 from cds_server.pipeline.prefetch import templates_for
 from hooks import SERVICES

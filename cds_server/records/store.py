@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
 
 from cds_server.records.migrations import migrate
 from fhir_mappings.dates import canonical_instant
@@ -199,49 +201,49 @@ class Store:
                 continue  # the number collided, or another worker issued one for this assertion
         raise RuntimeError("could not issue an authorization number")
 
-    def in_one_transaction(self, work: Callable[[Connection], None], attempts: int = 5) -> None:
-        """Run ``work`` in one transaction, all of it or none of it; retried whole after a unique-key race.
+    def authorizations_of(self, assertion_ids: list[str]) -> dict[str, tuple[str, date]]:
+        """Return (number, expiry) of each of these assertions that has an authorization number, by assertion id."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(authorizations.c.assertion_id, authorizations.c.pa_id, authorizations.c.expires_on).where(
+                    authorizations.c.assertion_id.in_(assertion_ids)
+                )
+            )
+            return {row[0]: (row[1], row[2]) for row in rows}
 
-        Issuing authorization numbers and keeping the decisions behind them go through here, so a
-        worker killed half-way leaves no number without its decision. A race (another worker
-        issued a number for the same assertion, or a number collided) rolls everything back and
-        the retry reads what the other worker committed.
+    def keep_call(
+        self,
+        invocation: Mapping[str, Any],
+        assertion_rows: list[Mapping[str, Any]],
+        authorization_rows: list[Mapping[str, Any]],
+        card_rows: list[Mapping[str, Any]],
+    ) -> bool:
+        """Keep what one hook call did in one transaction, all of it or none of it; one statement per table.
+
+        The new authorization numbers, the assertions (each kept once: one already kept stays as it was
+        first stored), the invocation and the cards issued. A worker killed half-way leaves no number
+        without its decision. Returns False, with nothing kept, when a unique key raced (another worker
+        issued a number for the same assertion, or a number collided): the caller looks the numbers up
+        again and retries.
         """
-        for _ in range(attempts):
-            try:
-                with self.engine.begin() as conn:
-                    work(conn)
-                return
-            except sa.exc.IntegrityError:
-                continue
-        raise RuntimeError("could not record the decisions")
+        try:
+            with self.engine.begin() as conn:
+                if authorization_rows:
+                    conn.execute(authorizations.insert(), authorization_rows)
+                if assertion_rows:
+                    conn.execute(self._insert_once(assertions), assertion_rows)
+                conn.execute(invocations.insert(), [invocation])
+                if card_rows:
+                    conn.execute(cards_issued.insert(), card_rows)
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
-    @staticmethod
-    def issue_authorization(conn: Connection, assertion_id: str, expires_on: date) -> tuple[str, date]:
-        """Within a transaction: the assertion's number and expiry, issuing one on first use."""
-        row = conn.execute(
-            sa.select(authorizations.c.pa_id, authorizations.c.expires_on).where(
-                authorizations.c.assertion_id == assertion_id
-            )
-        ).first()
-        if row:
-            return row[0], row[1]
-        number = new_authorization_number()
-        conn.execute(
-            authorizations.insert().values(
-                pa_id=number, assertion_id=assertion_id, issued_at=now(), expires_on=expires_on
-            )
-        )
-        return number, expires_on
-
-    @staticmethod
-    def keep_assertion(conn: Connection, row: Mapping[str, Any]) -> None:
-        """Within a transaction: keep an assertion once (a race surfaces as IntegrityError, and a retry)."""
-        exists = conn.execute(
-            sa.select(assertions.c.assertion_id).where(assertions.c.assertion_id == row["assertion_id"])
-        ).first()
-        if exists is None:
-            conn.execute(assertions.insert().values(**row))
+    def _insert_once(self, table: sa.Table) -> Any:
+        """An INSERT that leaves a row whose primary key is already there as it is (SQLite and PostgreSQL)."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql_insert(table).on_conflict_do_nothing()
+        return sqlite_insert(table).on_conflict_do_nothing()
 
     def _authorization(self, assertion_id: str) -> tuple[str, date] | None:
         with self.engine.connect() as conn:
@@ -251,24 +253,6 @@ class Store:
                 )
             ).first()
         return (row[0], row[1]) if row else None
-
-    def record_cards(self, service_id: str, hook_instance: str, cards: list[Mapping[str, Any]]) -> None:
-        """Remember the cards given, so feedback can be tied to them."""
-        rows = [
-            {
-                "uuid": c["uuid"],
-                "service_id": service_id,
-                "hook_instance": hook_instance[:200],
-                "order_ref": ((c.get("extension") or {}).get("davinci-crd.associated-resource") or [None])[0],
-                "topic": c["source"]["topic"]["code"],
-                "suggestions": [s["uuid"] for s in c.get("suggestions") or []],
-                "issued_at": now(),
-            }
-            for c in cards
-        ]
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(cards_issued.insert(), rows)
 
     def shared_secret(self, name: str) -> str:
         """Return the named secret, making it once: the first worker to ask wins, the rest read it."""

@@ -25,8 +25,9 @@ from cds_server.errors import (
     operation_outcome,
 )
 from cds_server.metrics import CALLS, LATENCY, OUTCOMES
+from cds_server.pipeline.call import Runtime
 from cds_server.pipeline.discovery import discovery_document
-from cds_server.pipeline.invoke import Runtime, handle
+from cds_server.pipeline.invoke import handle
 from cds_server.records.audit import audit_copy
 from cds_server.records.store import now
 from cds_server.web.wire import base_url, json_response, read_json
@@ -50,29 +51,45 @@ def discovery() -> Response:
 
 @bp.post("/cds-services/<service_id>")
 def invoke(service_id: str) -> Response:
-    """Call one service; every outcome (including errors) is kept as an invocation record."""
+    """Call one service; every outcome (including errors) is kept as an invocation record.
+
+    An answered call keeps its invocation in the pipeline's one transaction with its decisions,
+    numbers and cards (``pipeline.keep``); an error answer keeps the invocation alone.
+    """
     started = time.perf_counter()
     body: Any = None
+    kept = False
+
+    def invocation(status: int, payload: Mapping[str, Any]) -> dict[str, Any]:
+        nonlocal kept
+        kept = True  # handed to the unit of work: written with the call's records, or not at all
+        return _invocation_row(service_id, body, status, payload, started)
+
     try:
         service = SERVICES.get(service_id)
         if service is None:
             raise UnknownService(f"No service {service_id!r}", [Issue(f"unknown service id {service_id!r}")])
         body = read_json()
-        result = handle(runtime(), service, body, base_url(), g.get("client"))
+        result = handle(runtime(), service, body, invocation, base_url(), g.get("client"))
         status, payload = 200, result.response
-        runtime().store.record_cards(service_id, str(body.get("hookInstance")), payload["cards"])
         for order in result.results:
             if order.decision is not None:
                 OUTCOMES.labels(order.decision.service_id or "none", order.decision.outcome.value).inc()
     except ServiceError as exc:
-        status, payload = exc.status, exc.outcome()
+        status, payload, kept = exc.status, exc.outcome(), False
     except sa.exc.DBAPIError:  # the database is down (e.g. jti kept in Redis, so the guard did not notice)
         log.exception("database unavailable %s", g.get("request_id"))
-        status, payload = 503, UNAVAILABLE.outcome()
+        status, payload, kept = 503, UNAVAILABLE.outcome(), False
     except Exception:  # a defect: answer an OperationOutcome and keep the record (CRD found-37)
         log.exception("unexpected error %s", g.get("request_id"))
-        status, payload = 500, operation_outcome([Issue("internal error")], "exception")
-    _record(service_id, body, status, payload, started)
+        status, payload, kept = 500, operation_outcome([Issue("internal error")], "exception"), False
+    if not kept:
+        _record(service_id, body, status, payload, started)
+    return _answered(service_id, status, payload, started)
+
+
+def _answered(service_id: str, status: int, payload: Any, started: float) -> Response:
+    """Count the call and write the answer (503 says when to try again)."""
     CALLS.labels(service_id if service_id in SERVICES else "unknown", str(status)).inc()
     if service_id in SERVICES:
         LATENCY.labels(SERVICES[service_id].hook).observe(time.perf_counter() - started)
@@ -115,28 +132,30 @@ def _feedback_items(body: Any) -> list[Mapping[str, Any]]:
 
 
 def _record(service_id: str, body: Any, status: int, payload: Any, started: float) -> None:
-    """Keep the invocation and the answer (CRD found-37), minimised as ``audit.audit_copy`` says."""
-    service = SERVICES.get(service_id)
-    if service is None:
+    """Keep the invocation of a call that was not answered (an error answer) on its own."""
+    if service_id not in SERVICES:
         return
     try:
-        safe = audit_copy(body) if isinstance(body, dict) else None
-        context = safe.get("context") if isinstance(safe, dict) else None
-        runtime().store.record_invocation(
-            {
-                "hook_instance": str((safe or {}).get("hookInstance") or "(none)")[:200],
-                "service_id": service_id,
-                "hook": service.hook,
-                "patient_id": str(context.get("patientId"))[:200] if isinstance(context, dict) else None,
-                "received_at": now(),
-                "status": status,
-                "duration_ms": (time.perf_counter() - started) * 1000,
-                "request": safe,
-                "response": payload,
-            }
-        )
+        runtime().store.record_invocation(_invocation_row(service_id, body, status, payload, started))
     except Exception:  # losing an audit row must be loud, but must not turn an answer into a 500
         log.exception("could not record invocation %s", g.get("request_id"))
+
+
+def _invocation_row(service_id: str, body: Any, status: int, payload: Any, started: float) -> dict[str, Any]:
+    """The invocation and the answer (CRD found-37), minimised as ``audit.audit_copy`` says."""
+    safe = audit_copy(body) if isinstance(body, dict) else None
+    context = safe.get("context") if isinstance(safe, dict) else None
+    return {
+        "hook_instance": str((safe or {}).get("hookInstance") or "(none)")[:200],
+        "service_id": service_id,
+        "hook": SERVICES[service_id].hook,
+        "patient_id": str(context.get("patientId"))[:200] if isinstance(context, dict) else None,
+        "received_at": now(),
+        "status": status,
+        "duration_ms": (time.perf_counter() - started) * 1000,
+        "request": safe,
+        "response": payload,
+    }
 
 
 @bp.app_errorhandler(ServiceError)

@@ -14,8 +14,8 @@ from requests.adapters import HTTPAdapter
 
 from cds_server.carepath_store import DEFAULT_CAREPATHS, load_carepaths
 from cds_server.config import DEFAULTS
+from cds_server.pipeline.call import Runtime
 from cds_server.pipeline.fhir_client import CircuitBreaker
-from cds_server.pipeline.invoke import Runtime
 from cds_server.records.store import Store
 from cds_server.web.auth import build_authenticator, guard, require_public_url
 from cds_server.web.cors import install as install_cors
@@ -45,12 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     runtime = app.extensions["cds"]
     app.extensions["cds-auth"] = build_authenticator(app.config, runtime.store, runtime.session)
-    if not app.config["AUTH_REQUIRED"]:
-        app.logger.warning(
-            "DEMO MODE: client authentication is OFF; every caller is trusted. Never run so with real data."
-        )
-    elif not app.config["TRUSTED_CLIENTS"] and not app.config["DEMO_ENABLED"]:
-        app.logger.warning("No TRUSTED_CLIENTS configured: every protected call will get 401 (see docs/security.md).")
+    _warn_about_authentication(app)
     install_observability(app)  # first: every later hook, the auth guard included, logs with the request id
     app.before_request(guard)
     app.register_blueprint(bp)
@@ -69,6 +64,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         demo.install(app)
     install_cors(app)
     return app
+
+
+def _warn_about_authentication(app: Flask) -> None:
+    if not app.config["AUTH_REQUIRED"]:
+        app.logger.warning(
+            "DEMO MODE: client authentication is OFF; every caller is trusted. Never run so with real data."
+        )
+    elif not app.config["TRUSTED_CLIENTS"] and not app.config["DEMO_ENABLED"]:
+        app.logger.warning("No TRUSTED_CLIENTS configured: every protected call will get 401 (see docs/security.md).")
 
 
 def build_runtime(settings: Mapping[str, Any]) -> Runtime:
