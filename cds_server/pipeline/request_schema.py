@@ -8,9 +8,10 @@ ignored (CRD hook-23, found-33).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 
 from cds_server.errors import InvalidRequest, Problems
@@ -23,7 +24,8 @@ ENVELOPE: dict[str, Any] = {
     "properties": {
         "hook": {"type": "string", "minLength": 1},
         "hookInstance": {"type": "string", "pattern": UUID},
-        "fhirServer": {"type": "string", "pattern": "^https?://[^\\s/$.?#].[^\\s]*$"},
+        # "\\$" in the set is a literal $, escaped so fastjsonschema does not read it as the end of the string
+        "fhirServer": {"type": "string", "pattern": "^https?://[^\\s/\\$.?#].[^\\s]*$"},
         "fhirAuthorization": {
             "type": "object",
             "required": ["access_token", "token_type", "expires_in", "scope", "subject"],
@@ -39,15 +41,10 @@ ENVELOPE: dict[str, Any] = {
         "context": {"type": "object"},
         "prefetch": {
             "type": "object",
-            "additionalProperties": {
-                "oneOf": [
-                    {"type": "null"},
-                    {
-                        "type": "object",
-                        "required": ["resourceType"],
-                        "properties": {"resourceType": {"type": "string"}},
-                    },
-                ]
+            "additionalProperties": {  # null, or a resource (required and properties apply to objects only)
+                "type": ["null", "object"],
+                "required": ["resourceType"],
+                "properties": {"resourceType": {"type": "string"}},
             },
         },
         "extension": {"type": "object"},
@@ -57,6 +54,7 @@ ENVELOPE: dict[str, Any] = {
 
 
 _VALIDATORS: dict[int, jsonschema.Draft202012Validator] = {}
+_FAST: dict[int, Callable[[Any], Any]] = {}
 
 
 def _validator(schema: Mapping[str, Any]) -> jsonschema.Draft202012Validator:
@@ -67,11 +65,40 @@ def _validator(schema: Mapping[str, Any]) -> jsonschema.Draft202012Validator:
     return _VALIDATORS[key]
 
 
+def _fast(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
+    """The same schema compiled to Python code (``fastjsonschema``): a yes/no answer, about 20 times faster.
+
+    fastjsonschema knows draft 7, where ``dependentRequired`` (2019-09) is spelled ``dependencies``;
+    the schemas here use nothing else that differs (tests/test_request_schema.py holds the two
+    validators to the same verdict on every mutation of real requests).
+    """
+    key = id(schema)
+    if key not in _FAST:
+        _FAST[key] = fastjsonschema.compile(_draft7(schema))
+    return _FAST[key]
+
+
+def _draft7(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_draft7(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    return {("dependencies" if k == "dependentRequired" else k): _draft7(v) for k, v in schema.items()}
+
+
 def check(instance: Any, schema: Mapping[str, Any], where: str, summary: str) -> None:
     """Validate ``instance``; raise InvalidRequest listing every problem with its JSON path.
 
+    A conforming instance is recognised by the compiled validator; only one that does not is walked
+    by ``jsonschema``, which names every problem (jsonschema stays the authority on what they are).
+
     :raises InvalidRequest: when the instance does not conform.
     """
+    try:
+        _fast(schema)(instance)
+        return
+    except fastjsonschema.JsonSchemaException:
+        pass
     validator = _validator(schema)
     problems = Problems()
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))[:20]:

@@ -114,14 +114,30 @@ class JwksCache:
 
 
 def find_key(jwks: Mapping[str, Any], kid: str) -> Any:
-    """Return the public key with this kid from a JWK Set, or None."""
+    """Return the public key with this kid from a JWK Set, or None.
+
+    Key objects are kept per JWK Set object and kid (``_KEYS``): building one from its JWK costs about
+    as much as verifying a signature. A refreshed ``jku`` set is a new object, so a rotated key is
+    never served from an old entry; an unusable JWK is not kept and is refused each time.
+    """
+    cache_key = (id(jwks), kid)
+    cached = _KEYS.get(cache_key)
+    if cached is not None and cached[0] is jwks:
+        return cached[1]
     for raw in jwks.get("keys") or []:
         if isinstance(raw, Mapping) and raw.get("kid") == kid:
             try:
-                return jwt.PyJWK.from_dict(dict(raw)).key
+                key = jwt.PyJWK.from_dict(dict(raw)).key
             except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
                 raise Unauthorized("unusable JWK") from exc
+            if len(_KEYS) >= 256:  # bounded: a jku set refreshed many times leaves old entries behind
+                _KEYS.clear()
+            _KEYS[cache_key] = (jwks, key)
+            return key
     return None
+
+
+_KEYS: dict[tuple[int, str], tuple[Mapping[str, Any], Any]] = {}  # (id(jwks), kid) -> (that jwks, its key)
 
 
 class JtiStore:
@@ -192,11 +208,11 @@ class Authenticator:
 
     def _claims(self, token: str, audience: str | list[str]) -> dict[str, Any]:
         """Verify everything but the jti; only the replay store can fail for reasons not the caller's."""
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+        try:  # one parse for both: the signature is verified below, with the key the header names
+            unverified_token = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise Unauthorized("not a JWT") from exc
+        header, unverified = unverified_token["header"], unverified_token["payload"]
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self.algorithms or alg not in ASYMMETRIC:
             raise Unauthorized(f"algorithm {alg!r} not allowed")

@@ -105,18 +105,20 @@ def bad_text(value: Any) -> str | None:
 
 
 def depth(value: Any, limit: int) -> int:
-    """Return the nesting depth of a JSON value (stops counting past ``limit``), without recursion."""
+    """Return the nesting depth of a JSON value (stops counting past ``limit``), without recursion.
+
+    A scalar counts as one level, like the container holding it; only containers are walked
+    (every child of a non-empty container at level L is at level L + 1, whatever it is).
+    """
     deepest = 0
     stack = [(value, 1)]
     while stack:
         node, level = stack.pop()
-        deepest = max(deepest, level)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        deepest = max(deepest, level + 1 if children else level)
         if deepest > limit:
             return deepest
-        if isinstance(node, dict):
-            stack.extend((v, level + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, level + 1) for v in node)
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
 
 
