@@ -80,6 +80,7 @@ class OrderResult:
     decision: OrderDecision | None
     assertion: ci.Assertion
     new: bool
+    decision_dict: dict[str, Any] | None = None  # ``decision.to_dict()``, made once: assertion id and record
 
 
 @dataclass

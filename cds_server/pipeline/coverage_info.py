@@ -130,13 +130,14 @@ def assertion_id(
     order: Mapping[str, Any],
     coverage_ref: str,
     assertion: Assertion,
-    decision: OrderDecision | None,
+    decision: Mapping[str, Any] | None,
     salt: str = "",
     key: str = "",
 ) -> str:
     """Return an id that is the same for the same order, coverage and decision (and only then).
 
-    "Decision" is all of it: outcome, every criterion's result with its
+    "Decision" is all of it (``OrderDecision.to_dict()``, made once per order by the caller, which
+    keeps it too): outcome, every criterion's result with its
     evidence, the evaluation date and the CarePath version, so a decision made
     on a different record is a different assertion with its own audit record.
     ``key`` is a random secret of the deployment (kept in its database): with it the id is
@@ -150,7 +151,7 @@ def assertion_id(
         "pa": assertion.pa_needed,
         "doc": assertion.doc_needed,
         "reasons": assertion.reasons,
-        "decision": None if decision is None else decision.to_dict(),
+        "decision": decision,
         "salt": salt,
     }
     message = json.dumps(payload, sort_keys=True, default=str).encode()

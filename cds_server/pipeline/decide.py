@@ -84,8 +84,10 @@ def _result(
     assertion.coverage_ref = coverage.ref
     assertion.date = call.today
     assertion.billing_codes = billing_codes(order)
-    assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, decision, key=runtime.id_key)
-    return OrderResult(target, order, decision, assertion, new=True)  # numbers and ``new``: see ``keep``
+    as_dict = decision.to_dict() if decision else None
+    assertion.assertion_id = ci.assertion_id(target.order, coverage.ref, assertion, as_dict, key=runtime.id_key)
+    # numbers and ``new``: see ``keep``
+    return OrderResult(target, order, decision, assertion, new=True, decision_dict=as_dict)
 
 
 def question_texts(runtime: Runtime, decision: OrderDecision) -> dict[str, str]:

@@ -100,14 +100,13 @@ def _renewed_id(runtime: Runtime, call: Call, result: OrderResult) -> str:
         result.target.order,
         result.assertion.coverage_ref,
         result.assertion,
-        result.decision,
+        result.decision_dict,
         salt=f"renewed {call.today.isoformat()}",
         key=runtime.id_key,
     )
 
 
 def _assertion_row(call: Call, result: OrderResult) -> dict[str, Any]:
-    decision = result.decision.to_dict() if result.decision else None
     return {
         "assertion_id": result.assertion.assertion_id,
         "order_ref": result.order.ref,
@@ -118,7 +117,7 @@ def _assertion_row(call: Call, result: OrderResult) -> dict[str, Any]:
         "service_id": result.decision.service_id if result.decision else None,
         "outcome": result.decision.outcome.value if result.decision else result.assertion.covered,
         "pa_id": result.assertion.satisfied_pa_id,
-        "decision": {"decision": decision, "coverageInformation": result.assertion.extension()},
+        "decision": {"decision": result.decision_dict, "coverageInformation": result.assertion.extension()},
         "created_at": call.now,
         "hook_instance": str(call.body.get("hookInstance", ""))[:200] or None,
         "decided_ms": call.decide_ms,

@@ -156,7 +156,7 @@ class Store:
     def record_invocation(self, row: Mapping[str, Any]) -> None:
         """Keep one hook invocation and the response given (CRD found-37)."""
         with self.engine.begin() as conn:
-            conn.execute(invocations.insert().values(**row))
+            conn.execute(invocations.insert(), [row])
 
     def save_assertion(self, row: Mapping[str, Any]) -> None:
         """Keep a coverage assertion; the same assertion id is stored once."""
