@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from signing import BASE_URL, BenchClient  # noqa: E402
+from signing import ALGORITHMS, BASE_URL, BenchClient  # noqa: E402
 
 from cds_server.scenarios import EXEMPTIONS_NAME, SCENARIO_DIR, hook_request, load_scenario  # noqa: E402
 
@@ -76,11 +76,11 @@ def engine_timer() -> Iterator[list[float]]:
             setattr(site, name, fn)
 
 
-def measure(rounds: int, warmup: int, profile: str | None) -> dict[str, Any]:
+def measure(rounds: int, warmup: int, profile: str | None, alg: str = "ES384") -> dict[str, Any]:
     """Run every body ``warmup + rounds`` times; return the per-call figures of the measured rounds."""
     from cds_server.web.app import create_app
 
-    client = BenchClient.new()
+    client = BenchClient.new(alg)
     payloads = bodies()
     with tempfile.TemporaryDirectory(prefix="cds-bench-call-") as tmp:
         app = create_app(
@@ -144,14 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="measured passes over the library (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured passes first (default 1)")
     parser.add_argument("--profile", help="write a cProfile of the measured rounds to this file")
+    parser.add_argument("--alg", choices=ALGORITHMS, default="ES384", help="the tokens' algorithm (default ES384)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    result = measure(args.rounds, args.warmup, args.profile)
+    result = measure(args.rounds, args.warmup, args.profile, args.alg)
     if args.json:
         print(json.dumps({"python": platform.python_version(), **result}, indent=2))
         return 0 if result["calls"] else 1
     print(
-        f"order-sign in process, auth on (ES384), SQLite; {result['bodies']} scenarios x {args.rounds} rounds, "
+        f"order-sign in process, auth on ({args.alg}), SQLite; {result['bodies']} scenarios x {args.rounds} rounds, "
         f"{result['calls']} calls measured, {result['skipped']} scenarios not answered 200"
     )
     print(f"{'per call (ms)':<28}{'min':>8}{'median':>8}{'p90':>8}{'mean':>8}")

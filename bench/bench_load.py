@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
 
-from signing import BenchClient  # noqa: E402
+from signing import ALGORITHMS, BenchClient  # noqa: E402
 
 from cds_server.scenarios import EXEMPTIONS_NAME, SCENARIO_DIR, hook_request, load_scenario  # noqa: E402
 
@@ -560,6 +560,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--generator", choices=("auto", "wrk", "python"), default="auto", help="default: wrk if installed"
     )
     parser.add_argument("--no-auth", action="store_true", help="authentication off (demo mode), no tokens")
+    parser.add_argument("--alg", choices=ALGORITHMS, default="ES384", help="the tokens' algorithm (default ES384)")
     parser.add_argument("--token-rate", type=int, default=2500, help="tokens signed per second of load (default 2500)")
     parser.add_argument(
         "--postgres",
@@ -620,7 +621,7 @@ def postgres_database(admin_url: str | None) -> Iterator[str | None]:
 
 def measure(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[list[Result], list[Payload], list[Any]]:
     """Serve and drive each target in turn; return the results, the payloads measured and those skipped."""
-    client = None if args.no_auth else BenchClient.new()
+    client = None if args.no_auth else BenchClient.new(args.alg)
     payloads = build_payloads(args.scenarios)
     say("signing tokens ..." if client else "authentication off")
     phases = sign_phases(client, args, len(payloads))
@@ -659,6 +660,7 @@ def run(args: argparse.Namespace) -> int:
         "generator": args.generator,
         "wrk_threads": min(args.wrk_threads, args.connections) if args.generator == "wrk" else None,
         "authentication": not args.no_auth,
+        "algorithm": None if args.no_auth else args.alg,
         "database": "postgresql" if args.postgres else "sqlite",
     }
     if args.json:
@@ -687,7 +689,7 @@ def print_report(
     args: argparse.Namespace, settings: dict[str, Any], sizes: list[int], skipped: list[Any], results: list[Result]
 ) -> None:
     """The human-readable report: the run's settings, the payloads, the table."""
-    auth = "auth on (ES384, pre-signed, unique jti)" if settings["authentication"] else "auth OFF"
+    auth = f"auth on ({args.alg}, pre-signed, unique jti)" if settings["authentication"] else "auth OFF"
     print(
         f"order-sign over loopback, {date.today().isoformat()}, Python {platform.python_version()}, "
         f"{cpu_count()} CPUs; gunicorn {args.workers} {settings['worker_class']} workers; {auth}; "

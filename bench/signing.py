@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 BASE_URL = "https://cds.payer.example"  # the service's PUBLIC_BASE_URL in every benchmark
 ISSUER = "https://ehr.bench.example"
-KID = "bench-es384"
+ALGORITHMS = ("ES384", "RS384")  # what the service accepts by default (JWT_ALGORITHMS)
 LIFETIME_SECONDS = 900  # below JWT_MAX_LIFETIME_SECONDS (3600); long enough for any run
 
 
@@ -27,14 +27,20 @@ LIFETIME_SECONDS = 900  # below JWT_MAX_LIFETIME_SECONDS (3600); long enough for
 class BenchClient:
     """An EHR the service trusts: its private key and the public JWK Set the service is given."""
 
-    key: ec.EllipticCurvePrivateKey
+    key: Any  # an EC P-384 or RSA 2048 private key
     jwk: dict[str, Any]
+    alg: str = "ES384"
 
     @classmethod
-    def new(cls) -> BenchClient:
-        key = ec.generate_private_key(ec.SECP384R1())
-        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())) | {"kid": KID, "alg": "ES384"}
-        return cls(key, jwk)
+    def new(cls, alg: str = "ES384") -> BenchClient:
+        """A new key pair: ES384 (P-384) or RS384 (RSA 2048), the two algorithms EHRs use for CDS Hooks."""
+        if alg == "RS384":
+            key: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            public = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())
+        else:
+            key = ec.generate_private_key(ec.SECP384R1())
+            public = jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())
+        return cls(key, json.loads(public) | {"kid": f"bench-{alg.lower()}", "alg": alg}, alg)
 
     def trusted_clients(self) -> list[dict[str, Any]]:
         """The service's TRUSTED_CLIENTS setting (inline JWK Set, as a payer configures a known EHR)."""
@@ -51,9 +57,9 @@ class BenchClient:
     def tokens(self, path: str, count: int) -> list[str]:
         """``count`` tokens for ``BASE_URL + path``, each with its own jti, valid for ``LIFETIME_SECONDS``."""
         now = int(time.time())
-        header = {"typ": "JWT", "kid": KID}
+        header = {"typ": "JWT", "kid": self.jwk["kid"]}
         claims = {"iss": ISSUER, "aud": BASE_URL + path, "iat": now, "exp": now + LIFETIME_SECONDS}
         return [
-            jwt.encode(claims | {"jti": str(uuid.uuid4())}, self.key, algorithm="ES384", headers=header)
+            jwt.encode(claims | {"jti": str(uuid.uuid4())}, self.key, algorithm=self.alg, headers=header)
             for _ in range(count)
         ]
