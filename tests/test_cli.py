@@ -21,8 +21,11 @@ from fhir.resources.R4B.questionnaire import Questionnaire
 
 from cds_server.carepath_store import DEFAULT_CAREPATHS
 from cds_server.scenarios import Scenario
-from cds_server.tools import cli
-from cds_server.tools.cli import Progress, main, serve_command
+from cds_server.tools import scenario_runs
+from cds_server.tools.answer_text import COVERAGE_INFORMATION
+from cds_server.tools.cli import main
+from cds_server.tools.scenario_report import Progress
+from cds_server.tools.serve import serve_command
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "order-sign-mri.json"
@@ -119,7 +122,7 @@ def test_evaluate_shows_the_coverage_information_and_the_criteria(capsys: pytest
 
 
 def test_a_dry_run_card_text_says_not_issued_wherever_the_number_is() -> None:
-    from cds_server.tools.cli import _dry_run_text
+    from cds_server.tools.answer_text import _dry_run_text
 
     assert _dry_run_text("MRI: meets the guideline; prior authorization PA-ABC issued", ["PA-ABC"]) == (
         "MRI: meets the guideline; prior authorization PA-ABC (dry run: not issued)"
@@ -136,7 +139,7 @@ def test_evaluate_json_is_the_raw_cds_hooks_response(capsys: pytest.CaptureFixtu
     payload = json.loads(out)
     resource = payload["systemActions"][0]["resource"]
     assert resource["id"] == "sr-mri"
-    assert any(e["url"] == cli.COVERAGE_INFORMATION for e in resource["extension"])
+    assert any(e["url"] == COVERAGE_INFORMATION for e in resource["extension"])
     assert payload["cards"]
 
 
@@ -221,14 +224,14 @@ def test_scenarios_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_scenarios_report_mismatches_and_fail(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = cli.select_scenarios
+    real = scenario_runs.select_scenarios
 
     def wrong_expectation(text: str) -> list[Scenario]:
         scenario = real(text)[0]
         expect = [{**scenario.expect[0], "outcome": "not-met"}, *scenario.expect[1:]]
         return [dataclasses.replace(scenario, expect=tuple(expect))]
 
-    monkeypatch.setattr(cli, "select_scenarios", wrong_expectation)
+    monkeypatch.setattr(scenario_runs, "select_scenarios", wrong_expectation)
     code, out, _ = run(capsys, "scenarios", "--filter", "mri/met-failed-conservative-care")
     assert code == 1
     assert "FAIL mri/met-failed-conservative-care" in out
