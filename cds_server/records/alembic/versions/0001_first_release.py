@@ -17,6 +17,13 @@ down_revision = None
 def tables() -> sa.MetaData:
     """The first release's tables, frozen (tests make a database from before migrations with them)."""
     md = sa.MetaData()
+    _decisions(md)
+    _feedback_and_tokens(md)
+    return md
+
+
+def _decisions(md: sa.MetaData) -> None:
+    """What a call decided: the invocation, its coverage assertions, the authorization numbers issued."""
     sa.Table(
         "invocations",
         md,
@@ -54,6 +61,10 @@ def tables() -> sa.MetaData:
         sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_on", sa.Date, nullable=False),
     )
+
+
+def _feedback_and_tokens(md: sa.MetaData) -> None:
+    """What clients sent back about cards, and the JWT ids already used."""
     sa.Table(
         "feedback",
         md,
@@ -71,7 +82,6 @@ def tables() -> sa.MetaData:
         sa.Column("key", sa.String(300), primary_key=True),
         sa.Column("expires_at", sa.Float, nullable=False, index=True),
     )
-    return md
 
 
 def upgrade() -> None:
