@@ -45,7 +45,7 @@ def test_python_dash_m_help_lists_the_commands() -> None:
         [sys.executable, "-m", "cds_server", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
-    for command in ("serve", "evaluate", "validate-carepath", "scenarios", "questionnaire"):
+    for command in ("serve", "evaluate", "validate-carepath", "scenarios", "questionnaire", "db"):
         assert command in done.stdout
 
 
@@ -354,3 +354,52 @@ def test_unknown_questionnaire_lists_the_services(capsys: pytest.CaptureFixture[
     code, out, err = run(capsys, "questionnaire", "knee")
     assert code == 2 and out == ""
     assert "unknown service 'knee'; available: " in err and "mri" in err and "physical-therapy" in err
+
+
+# --- db ----------------------------------------------------------------------------------------
+
+
+def test_db_upgrade_current_and_history(capsys: pytest.CaptureFixture[str], database_url: str) -> None:
+    from cds_server.records import migrations
+
+    head = migrations.head()
+    code, out, _ = run(capsys, "db", "current", "--url", database_url)
+    assert (code, out) == (0, f"none: an empty database (db upgrade brings it to {head})\n")
+    code, out, _ = run(capsys, "db", "upgrade", "--url", database_url)
+    assert code == 0 and out.startswith(f"database at revision {head} (applied 0001, 0002,")
+    code, out, _ = run(capsys, "db", "upgrade", "--url", database_url)
+    assert (code, out) == (0, f"database at revision {head}, already up to date\n")
+    code, out, _ = run(capsys, "db", "current", "--url", database_url)
+    assert (code, out) == (0, f"{head} (the newest this release knows)\n")
+    code, out, _ = run(capsys, "db", "history")
+    assert code == 0 and out.splitlines()[0].startswith("0001  first release") and head in out.splitlines()[-1]
+
+
+def test_db_reads_the_services_database_setting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'configured.sqlite'}")
+    assert run(capsys, "db", "upgrade")[0] == 0
+    assert (tmp_path / "configured.sqlite").exists()
+
+
+def test_db_refuses_a_newer_database_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'newer.sqlite'}"
+    assert run(capsys, "db", "upgrade", "--url", url)[0] == 0
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099_future'"))
+    engine.dispose()
+    code, out, err = run(capsys, "db", "current", "--url", url)
+    assert code == 0 and "0099_future (newer than this release" in out
+    code, _, err = run(capsys, "db", "upgrade", "--url", url)
+    assert code == 1 and err.startswith("python -m cds_server db: error: the database is at schema revision 0099_")
+    assert err.count("\n") == 1, "one line, no traceback"
+
+
+def test_db_unreachable_database_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "db", "current", "--url", "postgresql+psycopg://nobody@127.0.0.1:9/none")
+    assert code == 1 and "cannot reach the database" in err and err.count("\n") == 1
+    assert run(capsys, "db", "upgrade", "--url", "nonsense://")[0] == 2

@@ -1,15 +1,15 @@
 """The command line: ``python -m cds_server COMMAND`` (``--help`` lists the commands).
 
 One entry point for the things people do by hand: start the service, try a
-request, check a CarePath, run the scenario library, read a questionnaire.
-Every command goes through the same code as the HTTP service (the app factory,
-the scenario helpers, the CarePath checker) so what it says is what the service
-would do. Input mistakes end
+request, check a CarePath, run the scenario library, read a questionnaire,
+migrate the database. Every command goes through the same code as the HTTP
+service (the app factory, the scenario helpers, the CarePath checker, the
+migrations) so what it says is what the service would do. Input mistakes end
 with one line on stderr, never a traceback. Exit codes: 0 ok, 1 a failure (a
 mismatch, an invalid file, an error answer), 2 a usage error.
 
 This module only dispatches; each command family is a module of its own
-(``serve``, ``evaluate``, ``scenario_runs``, ``questionnaire``) with a
+(``serve``, ``evaluate``, ``scenario_runs``, ``questionnaire``, ``db``) with a
 ``register`` that declares its arguments.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cds_server.tools import evaluate, questionnaire, scenario_runs, serve
+from cds_server.tools import db, evaluate, questionnaire, scenario_runs, serve
 from cds_server.tools.common import PROG, CommandError
 
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=cmd_validate_carepath)
     scenario_runs.register(commands)
     questionnaire.register(commands)
+    db.register(commands)
     return parser
 
 
