@@ -282,7 +282,7 @@ def _cohort(ctx: EvalContext) -> tuple[bool, str]:
         return False, "order reasons are outside the cohort"
     if refuted and not order.reason_codes:
         return False, "the order's reason is refuted or entered in error"
-    for entry in ctx.record.entries("Condition"):
+    for entry in ctx.record.entries_matching(("Condition",), cohort, use_values=False):
         hit = cohort.first_match(entry.codes)
         if hit and facts.still_active(entry, ctx.as_of) and (entry.start_lo or entry.start or ctx.as_of) <= ctx.as_of:
             return True, f"active diagnosis {hit[1]} in {entry.ref} is in the cohort (the order gives no reason)"

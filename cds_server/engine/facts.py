@@ -440,8 +440,10 @@ def session_doubts(
     for entry, code in matching_entries(ctx, maybe, ("Procedure",), lookback_days, use_values=False):
         found.append(f"{entry.ref}: {code[1]} ({entry.text or 'unlisted procedure'}) may be one of these")
     matcher = ctx.matcher(value_sets)
-    for entry in ctx.record.entries("Procedure"):
-        if entry.start is None and lookback_days is None and matcher.first_match(entry.codes):
+    for entry in (
+        ctx.record.entries_matching(("Procedure",), matcher, use_values=False) if lookback_days is None else ()
+    ):
+        if entry.start is None and matcher.first_match(entry.codes):
             found.append(f"{entry.ref}: undated")
     return found
 

@@ -866,10 +866,9 @@ def site_of_service(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     allowed, denied = ctx.matcher(tuple(args["allowedValueSets"])), ctx.matcher(tuple(args["notAllowedValueSets"]))
     sources: list[tuple[str, frozenset[Code]]] = [(ctx.order.ref, ctx.order.location_codes)]
     if ctx.order.encounter_ref:
-        raw = ctx.record.resolve(ctx.order.encounter_ref)
-        for entry in ctx.record.entries("Encounter"):
-            if raw is not None and entry.raw is raw:
-                sources.append((entry.ref, entry.value_codes))
+        entry = ctx.record.entry_of("Encounter", ctx.record.resolve(ctx.order.encounter_ref))
+        if entry is not None:
+            sources.append((entry.ref, entry.value_codes))
     for ref, codes in sources:
         if denied.first_match(codes):
             hit = denied.first_match(codes) or ("", "")
