@@ -5,7 +5,7 @@ arguments; the CarePath loader checks every leaf's arguments against that
 schema, so a typo in a rules file fails at load with its JSON path, never at
 evaluation time. Operators return a :class:`Finding` about the criterion's
 statement; how silence and questionnaire answers combine with it is decided
-in one place, :mod:`cds_server.engine.evaluate`.
+in one place, :mod:`cds_server.engine.criteria`.
 
 This module is the registry's front door: importing it registers every family
 (``op_findings``, ``op_care``, ``op_sessions``, ``op_order``), whose shared
