@@ -188,7 +188,7 @@ def observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred 
     value = read_value(r, rec)
     if value.unreadable:
         return Unread(ref, "Observation", value.unreadable, codes | value.codes, _dates(r)[0])
-    return Deferred(ref, "Observation", r, codes, value.codes, _observation_entry, value)
+    return Deferred(ref, "Observation", r, codes, value.codes, _observation_entry, (value, False))
 
 
 def _dates(r: Mapping[str, Any]) -> tuple[date | None, date | None]:
@@ -201,7 +201,8 @@ def _dates(r: Mapping[str, Any]) -> tuple[date | None, date | None]:
 
 
 def _observation_entry(rec: PatientRecord, item: Deferred) -> Entry:
-    r, value = item.raw, item.detail
+    """The entry of an Observation, or of one of its components (``detail``: its value, and whether a part)."""
+    r, (value, part) = item.raw, item.detail
     start, start_lo = _dates(r)
     return Entry(
         item.ref,
@@ -210,8 +211,8 @@ def _observation_entry(rec: PatientRecord, item: Deferred) -> Entry:
         start,
         value_codes=item.value_codes,
         quantity=value.quantity,
-        body_site=rec.read_concept(r.get("bodySite"))[0],
-        text=concept_text(r.get("code")),
+        body_site=frozenset() if part else rec.read_concept(r.get("bodySite"))[0],
+        text="" if part else concept_text(r.get("code")),
         raw=r,
         start_lo=start_lo,
         absent=value.absent,
@@ -229,20 +230,4 @@ def _component(
     value = read_value(component, rec)
     if value.unreadable:
         return Unread(ref, "Observation", f"component {value.unreadable}", codes | value.codes, _dates(parent)[0])
-    return Deferred(ref, "Observation", parent, codes, value.codes, _component_entry, value)
-
-
-def _component_entry(rec: PatientRecord, item: Deferred) -> Entry:
-    start, start_lo = _dates(item.raw)
-    value = item.detail
-    return Entry(
-        item.ref,
-        "Observation",
-        item.codes,
-        start,
-        value_codes=item.value_codes,
-        quantity=value.quantity,
-        raw=item.raw,
-        start_lo=start_lo,
-        absent=value.absent,
-    )
+    return Deferred(ref, "Observation", parent, codes, value.codes, _observation_entry, (value, True))
