@@ -16,7 +16,7 @@ from cds_server.engine import facts
 from cds_server.engine.context import EvalContext
 from cds_server.engine.logic import Tri
 from cds_server.engine.model import Leaf
-from cds_server.engine.operators import _requested
+from cds_server.engine.op_order import requested
 from cds_server.engine.result import CriterionResult
 
 Prefill = dict[str, dict[str, Any]]
@@ -56,8 +56,8 @@ def _from_leaf(ctx: EvalContext, node: CriterionResult, found: Prefill) -> None:
             _put(found, spec.link_id, next(iter(spec.true_when)), "choice", node.evidence)
     elif spec.compare is not None:
         if leaf.op == "order_quantity":
-            requested = _requested(ctx, leaf.args["measure"])
-            _put(found, spec.link_id, int(requested) if requested is not None else None, "integer", [ctx.order.ref])
+            amount = requested(ctx, leaf.args["measure"])
+            _put(found, spec.link_id, int(amount) if amount is not None else None, "integer", [ctx.order.ref])
     elif spec.weeks_since is None:
         _put(found, spec.link_id, node.result is Tri.MET, "boolean", node.evidence)
 
