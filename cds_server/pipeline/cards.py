@@ -12,12 +12,20 @@ summary.
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from cds_server.engine import CarePath, OrderDecision, Outcome, Tri
+from cds_server.engine import CarePath, OrderDecision, Outcome
+from cds_server.pipeline.card_base import (
+    CARD_TYPE_SYSTEMS,
+    CARD_TYPES,
+    DECISION_LINK,
+    DEFAULT_MAX_CARDS,
+    ORDER_KEY,
+    OVERRIDE_REASONS,
+    CardContext,
+    make_card,
+)
 from cds_server.pipeline.card_detail import (
     SUMMARY_LIMIT,
     Explanation,
@@ -33,85 +41,22 @@ from cds_server.pipeline.card_detail import (
     outcome_headline,
     question_lines,
 )
+from cds_server.pipeline.card_orders import alternative_cards, suggestion_key
 from cds_server.pipeline.card_text import PlainWords
-from fhir_mappings.codes import arr, obj
 
-CARD_TYPE_SYSTEMS = {
-    "2.0": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp",
-    "2.2": "http://terminology.hl7.org/CodeSystem/cdshooks-card-type",
-}
-# card type code -> (configuration option name, description); discovery offers one boolean per type.
-CARD_TYPES: dict[str, tuple[str, str]] = {
-    "guideline": (
-        "Guideline checklist and links",
-        "Which guideline criteria the order meets, with the evidence, and links to the guideline and the decision.",
-    ),
-    "off-guideline": ("Unmet criteria", "Warns when an order does not meet the guideline, naming the unmet criteria."),
-    "contraindication": ("Contraindications", "Warns when the guideline says the service may not be appropriate."),
-    "therapy-alternatives-opt": (
-        "Better alternatives",
-        "Proposes an order the guideline prefers, ready to accept in place of the draft.",
-    ),
-    "clinical-reminder": ("Prerequisite orders", "Proposes orders the guideline requires first, as companion orders."),
-}
-DEFAULT_MAX_CARDS = 10  # the advertised default of the max-cards configuration option
-OVERRIDE_SYSTEM = "http://cds.payer.example/fhir/CodeSystem/carepath-override-reason"
-OVERRIDE_REASONS = [
-    {
-        "system": OVERRIDE_SYSTEM,
-        "code": "documented-elsewhere",
-        "display": "The criteria are documented outside this record",
-    },
-    {
-        "system": OVERRIDE_SYSTEM,
-        "code": "clinical-judgment",
-        "display": "Clinical judgment: the benefit outweighs the guideline",
-    },
-    {"system": OVERRIDE_SYSTEM, "code": "urgent", "display": "Urgent: cannot wait for review"},
-    {"system": OVERRIDE_SYSTEM, "code": "patient-preference", "display": "Patient preference after discussion"},
+__all__ = [  # what the pipeline and discovery use of the card modules, in one place
+    "CARD_TYPES",
+    "CARD_TYPE_SYSTEMS",
+    "DEFAULT_MAX_CARDS",
+    "CardContext",
+    "alternative_cards",
+    "apply_configuration",
+    "decision_card",
+    "outside_cohort_card",
+    "reference_card",
+    "suggestion_key",
 ]
-_ORDER = "_order"  # a card's order while cards are built; removed before they are sent
-_PLACEHOLDERS = {"unknown", "order", "service request", "?", "n/a", "none"}
-DECISION_LINK = "This decision, criterion by criterion"
-
-
-@dataclass(frozen=True)
-class CardContext:
-    """What every card of one call needs to know."""
-
-    payer: str
-    version: str
-    base_url: str
-    several_orders: bool
-    decision_url: Callable[[str], str]  # the (signed) link to a decision page
-
-
-def _source(ctx: CardContext, code: str) -> dict[str, Any]:
-    return {
-        "label": ctx.payer,
-        "topic": {
-            "system": CARD_TYPE_SYSTEMS.get(ctx.version, CARD_TYPE_SYSTEMS["2.2"]),
-            "code": code,
-            "display": CARD_TYPES[code][0],
-        },
-    }
-
-
-def _card(ctx: CardContext, code: str, indicator: str, summary: str, order_ref: str, **fields: Any) -> dict[str, Any]:
-    card: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()),
-        "summary": fit(summary),
-        "indicator": indicator,
-        "source": _source(ctx, code),
-    }
-    card.update({k: v for k, v in fields.items() if v})
-    card[_ORDER] = order_ref  # which decision page to link (see ``apply_configuration``); never sent
-    if ctx.several_orders:
-        card["extension"] = {"davinci-crd.associated-resource": [order_ref]}
-        if order_ref not in card.get("detail", ""):  # CRD dev-24: say which order, in words the user sees
-            card["detail"] = (card.get("detail", "") + f"\n\n_Applies to the order {order_ref}._").lstrip()
-    return card
-
+_PLACEHOLDERS = {"unknown", "order", "service request", "?", "n/a", "none"}  # client displays that name nothing
 
 # --- the decision card ------------------------------------------------------------------
 
@@ -174,7 +119,7 @@ def decision_card(
     detail = checklist(carepath, decision, hook_allows_documentation)
     outcome = decision.outcome
     if outcome is Outcome.CRITERIA_MET:
-        return _card(
+        return make_card(
             ctx,
             "guideline",
             "info",
@@ -183,7 +128,7 @@ def decision_card(
             detail=detail,
         )
     if outcome is Outcome.DOCUMENTATION_NEEDED:
-        return _card(
+        return make_card(
             ctx,
             "guideline",
             "info",
@@ -194,7 +139,7 @@ def decision_card(
     why = explain(decision)
     code = "contraindication" if outcome is Outcome.CONTRAINDICATED else "off-guideline"
     summary = _warning_summary(name, decision, why)
-    return _card(ctx, code, "warning", summary, decision.order_ref, detail=detail, overrideReasons=OVERRIDE_REASONS)
+    return make_card(ctx, code, "warning", summary, decision.order_ref, detail=detail, overrideReasons=OVERRIDE_REASONS)
 
 
 def _met_summary(name: str, decision: OrderDecision, pa_number: str | None, pa_expires: str | None) -> str:
@@ -239,7 +184,7 @@ def outside_cohort_card(ctx: CardContext, decision: OrderDecision, order_label: 
         "apply and the plan reviews the request. If the order is for neck pain, add the neck pain diagnosis "
         "as the order's reason and sign again."
     )
-    return _card(
+    return make_card(
         ctx,
         "guideline",
         "info",
@@ -281,7 +226,7 @@ def reference_card(ctx: CardContext, carepath: CarePath, decision: OrderDecision
             "url": ctx.decision_url(assertion_id),
         }
     )
-    return _card(
+    return make_card(
         ctx,
         "guideline",
         "info",
@@ -292,147 +237,6 @@ def reference_card(ctx: CardContext, carepath: CarePath, decision: OrderDecision
 
 
 # --- better and additional orders ----------------------------------------------------------
-
-
-def _new_order(order: Mapping[str, Any], code: Mapping[str, Any], note: str | None = None) -> dict[str, Any]:
-    """A new draft ServiceRequest like ``order`` but for another code (valid for the CRD profile)."""
-    keep = (
-        "subject",
-        "requester",
-        "authoredOn",
-        "reasonCode",
-        "reasonReference",
-        "encounter",
-        "insurance",
-        "bodySite",
-        "priority",
-    )
-    new: dict[str, Any] = {
-        "resourceType": "ServiceRequest",
-        "id": str(uuid.uuid4()),
-        "status": "draft",
-        "intent": "order",
-        "code": {
-            "coding": [{k: v for k, v in code.items() if k in ("system", "code", "display")}],
-            "text": code.get("display", code["code"]),
-        },
-    }
-    new.update({k: order[k] for k in keep if k in order})
-    if note:
-        new["note"] = [{"text": note}]
-    return new
-
-
-def alternative_cards(
-    ctx: CardContext,
-    decision: OrderDecision,
-    order: Mapping[str, Any],
-    others: Sequence[Mapping[str, Any]],
-    carepath: CarePath,
-) -> list[dict[str, Any]]:
-    """Cards proposing the alternatives the engine found for this order."""
-    ref = f"{order.get('resourceType')}/{order.get('id')}"
-    words = PlainWords(carepath)
-    cards = []
-    for alt in decision.alternatives:
-        suggestion = _suggestion(alt, order, others, carepath)
-        if suggestion is None:
-            continue
-        code = "clinical-reminder" if alt["kind"] == "companion" else "therapy-alternatives-opt"
-        detail = f"{md(alt['text'])}.\n\n{_because(decision, alt['because'], words)}"
-        cards.append(
-            _card(
-                ctx,
-                code,
-                "info",
-                alt["text"],
-                ref,
-                detail=detail,
-                suggestions=[suggestion],
-                selectionBehavior="at-most-one",
-            )
-        )
-    return cards
-
-
-def _because(decision: OrderDecision, criterion_ids: Sequence[str], words: PlainWords) -> str:
-    """Why the guideline proposes it: the criteria that called for it, in its words, with the record's facts."""
-    lines = []
-    for criterion_id in criterion_ids:
-        node = decision.criterion(criterion_id)
-        if node is not None:
-            state = "not met" if node.result is Tri.NOT_MET else "not documented"
-            shown = fact(node, words)
-            lines.append(f"- {md(node.text)}: {state}" + (f" — {md(shown)}" if shown else ""))
-    return "\n".join(["Because:", *lines]) if lines else ""
-
-
-def _suggestion(
-    alt: Mapping[str, Any], order: Mapping[str, Any], others: Sequence[Mapping[str, Any]], carepath: CarePath
-) -> dict[str, Any] | None:
-    ref = f"{order.get('resourceType')}/{order.get('id')}"
-    kind = alt["kind"]
-    if kind == "replace":
-        actions = [
-            {"type": "delete", "description": f"Remove the draft order {ref}", "resourceId": ref},
-            {
-                "type": "create",
-                "description": f"Order {alt['code'].get('display', alt['code']['code'])} instead",
-                "resource": _new_order(order, alt["code"]),
-            },
-        ]
-    elif kind == "companion":
-        actions = [
-            {
-                "type": "create",
-                "description": f"Add an order for {alt['code'].get('display', alt['code']['code'])}",
-                "resource": _new_order(order, alt["code"]),
-            }
-        ]
-    elif kind == "set-location":
-        updated = dict(order)
-        updated["locationCode"] = [
-            {
-                "coding": [{k: v for k, v in alt["location"].items() if k in ("system", "code", "display")}],
-                "text": alt["location"].get("display", ""),
-            }
-        ]
-        actions = [{"type": "update", "description": f"Perform {ref} in an outpatient setting", "resource": updated}]
-    else:
-        actions = _split_session(alt, order, others, carepath)
-        if not actions:
-            return None
-    return {"label": fit(alt["text"], 80), "uuid": str(uuid.uuid4()), "isRecommended": True, "actions": actions}
-
-
-def _split_session(
-    alt: Mapping[str, Any], order: Mapping[str, Any], others: Sequence[Mapping[str, Any]], carepath: CarePath
-) -> list[dict[str, Any]]:
-    """Move the order carrying an extra-level code to a separate session: delete it, create it anew."""
-    from fhir_mappings.codes import concept_codes
-
-    matcher = carepath.matcher((alt["codesFrom"],))
-    for candidate in [order, *others]:
-        if matcher.first_match(concept_codes(candidate.get("code"))):
-            ref = f"{candidate.get('resourceType')}/{candidate.get('id')}"
-            coding = next(c for c in candidate["code"]["coding"] if matcher.first_match(concept_codes({"coding": [c]})))
-            new = _new_order(candidate, coding, "Separate session: at most two facet levels per session")
-            return [
-                {"type": "delete", "description": f"Remove {ref} from this session", "resourceId": ref},
-                {"type": "create", "description": "Order that level for a separate session", "resource": new},
-            ]
-    return []
-
-
-def suggestion_key(card: Mapping[str, Any]) -> str:
-    """What a suggestion card does, ignoring generated ids: two cards with one key are duplicates."""
-    parts = []
-    for suggestion in arr(card.get("suggestions")):
-        for action in arr(suggestion.get("actions")):
-            resource = action.get("resource") or {}
-            codes = [c.get("code") for c in obj(resource.get("code")).get("coding") or []]
-            parts.append(f"{action['type']}:{action.get('resourceId', '')}:{codes}:{resource.get('locationCode', '')}")
-    return "|".join(parts)
 
 
 # --- selection and limits -------------------------------------------------------------
@@ -473,13 +277,13 @@ def _linked(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     before the configuration may drop the reference card itself.
     """
     pages = {
-        card[_ORDER]: link["url"]
+        card[ORDER_KEY]: link["url"]
         for card in cards
         for link in card.get("links", [])
-        if link.get("label") == DECISION_LINK and _ORDER in card
+        if link.get("label") == DECISION_LINK and ORDER_KEY in card
     }
     for card in cards:
-        url = pages.get(card.pop(_ORDER, None))
+        url = pages.get(card.pop(ORDER_KEY, None))
         if url and "links" not in card:
             card["detail"] = (card.get("detail", "") + f"\n\n[{DECISION_LINK}]({url})").lstrip()
     return cards
