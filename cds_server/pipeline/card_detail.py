@@ -127,7 +127,7 @@ def fact(node: CriterionResult, words: PlainWords) -> str:
     text = words.fact(node.reason)
     if text.startswith("not documented"):
         return ""
-    return text
+    return re.sub(r"(?<=\S) \(checked: [^()]*\)$", "", text)  # what was checked matters only when nothing was found
 
 
 def grouped_lines(nodes: list[CriterionResult], mark: str, words: PlainWords) -> list[str]:

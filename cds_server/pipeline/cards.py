@@ -80,12 +80,11 @@ def checklist(carepath: CarePath, decision: OrderDecision, hook_allows_documenta
         lines.append("")
     lines += [f"_{md(words.fact(n))}_" for n in decision.notes]
     lines += [""] if decision.notes else []
-    if why.failing:
-        lines.append(outcome_headline(decision))
-        lines += grouped_lines(why.failing, "✗", words)
-        lines.append("")
-    if decision.outcome is Outcome.DOCUMENTATION_NEEDED:
-        lines += _documentation(carepath, decision, why, words, hook_allows_documentation)
+    failing = [outcome_headline(decision), *grouped_lines(why.failing, "✗", words), ""] if why.failing else []
+    if decision.outcome is Outcome.DOCUMENTATION_NEEDED:  # what to answer first; routes that failed after
+        lines += _documentation(carepath, decision, why, words, hook_allows_documentation) + failing
+    else:
+        lines += failing
     good = met_line(why)
     if good:
         lines.append(good)
