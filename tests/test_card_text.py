@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ _NUMBERED = re.compile(r"^\d+\. ", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, list[date]]]:
+def app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Flask, list[date]]:
     """One app for many scenarios; each call happens on its scenario's own date (``today[0]``)."""
     today = [date(2024, 3, 20)]
     db = tmp_path_factory.mktemp("cards") / "c.sqlite"
@@ -55,7 +54,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, list[
             "PUBLIC_BASE_URL": "https://cds.payer.example",
         }
     )
-    yield flask_app, today
+    return flask_app, today
 
 
 def cards_for(app: tuple[Flask, list[date]], scenario: Scenario) -> list[dict[str, Any]]:
@@ -162,3 +161,24 @@ def test_plain_words_name_codes_answers_and_record_places(neck_pain: CarePath) -
     assert words.fact("physicalTherapy: met (physical therapy); homeExercise: unknown; medication: not-met") == (
         "physical therapy: yes; home exercise: not documented; medication: no"
     )
+
+
+def test_the_decision_page_colours_by_meaning_and_reads_parameters_as_words(app: tuple[Flask, list[date]]) -> None:
+    """An absent contraindication is good news on the page; parameters never show as a Python dict."""
+    flask_app, _ = app
+    cards = cards_for(app, load_scenario(SCENARIO_DIR / f"{OUTCOMES['not-met']}.json"))
+    url = re.search(r"\]\((https://cds\.payer\.example(/determinations/[^)]*))\)", cards[0]["detail"])
+    assert url, "the decision card links its decision page"
+    page = flask_app.test_client().get(url.group(2), headers={"Accept": "text/html"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    claustrophobia = html[html.index('id="c-MRI-NI3"') :][:400]
+    assert 'class="tone good">not present' in claustrophobia, "a contraindication not present reads as good"
+    assert 'class="tone bad">not met' in html[html.index('id="c-MRI-I2.combination"') :][:400]
+    assert "{&#39;" not in html and "{'" not in html, "no Python dict on the page"
+    assert "conservative care combination" in html and "all of (any of (physical therapy, home exercise)" in html
+    assert "MRI-I2.combination" in html and "Evidence:" in html, "ids and evidence stay for the reviewer"
+    css = flask_app.test_client().get("/static/decision.css")
+    body, status = css.get_data(), css.status_code
+    css.close()  # a static file is streamed: close it
+    assert status == 200 and b".tone.good" in body
