@@ -135,7 +135,7 @@ def test_the_documentation_loop_in_the_browser(browser: Any, live: tuple[str, Fl
     sign(browser)
     assert "documentation needed" in browser.find_element(By.ID, "coverage").text
     cards = browser.find_elements(By.CSS_SELECTOR, "#cards .card")
-    assert cards and "answer 4 questions" in cards[0].text
+    assert cards and "4 answers needed for prior authorization" in cards[0].text
     assert "info" in cards[0].get_attribute("class")
     shot(browser, "1-documentation-needed")
 
@@ -149,7 +149,7 @@ def test_the_documentation_loop_in_the_browser(browser: Any, live: tuple[str, Fl
     shot(browser, "2-questionnaire")
     browser.find_element(By.ID, "submit-answers").click()
     wait_for(browser, text_in("coverage", "Prior authorization satisfied"))
-    assert "meets the guideline" in browser.find_element(By.ID, "cards").text
+    assert "approved, prior authorization PA-" in browser.find_element(By.ID, "cards").text
     shot(browser, "3-authorized")
     raw = browser.find_element(By.ID, "raw-response").get_attribute("textContent")
     assert "satisfied-pa-id" in raw
@@ -173,7 +173,7 @@ def test_accepting_a_suggestion_and_overriding_a_warning_send_feedback(browser: 
     open_bench(browser, base, "ct-ctm/ct-plain-no-qualifying-reason-not-met")
     sign(browser)
     warning = browser.find_element(By.CSS_SELECTOR, "#cards .card.warning")
-    assert "does not meet the guideline" in warning.text
+    assert "not approved" in warning.text
     warning.find_element(By.CSS_SELECTOR, "button.override").click()
     wait_for(browser, text_in("status", "Feedback sent (overridden)"))
     shot(browser, "5-overridden")
