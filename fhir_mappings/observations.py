@@ -172,7 +172,7 @@ def _numeric(key: str, raw: Any, interpretation: set[Code]) -> Value:
 
 
 def observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred | Unread | None:
-    """An Observation by its codes and value; its components are kept (with ``rec.keep``) as entries of their own.
+    """An Observation by its codes and value; its components go to the record (``rec.add_part``) as entries.
 
     None for a panel under a local code whose components were read: it is read through them.
     """
@@ -180,7 +180,7 @@ def observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred 
     understood_parts = 0
     for component in arr(r.get("component")):
         part = _component(rec, ref, obj(component), r)
-        rec.keep(part)
+        rec.add_part(part)
         understood_parts += not isinstance(part, Unread)
     if not codes:
         # A panel under a local code is read through its components; anything else is not understood.

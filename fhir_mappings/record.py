@@ -110,6 +110,7 @@ class PatientRecord:
         self.ignored: list[str] = []
         self.unread: dict[str, list[Unread]] = {}
         self.incomplete: dict[str, str] = dict(incomplete or {})
+        self._parts: list[Slot | Unread] = []  # parts of the resource being read (see add_part)
         # Lookups built on first use (see entries_matching), kept for the record's lifetime.
         self._sorted: dict[str, list[Entry]] = {}
         self._code_index: dict[str, _TypeIndex] = {}
@@ -151,18 +152,34 @@ class PatientRecord:
         reader = READERS.get(rtype)
         if reader is None:
             return
+        self._parts = []
         read = reader(self, ref, resource)
         if read is None:
             self.ignored.append(ref)  # read, and not evidence itself (a resolved allergy, a panel read by its parts)
-        elif isinstance(read, Unread) or reading == COUNTS:
-            self.keep(read)
         else:
-            built = read.built(self) if isinstance(read, Deferred) else read
-            codes = built.codes | built.value_codes if reading == PENDING else frozenset()
-            self.keep(Unread(ref, rtype, why, codes, built.start))
+            self._file(ref, rtype, read, reading, why)
+        for part in self._parts:  # a panel's components are read under the panel's status, never on their own
+            self._file(ref, rtype, part, reading, why)
+
+    def add_part(self, part: Slot | Unread) -> None:
+        """Hand the record one part of the resource being read (an Observation's component).
+
+        The part is filed with its resource's status: a component of a preliminary panel is
+        pending like the panel, never a final result of its own.
+        """
+        self._parts.append(part)
+
+    def _file(self, ref: str, rtype: str, read: Slot | Unread, reading: str, why: str) -> None:
+        """Keep what was read when its status counts; otherwise keep it as not understood, naming why."""
+        if isinstance(read, Unread) or reading == COUNTS:
+            self.keep(read)
+            return
+        built = read.built(self) if isinstance(read, Deferred) else read
+        codes = built.codes | built.value_codes if reading == PENDING else frozenset()
+        self.keep(Unread(ref, rtype, why, codes, built.start))
 
     def keep(self, item: Entry | Deferred | Unread) -> None:
-        """Keep what a reader made of a resource (or of a part of one, an Observation's component)."""
+        """Keep what a reader made of a resource or of one of its parts, once its status has been weighed."""
         if isinstance(item, Unread):
             self.unread.setdefault(item.type, []).append(item)
             return
