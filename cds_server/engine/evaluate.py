@@ -23,7 +23,7 @@ from cds_server.engine.prefill import prefill
 from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
 from fhir_mappings.codes import Code, arr, coding_key, concept_codes
 from fhir_mappings.orders import Order
-from fhir_mappings.questionnaire import Answers
+from fhir_mappings.questionnaire import Answers, answered_canonical
 from fhir_mappings.record import IGNORED, PatientRecord, status_reading
 
 _KIND_LABEL = {
@@ -137,7 +137,7 @@ def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
     own = {f"{base}/{carepath.id}-{service.id}" for service in carepath.services}
     found = []
     for qr in record.questionnaire_responses:
-        canonical = qr.get("questionnaire")
+        canonical = answered_canonical(qr)  # an adaptive response answers the Questionnaire it derives from
         if not isinstance(canonical, str):
             continue
         url, _, version = canonical.partition("|")
