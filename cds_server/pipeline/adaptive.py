@@ -77,41 +77,71 @@ def assess(decision: Mapping[str, Any], carepath: CarePath, answers: Answers) ->
     ctx = SimpleNamespace(answers=answers, carepath=carepath, as_of=as_of)
     batches: list[list[str]] = []
     results = []
+    seen: dict[int, Tri] = {}
     for root in decision.get("criteria") or []:
-        value = _reread(root, ctx, batches)
+        value = _reread(root, ctx, seen)
+        _unknown_items(root, seen, batches)
         if root.get("kind") != "selection":
             results.append((root.get("kind"), value))
     return State(_outcome(results), batches)
 
 
-def _reread(node: Mapping[str, Any], ctx: Any, batches: list[list[str]]) -> Tri:
-    stored = Tri(node["result"])
-    if stored is not Tri.UNKNOWN:
-        return stored
+def _open_to_answers(node: Mapping[str, Any]) -> bool:
+    """Whether an answer can still change this kept leaf, as it would in the engine.
+
+    An answer outranks the record's silence ("none recorded") and an earlier
+    answer, never the record's proof: unknown leaves, silent non-indications and
+    leaves an earlier response decided are re-read; the rest stays as kept.
+    """
+    result = Tri(node["result"])
+    evidence = node.get("evidence") or []
+    earlier = bool(evidence) and all(str(e).startswith("QuestionnaireResponse/") for e in evidence)
+    silent = result is Tri.NOT_MET and str(node.get("reason", "")).startswith("none recorded")
+    return result is Tri.UNKNOWN or silent or earlier
+
+
+def _reread(node: Mapping[str, Any], ctx: Any, seen: dict[int, Tri]) -> Tri:
+    """The node's result with these answers (kept in ``seen`` by node identity)."""
     children = node.get("children") or []
-    if not children:
+    value = Tri(node["result"])
+    if not children and _open_to_answers(node):
         leaf = ctx.carepath.nodes.get(node["id"])
         read = answer_result(leaf.answer, ctx) if isinstance(leaf, Leaf) else None
-        if read is not None and read[0] is not Tri.UNKNOWN:
-            return Tri(read[0])
-        if node.get("questions"):
-            batches.append(list(node["questions"]))
-        return Tri.UNKNOWN
-    values = [_reread(child, ctx, batches) for child in children]
-    logic = node.get("logic")
-    if logic == "all":
-        return all_of(values)
-    if logic == "any":
-        return any_of(values)
-    return values[0].negate() if logic == "not" else values[0]
+        value = Tri(read[0]) if read is not None and read[0] is not Tri.UNKNOWN else value
+    elif children:
+        values = [_reread(child, ctx, seen) for child in children]
+        logic = node.get("logic")
+        if logic == "all":
+            value = all_of(values)
+        elif logic == "any":
+            value = any_of(values)
+        else:
+            value = values[0].negate() if logic == "not" else values[0]
+    seen[id(node)] = value
+    return value
+
+
+def _unknown_items(node: Mapping[str, Any], seen: Mapping[int, Tri], batches: list[list[str]]) -> None:
+    """The items of unknown leaves under unknown nodes: what could still change the outcome."""
+    if seen[id(node)] is not Tri.UNKNOWN:
+        return
+    if node.get("questions"):
+        batches.append(list(node["questions"]))
+    for child in node.get("children") or []:
+        _unknown_items(child, seen, batches)
 
 
 def _outcome(results: Iterable[tuple[str | None, Tri]]) -> str:
-    """The service outcome by product-decisions.md §2 (non-indication present first, then request criteria)."""
+    """The service outcome by product-decisions.md §2 (non-indication present first, then request criteria).
+
+    "Not met" is settled only once no non-indication is unknown: one found later
+    would make the order contraindicated, which outranks it.
+    """
     results = list(results)
     if any(kind == "non-indication" and v is Tri.MET for kind, v in results):
         return "contraindicated"
-    if any(kind in _REQUEST_LABELS and v is Tri.NOT_MET for kind, v in results):
+    open_ni = any(kind == "non-indication" and v is Tri.UNKNOWN for kind, v in results)
+    if not open_ni and any(kind in _REQUEST_LABELS and v is Tri.NOT_MET for kind, v in results):
         return "not-met"
     if any(v is Tri.UNKNOWN for _, v in results):
         return "documentation-needed"

@@ -68,13 +68,17 @@ def prefilled_response(
     authored: str,
     system: str,
 ) -> dict[str, Any]:
-    """Return an in-progress QuestionnaireResponse with what the record and earlier responses answer."""
+    """Return an in-progress QuestionnaireResponse with what the record and earlier responses answer.
 
-    def fill(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    Top-level items are sections. A repeating group (earlier procedures) is never
+    pre-filled: its instances cannot be rebuilt from answers read item by item.
+    """
+
+    def fill(items: Iterable[Mapping[str, Any]], sections: bool = False) -> list[dict[str, Any]]:
         out = []
         for item in items:
-            if item["type"] == "group" and "item" in item:
-                children = fill(item["item"])
+            if sections:
+                children = fill(item.get("item") or [])
                 if children:
                     out.append({"linkId": item["linkId"], "text": item["text"], "item": children})
             elif item["linkId"] in prefill:
@@ -87,7 +91,7 @@ def prefilled_response(
         "status": "in-progress",
         "questionnaire": f"{questionnaire['url']}|{questionnaire['version']}",
         "authored": authored,
-        "item": fill(questionnaire["item"]),
+        "item": fill(questionnaire["item"], sections=True),
     }
     if subject:
         response["subject"] = dict(subject)
