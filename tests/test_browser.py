@@ -157,6 +157,27 @@ def test_the_documentation_loop_in_the_browser(browser: Any, live: tuple[str, Fl
     assert "/determinations/ca-" in link
 
 
+def test_the_adaptive_form_asks_step_by_step_and_its_answers_decide(browser: Any, live: tuple[str, Flask]) -> None:
+    """The bench's adaptive form ($next-question): asks what is open, pre-filled, then says it is settled."""
+    from selenium.webdriver.common.by import By
+
+    base, _ = live
+    open_bench(browser, base, "mri/conservative-care-exactly-42-days")
+    sign(browser)
+    browser.find_element(By.ID, "open-adaptive").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "adaptive-next"))
+    assert browser.find_element(By.ID, "q-cc.weeks").get_attribute("value") == "6", "pre-filled from the record"
+    assert not browser.find_elements(By.ID, "q-rf.hoffmann"), "red flags are settled by the record: not asked"
+    weeks = browser.find_element(By.ID, "q-cc.weeks")
+    weeks.clear()
+    weeks.send_keys("8")
+    browser.find_element(By.ID, "adaptive-next").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "adaptive-done"))
+    shot(browser, "4-adaptive-settled")
+    browser.find_element(By.ID, "adaptive-sign").click()
+    wait_for(browser, text_in("coverage", "Prior authorization satisfied"))
+
+
 def test_accepting_a_suggestion_and_overriding_a_warning_send_feedback(browser: Any, live: tuple[str, Flask]) -> None:
     from selenium.webdriver.common.by import By
 

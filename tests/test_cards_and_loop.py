@@ -18,6 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cds_server.pipeline.card_detail import md
+from cds_server.pipeline.dtr_response import open_questions, required_unanswered
 from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
 from cds_server.web.app import create_app
 from tests import conformance
@@ -288,7 +289,7 @@ def answer_all(questionnaire: dict[str, Any], prefill: dict[str, Any], answers: 
     }
 
 
-def test_the_whole_documentation_loop(client: FlaskClient) -> None:
+def test_the_whole_documentation_loop(client: FlaskClient, app: Flask) -> None:
     body = scenario("mri/conservative-care-exactly-42-days")
     first = sign(client, body)
     info = info_of(first)
@@ -304,6 +305,10 @@ def test_the_whole_documentation_loop(client: FlaskClient) -> None:
     prefilled = {i["linkId"]: i["answer"][0] for g in prefill["item"] for i in g["item"]}
     assert prefilled["cc.pt.completed"]["valueBoolean"] is True
     assert prefilled["cc.pt.completed"]["extension"][0]["extension"][0]["valueCode"] == "auto"
+    kept = app.extensions["cds"].store.assertion(info["coverage-assertion-id"])["decision"]["decision"]
+    asked = required_unanswered(questionnaire, prefill)
+    assert asked == open_questions(kept) == ["cc.hep.start-date"], "asks only what neither record nor answer shows"
+    assert not set(asked) & set(prefilled)
 
     completed = answer_all(questionnaire, prefill, {"cc.weeks": 8, "mri.contraindication": "none"})
     QuestionnaireResponse.model_validate(completed)
@@ -316,6 +321,43 @@ def test_the_whole_documentation_loop(client: FlaskClient) -> None:
     assert info["pa-needed"] == "satisfied" and info["satisfied-pa-id"].startswith("PA-")
     decision = client.get(f"/determinations/{info['coverage-assertion-id']}").get_json()
     assert "QuestionnaireResponse/qr-loop#cc.weeks" in decision["answersUsed"]
+
+
+def test_the_loop_never_asks_again_what_an_earlier_response_answered(client: FlaskClient) -> None:
+    """Sign, answer part, sign, answer the rest, sign: each round asks only what is still open, and it ends."""
+    body = scenario("mri/combination-missing-medication")
+    coverage = body["prefetch"]["coverage"]["entry"][0]["resource"]
+    given: dict[str, Any] = {}
+    plan = [{f"rf.{k}": False for k in ("progressive-deficit", "gait-instability", "hoffmann")}, None]
+    responses: list[dict[str, Any]] = []
+    for round_number in range(4):
+        again = copy.deepcopy(body)
+        order = again["context"]["draftOrders"]["entry"][0]["resource"]
+        order["contained"], order["supportingInfo"] = responses, [{"reference": f"#{r['id']}"} for r in responses]
+        info = info_of(sign(client, again))
+        if info.get("doc-needed") is None:
+            break
+        annotated = sign(client, again)["systemActions"][0]["resource"]
+        (pkg,) = [p["resource"] for p in package(client, annotated, coverage)["parameter"]]
+        questionnaire, prefill = (e["resource"] for e in pkg["entry"])
+        asked = required_unanswered(questionnaire, prefill)
+        assert asked and not set(asked) & set(given), f"round {round_number} asks again: {set(asked) & set(given)}"
+        earlier = {i["linkId"] for g in prefill.get("item", []) for i in g["item"]}
+        assert set(given) <= earlier, "an earlier answer is not pre-filled"
+        answers = plan.pop(0) if plan and plan[0] is not None else None
+        answers = answers or {q: _an_answer(q) for q in asked}
+        given.update(answers)
+        completed = answer_all(questionnaire, prefill, answers)
+        completed["id"] = f"qr-{round_number}"
+        completed["authored"] = f"2024-03-20T1{round_number}:00:00Z"
+        responses.append(completed)
+    else:
+        raise AssertionError("the documentation loop did not converge")
+    assert info["covered"] == "covered" and "doc-needed" not in info
+
+
+def _an_answer(link_id: str) -> Any:
+    return {"cc.meds.classes": "nsaid"}.get(link_id, "2024-01-02" if link_id.endswith("date") else True)
 
 
 def test_answers_about_another_patient_are_ignored(client: FlaskClient) -> None:

@@ -96,7 +96,7 @@ def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
     criterion's kind (absent for non-indications, unknown otherwise).
     """
     finding = REGISTRY[leaf.op].fn(ctx, leaf.args)
-    answered = _answer(leaf.answer, ctx)
+    answered = answer_result(leaf.answer, ctx)
     label = _KIND_LABEL[kind]
 
     def result(value: Tri, reason: str, evidence: list[str]) -> CriterionResult:
@@ -165,7 +165,7 @@ def _silence(leaf: Leaf, ctx: EvalContext, kind: str, finding: Finding, result: 
     return result(Tri.UNKNOWN, f"{detail}{checked}", finding.evidence)
 
 
-def _answer(spec: AnswerSpec | None, ctx: EvalContext) -> tuple[Tri, str, str] | None:
+def answer_result(spec: AnswerSpec | None, ctx: EvalContext) -> tuple[Tri, str, str] | None:
     """Read the questionnaire answer that decides a leaf, if one was given."""
     if spec is None:
         return None

@@ -25,7 +25,7 @@ from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
 from cds_server.engine.routing import cohort, recognises, route, ungoverned
 from fhir_mappings.codes import concept_codes
 from fhir_mappings.orders import Order
-from fhir_mappings.questionnaire import Answers
+from fhir_mappings.questionnaire import Answers, answered_canonical
 from fhir_mappings.record import PatientRecord
 
 
@@ -129,7 +129,7 @@ def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
     own = {f"{base}/{carepath.id}-{service.id}" for service in carepath.services}
     found = []
     for qr in record.questionnaire_responses:
-        canonical = qr.get("questionnaire")
+        canonical = answered_canonical(qr)  # an adaptive response answers the Questionnaire it derives from
         if not isinstance(canonical, str):
             continue
         url, _, version = canonical.partition("|")

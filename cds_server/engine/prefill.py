@@ -5,6 +5,12 @@ Two sources, both from the same evaluation: leaf criteria the record decided
 directly (onset date, conservative-care components and weeks, pain scores,
 requested quantity, region). Silence is never pre-filled: "none recorded" is
 for the clinician to confirm, not for us to answer.
+
+Then, for items the record does not answer, the answers of earlier responses
+to this CarePath's questionnaires (the ones the evaluation read), so that a
+clinician is never asked again what they already documented. Their evidence is
+the ``QuestionnaireResponse/...#linkId`` they came from; the record comes first,
+so an answer never pre-fills over a fact the record states (product-decisions §7).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ def prefill(ctx: EvalContext, roots: list[CriterionResult]) -> Prefill:
         for node in root.walk():
             _from_leaf(ctx, node, found)
     _from_facts(ctx, found)
+    _from_answers(ctx, found)
     return found
 
 
@@ -40,6 +47,23 @@ def _put(found: Prefill, link_id: str | None, value: Any, kind: str, evidence: l
             "value": value.isoformat() if isinstance(value, date) else value,
             "type": kind,
             "evidence": list(evidence),
+        }
+
+
+_ANSWERABLE = {"boolean", "choice", "open-choice", "integer", "decimal", "date", "string"}
+
+
+def _from_answers(ctx: EvalContext, found: Prefill) -> None:
+    """Earlier answers (most recent response first) to items the record left open."""
+    for link_id, question in ctx.carepath.questions.items():
+        answers = ctx.answers.get(link_id)
+        if link_id in found or not answers or question.type not in _ANSWERABLE:
+            continue
+        values = [a.value.isoformat() if isinstance(a.value, date) else a.value for a in answers]
+        found[link_id] = {
+            "value": values if question.repeats else values[0],
+            "type": question.type,
+            "evidence": [answers[0].source],
         }
 
 
