@@ -31,10 +31,13 @@ Prefill = dict[str, dict[str, Any]]
 def prefill(ctx: EvalContext, roots: list[CriterionResult]) -> Prefill:
     """Return ``{linkId: {"value", "type", "evidence"}}`` for items the record answers."""
     found: Prefill = {}
+    doubted: set[str] = set()
     for root in roots:
         for node in root.walk():
             _from_leaf(ctx, node, found)
-    _from_facts(ctx, found)
+            if node.result is Tri.UNKNOWN:
+                doubted.update(node.questions)
+    _from_facts(ctx, found, frozenset(doubted))
     _from_answers(ctx, found)
     return found
 
@@ -86,28 +89,34 @@ def _from_leaf(ctx: EvalContext, node: CriterionResult, found: Prefill) -> None:
         _put(found, spec.link_id, node.result is Tri.MET, "boolean", node.evidence)
 
 
-def _from_facts(ctx: EvalContext, found: Prefill) -> None:
+def _from_facts(ctx: EvalContext, found: Prefill, doubted: frozenset[str]) -> None:
+    """Items the record's derived facts answer (onset, conservative care, region, pain scores).
+
+    ``doubted``: items of criteria the record left unknown. A total derived from the record
+    (weeks of conservative care) is then only a lower bound (care elsewhere may be missing),
+    not an answer: pre-filled, it would be counted as answered and confirmed unread.
+    """
     cfg = ctx.carepath.facts
     if "symptomOnset" in cfg and cfg["symptomOnset"].get("answer"):
         onset = facts.symptom_onset(ctx)
         if onset:
             _put(found, cfg["symptomOnset"]["answer"], onset.day, "date", list(onset.evidence))
     if "conservativeCare" in cfg:
-        _care(ctx, cfg["conservativeCare"], found)
+        _care(ctx, cfg["conservativeCare"], found, doubted)
     if "regions" in cfg and cfg["regions"].get("answer"):
         region = facts.order_region(ctx)
         if not region.source.startswith("default"):
             _put(found, cfg["regions"]["answer"], region.region, "choice", [region.source])
 
 
-def _care(ctx: EvalContext, cfg: dict[str, Any], found: Prefill) -> None:
+def _care(ctx: EvalContext, cfg: dict[str, Any], found: Prefill, doubted: frozenset[str]) -> None:
     care = facts.conservative_care(ctx)
     for name, component in care.components.items():
         links = cfg["components"][name].get("answers") or {}
         if component.status is Tri.MET and component.start is not None:
             _put(found, links.get("done"), True, "boolean", component.evidence)
             _put(found, links.get("start"), component.start, "date", component.evidence)
-    if care.start is not None:
+    if care.start is not None and cfg["answers"]["weeks"] not in doubted:
         _put(found, cfg["answers"]["weeks"], int(care.weeks(ctx.as_of) or 0), "integer", care.evidence)
     scores = facts.pain_scores(ctx)
     episode = [s for s in scores if care.start is None or s.day >= care.start]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from cds_server.engine import CarePath, CriterionResult, OrderDecision, Outcome, Tri
 from cds_server.pipeline.card_text import PlainWords
+from cds_server.pipeline.dtr_response import open_questions
 
 SUMMARY_LIMIT = 139  # CDS Hooks: a summary is "under 140 characters"
 _LINES = 5  # failing or unknown criteria listed on a card; the decision page has them all
@@ -159,16 +160,22 @@ def met_line(explanation: Explanation) -> str:
 
 
 def question_lines(carepath: CarePath, decision: OrderDecision) -> list[str]:
-    """The questions the decision still needs answered, numbered as the card counts them."""
-    return [
-        f"{n}. {md(carepath.questions[q].text if q in carepath.questions else q)}"
-        for n, q in enumerate(decision.questions, 1)
-    ]
+    """The questions the decision still needs answered, numbered as the card counts them.
+
+    These are the questionnaire's required, unanswered items (``dtr_response.open_questions``):
+    what the record or an earlier response already answers comes pre-filled and is not counted.
+    When every question is pre-filled, they are listed to be confirmed instead.
+    """
+    asked = open_questions(decision) or decision.questions
+    return [f"{n}. {md(carepath.questions[q].text if q in carepath.questions else q)}" for n, q in enumerate(asked, 1)]
 
 
 def answers_needed(decision: OrderDecision) -> str:
-    """ "4 answers needed": the count of questions the decision still needs (the questionnaire's required items)."""
-    n = len(decision.questions)
+    """ "4 answers needed": the questionnaire's required, unanswered items; else the pre-filled ones to confirm."""
+    n = len(open_questions(decision))
+    if n == 0 and decision.questions:
+        n = len(decision.questions)
+        return f"{n} pre-filled answer{'s' if n != 1 else ''} to confirm"
     return f"{n} answer{'s' if n != 1 else ''} needed"
 
 

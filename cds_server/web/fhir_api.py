@@ -21,6 +21,8 @@ from cds_server.pipeline.adaptive_input import check_items, read_request
 from cds_server.pipeline.coverage_info import existing_assertion_ids
 from cds_server.pipeline.dtr_response import mark_origins, prefilled_response
 from cds_server.pipeline.questionnaires import all_questionnaires, answer_system, tailored
+from cds_server.web.auth import readable_by_caller
+from cds_server.web.wire import base_url
 from fhir_mappings.codes import arr, obj
 
 fhir = Blueprint("fhir", __name__, url_prefix="/fhir")
@@ -182,7 +184,7 @@ def _stored_for(order: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The assertions this service keeps for the coverage-assertion-ids the order carries."""
     store = current_app.extensions["cds"].store
     found = [store.assertion(assertion_id) for assertion_id in existing_assertion_ids(order)]
-    return [row for row in found if row]
+    return [row for row in found if row and readable_by_caller(row)]  # another client's decision: as if unknown
 
 
 def _package(questionnaire: dict[str, Any], orders: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -216,7 +218,7 @@ def _adaptive_package(questionnaire: dict[str, Any], orders: list[Mapping[str, A
             "An adaptive form needs an order this service decided",
             [Issue("no order carries a coverage-assertion-id of this service for this questionnaire", "$.parameter")],
         )
-    return _bundle(adaptive.adaptive_questionnaire(questionnaire, row["assertion_id"], f"{request.host_url}fhir"))
+    return _bundle(adaptive.adaptive_questionnaire(questionnaire, row["assertion_id"], f"{base_url()}/fhir"))
 
 
 def _bundle(questionnaire: Mapping[str, Any], *more: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +249,7 @@ def next_question() -> Response:
     ask = read_request(read_json())
     stored = current_app.extensions["cds"].store.assertion(ask.assertion_id)
     decision = obj(obj(stored).get("decision")).get("decision")
-    if not decision or not decision.get("service"):
+    if not decision or not decision.get("service") or not readable_by_caller(stored):
         raise UnknownService(
             "No decision of this service is kept for this form",
             [Issue(f"coverage assertion {ask.assertion_id!r} is unknown here", "contained[0].identifier")],

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 
 from cds_server.engine import CarePath
 from cds_server.engine.model import Group, Node, Ref
 from cds_server.errors import Issue, UnknownService
 from cds_server.pipeline.card_text import PlainWords
+from cds_server.web.auth import readable_by_caller
 from cds_server.web.wire import base_url, json_response
 
 pages = Blueprint("pages", __name__)
@@ -89,7 +90,7 @@ def guideline(cp_id: str) -> Response:
 def determination(assertion_id: str) -> Response:
     """Everything behind one coverage assertion: criteria, evidence, parameters, answers, authorization."""
     stored = current_app.extensions["cds"].store.assertion(assertion_id)
-    if stored is None or not _readable_by_caller(stored):  # another client's decision: as if unknown
+    if stored is None or not readable_by_caller(stored):  # another client's decision: as if unknown
         raise UnknownService(f"No decision {assertion_id!r}", [Issue(f"unknown decision {assertion_id!r}")])
     body = _determination(stored)
     if not wants_html():
@@ -169,22 +170,6 @@ def _uncamel(name: str) -> str:
 def _question_text(carepath: CarePath | None, link_id: str) -> str:
     question = carepath.questions.get(link_id) if carepath else None
     return question.text if question else link_id
-
-
-def _readable_by_caller(stored: dict[str, Any]) -> bool:
-    """A decision page is for the client that asked (or another client of its tenant).
-
-    A signed link from a card opens that decision without a token (``auth.guard``); with a token,
-    the token's issuer (or tenant) must be the one recorded with the decision. With
-    authentication off (a demo) every caller is trusted.
-    """
-    client = g.get("client")
-    if not current_app.config["AUTH_REQUIRED"] or client is None:
-        return True
-    if stored.get("client_iss") and stored["client_iss"] == client.get("iss"):
-        return True
-    tenant = stored.get("client_tenant")
-    return bool(tenant) and tenant == client.get("tenant")
 
 
 def _determination(stored: dict[str, Any]) -> dict[str, Any]:
