@@ -25,6 +25,8 @@ RESOURCE_REF = re.compile(
     r"\b(?:Condition|Observation|Procedure|Device|AllergyIntolerance|DiagnosticReport|ImagingStudy|Medication"
     r"(?:Request|Statement|Dispense|Administration)|Encounter|QuestionnaireResponse|Patient)/[A-Za-z0-9]"
 )
+# A bare code: a SNOMED CT concept id (6 digits or more), a LOINC code or a CPT code after "= " or "code ".
+RAW_CODE = re.compile(r"(?<![\w.:/-])\d{6,18}(?![\w.-])|\b\d{1,7}-\d\b(?! ?(?:weeks|days|months))")
 _DECISION_LINK = re.compile(r"\]\(https?://[^)]*\)")
 
 
@@ -60,6 +62,7 @@ def problems(card: Mapping[str, Any], ids: re.Pattern[str]) -> list[str]:
             ("code system", CODE_SYSTEM),
             ("Python repr", REPR),
             ("resource reference", RESOURCE_REF),
+            ("raw code", RAW_CODE),
         ):
             hit = pattern.search(text)
             if hit:

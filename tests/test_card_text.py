@@ -134,11 +134,11 @@ def test_lint_catches_what_issue_10_saw(neck_pain: CarePath) -> None:
     ids = criterion_ids([neck_pain])
     bad = {
         "detail": "✗ not met (MRI-I1; Service) VS-RF-GAIT answered 'False' C106047 (Thesaurus.owl) "
-        "11 (Place\\_of\\_Service\\_Code\\_Set) in Device/scs",
+        "11 (Place\\_of\\_Service\\_Code\\_Set) in Device/scs; pregnancy test = 10828004",
         "summary": "x" * 140,
     }
     found = " ".join(problems(bad, ids))
-    for name in ("criterion id", "value-set id", "Python repr", "code system", "resource reference", "140"):
+    for name in ("criterion id", "value-set id", "Python repr", "code system", "resource reference", "raw code", "140"):
         assert name in found, name
 
 

@@ -203,7 +203,8 @@ def observation_value_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding
         return negated
     entry, code = max(found, key=lambda pair: pair[0].start or date.min)
     hit = value_matcher.first_match(entry.value_codes)
-    shown = hit[1] if hit else f"{entry.quantity.value:g} {entry.quantity.unit}" if entry.quantity else "positive"
+    quantity = f"{entry.quantity.value:g} {entry.quantity.unit}" if entry.quantity else "positive"
+    shown = describe(hit) if hit else quantity  # the code with its system, so a card can show its display
     return Finding(TRUE, f"{cite(entry.ref, code, entry.start)} = {shown}", [e.ref for e, _ in found])
 
 
