@@ -149,11 +149,15 @@ class CodeMatcher:
                     found.add(code)
         return found
 
-    def prefix_systems(self) -> set[str]:
+    def prefix_systems(self) -> frozenset[str]:
         """The systems this matcher has prefix members in (those of its parts too)."""
+        return self._prefix_systems
+
+    @functools.cached_property
+    def _prefix_systems(self) -> frozenset[str]:
         if self.others:
-            return set().union(*(m.prefix_systems() for m in self.others))
-        return set(self.prefixes)
+            return frozenset().union(*(m.prefix_systems() for m in self.others))
+        return frozenset(self.prefixes)
 
     def first_match(self, codes: Iterable[Code]) -> Code | None:
         """Return the first member among ``codes`` (sorted for stable explanations)."""
@@ -172,17 +176,18 @@ class CodeMatcher:
         if self.others:
             return any(m.narrower_members(code) for m in self.others)
         value = code[1].replace(".", "")
-        if not value:
-            return False
-        for prefix in self.prefixes.get(code[0], ()):
-            if len(prefix) > len(value) and prefix.startswith(value):
-                return True
-        if code[0] not in HIERARCHICAL_SYSTEMS:
-            return False
-        return any(
-            s == code[0] and len(c.replace(".", "")) > len(value) and c.replace(".", "").startswith(value)
-            for s, c in self.exact
-        )
+        return bool(value) and value in self._broader.get(code[0], ())
+
+    @functools.cached_property
+    def _broader(self) -> dict[str, frozenset[str]]:
+        """Per system, every proper prefix (dots dropped) of a prefix member, and of an exact member
+        in a hierarchical system: the codes :meth:`narrower_members` is true for, computed once."""
+        found: dict[str, set[str]] = {}
+        rows = [(s, p) for s, ps in self.prefixes.items() for p in ps]
+        rows += [(s, c.replace(".", "")) for s, c in self.exact if s in HIERARCHICAL_SYSTEMS]
+        for system, member in rows:
+            found.setdefault(system, set()).update(member[:k] for k in range(1, len(member)))
+        return {system: frozenset(prefixes) for system, prefixes in found.items()}
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.prefixes or self.others)

@@ -10,6 +10,12 @@ The answer codes below are FHIR, LOINC answer-list and SNOMED CT codes for
 "present / absent", "positive / negative", "detected / not detected" and
 "yes / no": they say how a value is written, not what any guideline requires,
 so they live with the reader rather than in a CarePath.
+
+:func:`observation` reads the resource itself: its codes and its value first
+(what the record indexes it by, and whether it can be read at all), its dates
+and body site when a criterion first asks for it. Each component of a panel
+becomes an entry of its own; a component the reader cannot classify is not
+understood (it may be the very result a criterion reads), never dropped.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from fhir_mappings.codes import Code, arr, coding_key, concept_codes, obj
+from fhir_mappings.codes import Code, arr, coding_key, concept_codes, concept_text, obj
+from fhir_mappings.entries import Deferred, Entry, Unread, first_bounds, period, unread_concept
 from fhir_mappings.systems import LOINC, SNOMED
 
 if TYPE_CHECKING:
@@ -161,3 +169,65 @@ def _numeric(key: str, raw: Any, interpretation: set[Code]) -> Value:
     if match and not match.group(1):
         return Value(codes=flags, quantity=Quantity(float(match.group(2)), match.group(3) or ""))
     return Value(unreadable=f"valueString {text[:40]!r} not understood")
+
+
+def observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred | Unread | None:
+    """An Observation by its codes and value; its components go to the record (``rec.add_part``) as entries.
+
+    None for a panel under a local code whose components were read: it is read through them.
+    """
+    codes, unknown = rec.read_concept(r.get("code"))
+    understood_parts = 0
+    for component in arr(r.get("component")):
+        part = _component(rec, ref, obj(component), r)
+        rec.add_part(part)
+        understood_parts += not isinstance(part, Unread)
+    if not codes:
+        # A panel under a local code is read through its components; anything else is not understood.
+        return None if understood_parts else unread_concept(ref, "Observation", unknown, _dates(r)[0])
+    value = read_value(r, rec)
+    if value.unreadable:
+        return Unread(ref, "Observation", value.unreadable, codes | value.codes, _dates(r)[0])
+    return Deferred(ref, "Observation", r, codes, value.codes, _observation_entry, (value, False))
+
+
+def _dates(r: Mapping[str, Any]) -> tuple[date | None, date | None]:
+    """(latest, earliest) effective day: effective[x], else ``issued``."""
+    (p_start, p_lo), _ = period(r.get("effectivePeriod"))
+    start, start_lo = first_bounds(r.get("effectiveDateTime"), r.get("effectiveInstant"))
+    if start is None:
+        start, start_lo = (p_start, p_lo) if p_start else first_bounds(r.get("issued"))
+    return start, start_lo
+
+
+def _observation_entry(rec: PatientRecord, item: Deferred) -> Entry:
+    """The entry of an Observation, or of one of its components (``detail``: its value, and whether a part)."""
+    r, (value, part) = item.raw, item.detail
+    start, start_lo = _dates(r)
+    return Entry(
+        item.ref,
+        "Observation",
+        item.codes,
+        start,
+        value_codes=item.value_codes,
+        quantity=value.quantity,
+        body_site=frozenset() if part else rec.read_concept(r.get("bodySite"))[0],
+        text="" if part else concept_text(r.get("code")),
+        raw=r,
+        start_lo=start_lo,
+        absent=value.absent,
+    )
+
+
+def _component(
+    rec: PatientRecord, ref: str, component: Mapping[str, Any], parent: Mapping[str, Any]
+) -> Deferred | Unread:
+    codes, unknown = rec.read_concept(component.get("code"))
+    if not codes:
+        # A panel's unknown component (a local "PLT" row) may be the very result a criterion reads.
+        shown = [f"component {c}" for c in unknown] or ["a component"]
+        return unread_concept(ref, "Observation", shown, _dates(parent)[0])
+    value = read_value(component, rec)
+    if value.unreadable:
+        return Unread(ref, "Observation", f"component {value.unreadable}", codes | value.codes, _dates(parent)[0])
+    return Deferred(ref, "Observation", parent, codes, value.codes, _observation_entry, (value, True))

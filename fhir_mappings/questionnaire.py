@@ -134,3 +134,21 @@ def _authored_key(qr: Mapping[str, Any]) -> str:
         return parsed.isoformat()
     day = parse_date(qr.get("authored"))
     return day.isoformat() if day else ""
+
+
+def answered_canonical(qr: Mapping[str, Any]) -> str | None:
+    """Return the canonical (``url|version``) of the Questionnaire a response answers.
+
+    A plain response names it in ``questionnaire``. An adaptive one (SDC
+    ``$next-question``, DTR STU2) names its *contained* Questionnaire (``#id``),
+    which says in ``derivedFrom`` which static Questionnaire its items come from:
+    its answers answer that one.
+    """
+    canonical = qr.get("questionnaire")
+    if not isinstance(canonical, str) or not canonical.startswith("#"):
+        return canonical if isinstance(canonical, str) else None
+    for resource in arr(qr.get("contained")):
+        if isinstance(resource, Mapping) and resource.get("id") == canonical[1:]:
+            derived = [d for d in arr(resource.get("derivedFrom")) if isinstance(d, str)]
+            return derived[0] if derived else None
+    return None

@@ -75,6 +75,9 @@ def _unit_key(unit: str) -> str:
     return "".join(unit.split()).lower()
 
 
+_CLASSIFIED_LIMIT = 65536  # distinct codes remembered per terminology before the memory is cleared
+
+
 @dataclass(frozen=True)
 class Terminology:
     """Precomputed, read-only lookups over the terminology file.
@@ -93,6 +96,10 @@ class Terminology:
     text_pattern: re.Pattern[str] | None = field(default=None, repr=False)
     units: Mapping[tuple[str, str], tuple[float, float]] = field(default_factory=dict, repr=False)
     canonical_units: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # classify()'s answers, kept for the life of this (immutable) terminology; bounded against odd inputs.
+    _classified: dict[Code, frozenset[Code] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @staticmethod
     def _key(code: Code) -> Code:
@@ -124,6 +131,20 @@ class Terminology:
         if self.policies.get(key[0]) == "complete":
             return True
         return key in self.listed or key in self.extra_known
+
+    def classify(self, code: Code) -> frozenset[Code] | None:
+        """``expand(code)`` when the code is known, None when it is not: the reader's one question per code.
+
+        Asked for every coding of every record, so the answer is remembered (the tables never change).
+        """
+        try:
+            return self._classified[code]
+        except KeyError:
+            pass
+        if len(self._classified) >= _CLASSIFIED_LIMIT:
+            self._classified.clear()
+        answer = self._classified[code] = self.expand(code) if self.is_known(code) else None
+        return answer
 
     def classify_text(self, text: str) -> frozenset[Code]:
         """Ingredient RxCUIs (+ their ATC codes) named in a medication text or display.

@@ -491,3 +491,40 @@ def test_assertion_ids_cannot_be_computed_from_the_request(tmp_path: Path, keys:
         app.extensions["cds"].store.close()
     assert ids[0] and ids[0] != ids[1], "another deployment's id is not predictable"
     assert ids[0] == ids[2], "stable for one deployment (a repeat keeps its assertion and number)"
+
+
+def _package(client: FlaskClient, keys: Keys, params: dict[str, Any], **who: Any) -> Any:
+    path = "/fhir/Questionnaire/$questionnaire-package"
+    bearer = token(keys, f"{BASE}/fhir/Questionnaire/$questionnaire-package", **who)
+    return client.post(path, json=params, base_url=BASE, headers={"Authorization": f"Bearer {bearer}"})
+
+
+def test_a_decisions_prefilled_questionnaire_is_for_the_client_that_asked(
+    client: FlaskClient, keys: Keys, jwks_server: str
+) -> None:
+    """The package pre-fills from a kept decision (patient data): another client gets the blank form, and
+    the adaptive form of that decision is unknown to it, as the decision page is (issue 11.10)."""
+    body = json.loads((Path(__file__).resolve().parent.parent / "examples" / "order-sign-mri.json").read_text())
+    bearer = token(keys, f"{BASE}/cds-services/crd-order-sign")
+    headers = {"Authorization": f"Bearer {bearer}"}
+    payload = client.post("/cds-services/crd-order-sign", json=body, base_url=BASE, headers=headers).get_json()
+    order = payload["systemActions"][0]["resource"]
+    coverage = next(e["resource"] for e in body["prefetch"]["coverage"]["entry"])
+    params = {"resourceType": "Parameters", "parameter": [{"name": "coverage", "resource": coverage}]}
+    params["parameter"].append({"name": "order", "resource": order})
+    other = {"iss": SANDBOX, "alg": "ES384", "headers": {"jku": jwks_server}}
+
+    def resources(response: Any) -> list[dict[str, Any]]:
+        assert response.status_code == 200, response.get_json()
+        bundles = [p["resource"] for p in response.get_json()["parameter"]]
+        return [e["resource"] for b in bundles for e in b["entry"]]
+
+    def entries(response: Any) -> list[str]:
+        return [r["resourceType"] for r in resources(response)]
+
+    mine = resources(_package(client, keys, params))
+    assert "QuestionnaireResponse" in [r["resourceType"] for r in mine], "the asking client gets its pre-fill"
+    assert _package(client, keys, params, **other).status_code == 404, "chosen by a decision it may not read"
+    canonical = next(f"{r['url']}|{r['version']}" for r in mine if r["resourceType"] == "Questionnaire")
+    params["parameter"].append({"name": "questionnaire", "valueCanonical": canonical})
+    assert entries(_package(client, keys, params, **other)) == ["Questionnaire"], "the blank form, nothing pre-filled"

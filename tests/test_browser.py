@@ -125,6 +125,18 @@ def sign(driver: Any) -> None:
     wait_for(driver, text_in("status", "Answered"))
 
 
+def _open_count(name: str) -> str:
+    """ "N answers" as the card counts them: the questions the questionnaire still requires."""
+    from cds_server.carepath_store import load_carepaths
+    from cds_server.pipeline.dtr_response import open_questions
+    from cds_server.scenarios import SCENARIO_DIR, load_scenario, run_scenario
+
+    (decision,) = run_scenario(load_scenario(SCENARIO_DIR / f"{name}.json"), load_carepaths())
+    n = len(open_questions(decision))
+    assert n, "the scenario still needs answers"
+    return f"{n} answer{'s' if n != 1 else ''}"
+
+
 def test_the_documentation_loop_in_the_browser(browser: Any, live: tuple[str, Flask]) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -135,7 +147,7 @@ def test_the_documentation_loop_in_the_browser(browser: Any, live: tuple[str, Fl
     sign(browser)
     assert "documentation needed" in browser.find_element(By.ID, "coverage").text
     cards = browser.find_elements(By.CSS_SELECTOR, "#cards .card")
-    assert cards and "answer 4 questions" in cards[0].text
+    assert cards and f"{_open_count('mri/conservative-care-exactly-42-days')} needed for prior" in cards[0].text
     assert "info" in cards[0].get_attribute("class")
     shot(browser, "1-documentation-needed")
 
@@ -149,12 +161,34 @@ def test_the_documentation_loop_in_the_browser(browser: Any, live: tuple[str, Fl
     shot(browser, "2-questionnaire")
     browser.find_element(By.ID, "submit-answers").click()
     wait_for(browser, text_in("coverage", "Prior authorization satisfied"))
-    assert "meets the guideline" in browser.find_element(By.ID, "cards").text
+    assert "approved, prior authorization PA-" in browser.find_element(By.ID, "cards").text
     shot(browser, "3-authorized")
     raw = browser.find_element(By.ID, "raw-response").get_attribute("textContent")
     assert "satisfied-pa-id" in raw
     link = browser.find_element(By.ID, "decision").get_attribute("href")
     assert "/determinations/ca-" in link
+
+
+def test_the_adaptive_form_asks_step_by_step_and_its_answers_decide(browser: Any, live: tuple[str, Flask]) -> None:
+    """The bench's adaptive form ($next-question): asks what is open, pre-filled, then says it is settled."""
+    from selenium.webdriver.common.by import By
+
+    base, _ = live
+    open_bench(browser, base, "mri/conservative-care-exactly-42-days")
+    sign(browser)
+    browser.find_element(By.ID, "open-adaptive").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "adaptive-next"))
+    assert browser.find_element(By.ID, "q-cc.weeks").get_attribute("value") == "", "6.0 weeks is a lower bound: asked"
+    assert browser.find_element(By.ID, "q-cc.pt.start-date").get_attribute("value"), "pre-filled from the record"
+    assert not browser.find_elements(By.ID, "q-rf.hoffmann"), "red flags are settled by the record: not asked"
+    weeks = browser.find_element(By.ID, "q-cc.weeks")
+    weeks.clear()
+    weeks.send_keys("8")
+    browser.find_element(By.ID, "adaptive-next").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "adaptive-done"))
+    shot(browser, "4-adaptive-settled")
+    browser.find_element(By.ID, "adaptive-sign").click()
+    wait_for(browser, text_in("coverage", "Prior authorization satisfied"))
 
 
 def test_accepting_a_suggestion_and_overriding_a_warning_send_feedback(browser: Any, live: tuple[str, Flask]) -> None:
@@ -173,7 +207,7 @@ def test_accepting_a_suggestion_and_overriding_a_warning_send_feedback(browser: 
     open_bench(browser, base, "ct-ctm/ct-plain-no-qualifying-reason-not-met")
     sign(browser)
     warning = browser.find_element(By.CSS_SELECTOR, "#cards .card.warning")
-    assert "does not meet the guideline" in warning.text
+    assert "not approved" in warning.text
     warning.find_element(By.CSS_SELECTOR, "button.override").click()
     wait_for(browser, text_in("status", "Feedback sent (overridden)"))
     shot(browser, "5-overridden")

@@ -21,8 +21,11 @@ from fhir.resources.R4B.questionnaire import Questionnaire
 
 from cds_server.carepath_store import DEFAULT_CAREPATHS
 from cds_server.scenarios import Scenario
-from cds_server.tools import cli
-from cds_server.tools.cli import Progress, main, serve_command
+from cds_server.tools import scenario_runs
+from cds_server.tools.answer_text import COVERAGE_INFORMATION
+from cds_server.tools.cli import main
+from cds_server.tools.scenario_report import Progress
+from cds_server.tools.serve import serve_command
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "order-sign-mri.json"
@@ -42,7 +45,7 @@ def test_python_dash_m_help_lists_the_commands() -> None:
         [sys.executable, "-m", "cds_server", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
-    for command in ("serve", "evaluate", "validate-carepath", "scenarios", "questionnaire"):
+    for command in ("serve", "evaluate", "validate-carepath", "scenarios", "questionnaire", "db"):
         assert command in done.stdout
 
 
@@ -119,7 +122,7 @@ def test_evaluate_shows_the_coverage_information_and_the_criteria(capsys: pytest
 
 
 def test_a_dry_run_card_text_says_not_issued_wherever_the_number_is() -> None:
-    from cds_server.tools.cli import _dry_run_text
+    from cds_server.tools.answer_text import _dry_run_text
 
     assert _dry_run_text("MRI: meets the guideline; prior authorization PA-ABC issued", ["PA-ABC"]) == (
         "MRI: meets the guideline; prior authorization PA-ABC (dry run: not issued)"
@@ -136,7 +139,7 @@ def test_evaluate_json_is_the_raw_cds_hooks_response(capsys: pytest.CaptureFixtu
     payload = json.loads(out)
     resource = payload["systemActions"][0]["resource"]
     assert resource["id"] == "sr-mri"
-    assert any(e["url"] == cli.COVERAGE_INFORMATION for e in resource["extension"])
+    assert any(e["url"] == COVERAGE_INFORMATION for e in resource["extension"])
     assert payload["cards"]
 
 
@@ -221,14 +224,14 @@ def test_scenarios_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_scenarios_report_mismatches_and_fail(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = cli.select_scenarios
+    real = scenario_runs.select_scenarios
 
     def wrong_expectation(text: str) -> list[Scenario]:
         scenario = real(text)[0]
         expect = [{**scenario.expect[0], "outcome": "not-met"}, *scenario.expect[1:]]
         return [dataclasses.replace(scenario, expect=tuple(expect))]
 
-    monkeypatch.setattr(cli, "select_scenarios", wrong_expectation)
+    monkeypatch.setattr(scenario_runs, "select_scenarios", wrong_expectation)
     code, out, _ = run(capsys, "scenarios", "--filter", "mri/met-failed-conservative-care")
     assert code == 1
     assert "FAIL mri/met-failed-conservative-care" in out
@@ -351,3 +354,52 @@ def test_unknown_questionnaire_lists_the_services(capsys: pytest.CaptureFixture[
     code, out, err = run(capsys, "questionnaire", "knee")
     assert code == 2 and out == ""
     assert "unknown service 'knee'; available: " in err and "mri" in err and "physical-therapy" in err
+
+
+# --- db ----------------------------------------------------------------------------------------
+
+
+def test_db_upgrade_current_and_history(capsys: pytest.CaptureFixture[str], database_url: str) -> None:
+    from cds_server.records import migrations
+
+    head = migrations.head()
+    code, out, _ = run(capsys, "db", "current", "--url", database_url)
+    assert (code, out) == (0, f"none: an empty database (db upgrade brings it to {head})\n")
+    code, out, _ = run(capsys, "db", "upgrade", "--url", database_url)
+    assert code == 0 and out.startswith(f"database at revision {head} (applied 0001, 0002,")
+    code, out, _ = run(capsys, "db", "upgrade", "--url", database_url)
+    assert (code, out) == (0, f"database at revision {head}, already up to date\n")
+    code, out, _ = run(capsys, "db", "current", "--url", database_url)
+    assert (code, out) == (0, f"{head} (the newest this release knows)\n")
+    code, out, _ = run(capsys, "db", "history")
+    assert code == 0 and out.splitlines()[0].startswith("0001  first release") and head in out.splitlines()[-1]
+
+
+def test_db_reads_the_services_database_setting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'configured.sqlite'}")
+    assert run(capsys, "db", "upgrade")[0] == 0
+    assert (tmp_path / "configured.sqlite").exists()
+
+
+def test_db_refuses_a_newer_database_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'newer.sqlite'}"
+    assert run(capsys, "db", "upgrade", "--url", url)[0] == 0
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099_future'"))
+    engine.dispose()
+    code, out, err = run(capsys, "db", "current", "--url", url)
+    assert code == 0 and "0099_future (newer than this release" in out
+    code, _, err = run(capsys, "db", "upgrade", "--url", url)
+    assert code == 1 and err.startswith("python -m cds_server db: error: the database is at schema revision 0099_")
+    assert err.count("\n") == 1, "one line, no traceback"
+
+
+def test_db_unreachable_database_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "db", "current", "--url", "postgresql+psycopg://nobody@127.0.0.1:9/none")
+    assert code == 1 and "cannot reach the database" in err and err.count("\n") == 1
+    assert run(capsys, "db", "upgrade", "--url", "nonsense://")[0] == 2

@@ -333,3 +333,34 @@ def test_dates_of_reduced_precision_are_not_the_first_day() -> None:
     stopped["authoredOn"] = "2024-01-10"
     stopped["dispenseRequest"] = {"validityPeriod": {"start": "2024-01-10", "end": f"{order_date:%Y-%m}"}}
     assert not decide(base, stopped).auto_approval
+
+
+def _coag_panel(base: Scenario, ident: str, status: str, inr: float, day: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": ident,
+        "status": status,
+        "subject": {"reference": patient_ref(base)},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "34528-0"}], "text": "PT/INR panel"},
+        "effectiveDateTime": day,
+        "component": [
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "6301-6"}]}, "valueQuantity": {"value": inr}},
+        ],
+    }
+
+
+@pytest.mark.parametrize("status", ["preliminary", "registered", "in-progress", "partial", "not-a-status"])
+def test_a_panel_that_is_not_final_never_lends_its_parts_as_final_results(status: str) -> None:
+    """A component is read under its panel's status: a preliminary normal INR does not clear a final high one."""
+    base = scenario(FACET)
+    day = base.orders[0]["authoredOn"][:10]
+    earlier = (date.fromisoformat(day).toordinal() - 5, date.fromisoformat(day).toordinal() - 1)
+    high = _coag_panel(base, "inr-final", "final", 3.5, date.fromordinal(earlier[0]).isoformat())
+    assert decide(base, high).criterion("FI-NI3.coagulopathy.inr").result is Tri.MET  # the final high INR counts
+    normal = _coag_panel(base, "inr-new", status, 1.0, date.fromordinal(earlier[1]).isoformat())
+    decision = decide(base, high, normal)
+    leaf = decision.criterion("FI-NI3.coagulopathy.inr")
+    assert not decision.auto_approval
+    assert leaf is not None and leaf.result is Tri.MET, "a panel that is not final cleared the INR"
+    alone = decide(base, _coag_panel(base, "inr-new", status, 3.5, day)).criterion("FI-NI3.coagulopathy.inr")
+    assert alone is not None and alone.result is Tri.UNKNOWN and "Observation/inr-new" in alone.reason

@@ -29,7 +29,7 @@ from cds_server.carepath_store import load_carepaths, terminology_for
 from cds_server.engine import CarePath, OrderDecision
 from cds_server.engine.logic import Tri, all_of, any_of
 from cds_server.engine.model import Group, Leaf, Node, Ref
-from cds_server.engine.operators import _requested  # the order's own visits/weeks, as the engine reads them
+from cds_server.engine.op_order import requested  # the order's own visits/weeks, as the engine reads them
 from cds_server.engine.result import CriterionResult
 from cds_server.scenarios import Scenario, iter_scenarios, patient_id, run_scenario
 from fhir_mappings.dates import age_in_years, parse_date
@@ -395,9 +395,9 @@ def _conflicts_of(scenario: Scenario, decision: OrderDecision) -> Iterator[Confl
     if birth and "hx.adult" in asked:
         adult = age_in_years(birth, as_of) >= 18
         yield Conflict(*common, "hx.adult", f"born {birth}", st.just({"valueBoolean": not adult}))
-    ctx = SimpleNamespace(order=order)  # _requested reads only the order
+    ctx = SimpleNamespace(order=order)  # requested reads only the order
     for link, measure in (("pt.visits-requested", "visits"), ("pt.weeks-requested", "weeks")):
-        stated = _requested(ctx, measure)  # type: ignore[arg-type]
+        stated = requested(ctx, measure)  # type: ignore[arg-type]
         if stated is not None and link in asked:
             yield Conflict(*common, link, f"order states {stated:g} {measure}", _integers_except(stated, 1, 60))
     for code in sorted(c for _, c in order.location_codes):

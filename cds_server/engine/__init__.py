@@ -9,10 +9,11 @@ data in a CarePath file.
 """
 
 from cds_server.engine.compile import InvalidCarePathError, compile_carepath
-from cds_server.engine.evaluate import evaluate_orders, governs
+from cds_server.engine.evaluate import evaluate_orders
 from cds_server.engine.logic import Tri
 from cds_server.engine.model import CarePath
 from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
+from cds_server.engine.routing import governs
 
 __all__ = [
     "governs",

@@ -12,182 +12,96 @@ summary.
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from cds_server.engine import CarePath, CriterionResult, OrderDecision, Outcome, Tri
-from fhir_mappings.codes import arr, obj
+from cds_server.engine import CarePath, OrderDecision, Outcome
+from cds_server.pipeline.card_base import (
+    CARD_TYPE_SYSTEMS,
+    CARD_TYPES,
+    DECISION_LINK,
+    DEFAULT_MAX_CARDS,
+    ORDER_KEY,
+    OVERRIDE_REASONS,
+    CardContext,
+    make_card,
+)
+from cds_server.pipeline.card_detail import (
+    SUMMARY_LIMIT,
+    Explanation,
+    answers_needed,
+    clause,
+    explain,
+    fact,
+    fit,
+    grouped_lines,
+    md,
+    met_line,
+    next_step,
+    outcome_headline,
+    question_lines,
+)
+from cds_server.pipeline.card_orders import alternative_cards, suggestion_key
+from cds_server.pipeline.card_text import PlainWords
 
-CARD_TYPE_SYSTEMS = {
-    "2.0": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp",
-    "2.2": "http://terminology.hl7.org/CodeSystem/cdshooks-card-type",
-}
-# card type code -> (configuration option name, description); discovery offers one boolean per type.
-CARD_TYPES: dict[str, tuple[str, str]] = {
-    "guideline": (
-        "Guideline checklist and links",
-        "Which guideline criteria the order meets, with the evidence, and links to the guideline and the decision.",
-    ),
-    "off-guideline": ("Unmet criteria", "Warns when an order does not meet the guideline, naming the unmet criteria."),
-    "contraindication": ("Contraindications", "Warns when the guideline says the service may not be appropriate."),
-    "therapy-alternatives-opt": (
-        "Better alternatives",
-        "Proposes an order the guideline prefers, ready to accept in place of the draft.",
-    ),
-    "clinical-reminder": ("Prerequisite orders", "Proposes orders the guideline requires first, as companion orders."),
-}
-DEFAULT_MAX_CARDS = 10  # the advertised default of the max-cards configuration option
-OVERRIDE_SYSTEM = "http://cds.payer.example/fhir/CodeSystem/carepath-override-reason"
-OVERRIDE_REASONS = [
-    {
-        "system": OVERRIDE_SYSTEM,
-        "code": "documented-elsewhere",
-        "display": "The criteria are documented outside this record",
-    },
-    {
-        "system": OVERRIDE_SYSTEM,
-        "code": "clinical-judgment",
-        "display": "Clinical judgment: the benefit outweighs the guideline",
-    },
-    {"system": OVERRIDE_SYSTEM, "code": "urgent", "display": "Urgent: cannot wait for review"},
-    {"system": OVERRIDE_SYSTEM, "code": "patient-preference", "display": "Patient preference after discussion"},
+__all__ = [  # what the pipeline and discovery use of the card modules, in one place
+    "CARD_TYPES",
+    "CARD_TYPE_SYSTEMS",
+    "DEFAULT_MAX_CARDS",
+    "CardContext",
+    "alternative_cards",
+    "apply_configuration",
+    "decision_card",
+    "outside_cohort_card",
+    "reference_card",
+    "suggestion_key",
 ]
-# Plain marks that every EHR font has (no emoji).
-MARK = {Tri.MET: "✓ met", Tri.NOT_MET: "✗ not met", Tri.UNKNOWN: "? not documented"}
-NI_MARK = {Tri.MET: "✗ present", Tri.NOT_MET: "✓ not present", Tri.UNKNOWN: "? not documented"}
+_PLACEHOLDERS = {"unknown", "order", "service request", "?", "n/a", "none"}  # client displays that name nothing
+
+# --- the decision card ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CardContext:
-    """What every card of one call needs to know."""
-
-    payer: str
-    version: str
-    base_url: str
-    several_orders: bool
-    decision_url: Callable[[str], str]  # the (signed) link to a decision page
+def order_name(decision: OrderDecision, order_label: str) -> str:
+    """The order as the CarePath names it (its service), never a client's placeholder display ("Unknown")."""
+    if decision.service_title:
+        return decision.service_title
+    what = re.sub(r"\s*\([A-Za-z]+/[^)]*\)$", "", order_label).strip()
+    return what if what and what.lower() not in _PLACEHOLDERS else "This order"
 
 
-def _source(ctx: CardContext, code: str) -> dict[str, Any]:
-    return {
-        "label": ctx.payer,
-        "topic": {
-            "system": CARD_TYPE_SYSTEMS.get(ctx.version, CARD_TYPE_SYSTEMS["2.2"]),
-            "code": code,
-            "display": CARD_TYPES[code][0],
-        },
-    }
-
-
-def _clip(text: str, limit: int = 139) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _md(text: str) -> str:
-    """Make record text safe inside markdown: no raw HTML, no accidental emphasis or links."""
-    text = text.replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\\\`*_\[\]|])", r"\\\1", text)
-
-
-def _card(ctx: CardContext, code: str, indicator: str, summary: str, order_ref: str, **fields: Any) -> dict[str, Any]:
-    card: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()),
-        "summary": _clip(summary),
-        "indicator": indicator,
-        "source": _source(ctx, code),
-    }
-    card.update({k: v for k, v in fields.items() if v})
-    if ctx.several_orders:
-        card["extension"] = {"davinci-crd.associated-resource": [order_ref]}
-        if order_ref not in card.get("detail", ""):  # CRD dev-24: say which order, in words the user sees
-            card["detail"] = (card.get("detail", "") + f"\n\n_Applies to {order_ref}._").lstrip()
-    return card
-
-
-# --- the checklist ------------------------------------------------------------------
-
-
-def checklist(carepath: CarePath, decision: OrderDecision, order_label: str) -> str:
-    """Render the decision as a markdown checklist: every top criterion, its evidence and its source."""
-    lines = [
-        f"**{_md(order_label)}** — {carepath.title} CarePath {carepath.version}: "
-        f"**{_OUTCOME_WORDS[decision.outcome]}**",
-        "",
-    ]
+def checklist(carepath: CarePath, decision: OrderDecision, hook_allows_documentation: bool = True) -> str:
+    """The decision in plain words: what fails or is missing first, then one line of what was met."""
+    words = PlainWords(carepath)
+    why = explain(decision)
+    lines: list[str] = []
     if decision.conflicts:
-        lines.append("**The record contradicts documentation** (the record decides; the plan reviews the request):")
-        lines += [f"- {_md(c)}" for c in decision.conflicts]
+        lines.append("**The record contradicts an answer** (the record decides; the plan reviews the request):")
+        lines += [f"- {md(words.fact(c))}" for c in decision.conflicts]
         lines.append("")
-    if decision.notes:
-        lines += [f"_{_md(n)}_" for n in decision.notes]
-        lines.append("")
-    for root in decision.criteria:
-        if root.kind == "selection":
-            continue
-        lines.append(
-            f"**{_md(_GROUP_TITLES.get(root.kind, root.kind))}** ({root.id}): "
-            f"{(NI_MARK if root.kind == 'non-indication' else MARK)[root.result]}"
-        )
-        for node in root.children if root.logic in ("all", "any", "not") else [root]:
-            lines.extend(_criterion_lines(node, 0))
-        lines.append("")
-    if decision.questions:
-        lines.append("**To complete the request, answer in the documentation questionnaire:**")
-        lines += [f"- {_md(carepath.questions[q].text)}" for q in decision.questions if q in carepath.questions]
-        lines.append("")
+    lines += [f"_{md(words.fact(n))}_" for n in decision.notes]
+    lines += [""] if decision.notes else []
+    failing = [outcome_headline(decision), *grouped_lines(why.failing, "✗", words), ""] if why.failing else []
+    if decision.outcome is Outcome.DOCUMENTATION_NEEDED:  # what to answer first; routes that failed after
+        lines += _documentation(carepath, decision, why, words, hook_allows_documentation) + failing
+    else:
+        lines += failing
+    good = met_line(why)
+    if good:
+        lines.append(good)
     return "\n".join(lines).strip()
 
 
-def _criterion_lines(node: CriterionResult, depth: int) -> list[str]:
-    marks = NI_MARK if node.kind == "non-indication" else MARK
-    evidence = f" — evidence: {', '.join(node.evidence[:4])}" if node.evidence else ""
-    section = _md(node.cite.split(" › ", 1)[-1])
-    indent = "  " * depth
-    lines = [
-        f"{indent}- {marks[node.result]}: {_md(node.text)} — {_md(node.reason)}{evidence} _({node.id}; {section})_"
-    ]
-    if depth < 2 and node.logic in ("all", "any"):
-        children = node.children
-        if node.logic == "any" and node.result is Tri.MET:
-            children = [c for c in children if c.result is Tri.MET]  # the route that met it
-        for child in children:
-            lines.extend(_criterion_lines(child, depth + 1))
-    return lines
-
-
-_OUTCOME_WORDS = {
-    Outcome.CRITERIA_MET: "criteria met",
-    Outcome.NOT_MET: "criteria not met",
-    Outcome.CONTRAINDICATED: "may not be appropriate",
-    Outcome.DOCUMENTATION_NEEDED: "documentation needed",
-    Outcome.NOT_APPLICABLE: "outside this guideline",
-}
-_GROUP_TITLES = {
-    "population": "Patient",
-    "indication": "Indications",
-    "subsequent-request": "Repeat requests",
-    "frequency": "Number and technique",
-    "site-of-service": "Setting",
-    "non-indication": "Non-indications",
-}
-
-
-def _sentence_case(text: str) -> str:
-    """Lower the first letter to run a criterion on in a sentence, but never an acronym ("CT myelogram")."""
-    if len(text) > 1 and text[0].isupper() and not text[1].isupper():
-        return text[0].lower() + text[1:]
-    return text
-
-
-def _first_texts(decision: OrderDecision, ids: Sequence[str], limit: int = 2) -> str:
-    texts = []
-    for criterion_id in ids[:limit]:
-        node = decision.criterion(criterion_id)
-        if node:
-            texts.append(_sentence_case(node.text))
-    return "; ".join(texts)
+def _documentation(
+    carepath: CarePath, decision: OrderDecision, why: Explanation, words: PlainWords, asked_now: bool
+) -> list[str]:
+    """The unknown criteria with what the record shows, then the questions that settle them."""
+    lines = grouped_lines([node for node in why.unknown if fact(node, words)], "?", words)
+    if not decision.questions:
+        head = "**The plan reviews the request:** part of the record could not be read:"
+        return [head, *lines, ""] if lines else [head, ""]
+    when = "in the documentation questionnaire" if asked_now else "when you sign"
+    head = f"**{answers_needed(decision).capitalize()}** {when}:"
+    return [head, *lines, *question_lines(carepath, decision), ""]
 
 
 def decision_card(
@@ -197,59 +111,92 @@ def decision_card(
     order_label: str,
     pa_number: str | None,
     hook_allows_documentation: bool,
+    pa_expires: str | None = None,
 ) -> dict[str, Any]:
-    """The checklist card: what to do, and why, criterion by criterion."""
-    title = decision.service_title or order_label
-    detail = checklist(carepath, decision, order_label)
+    """The decision card: the outcome and the one next step in the summary, the reasons in the detail."""
+    name = order_name(decision, order_label)
+    detail = checklist(carepath, decision, hook_allows_documentation)
     outcome = decision.outcome
     if outcome is Outcome.CRITERIA_MET:
-        summary = f"{title}: meets the guideline" + (f"; prior authorization {pa_number} issued" if pa_number else "")
-        if decision.conflicts:
-            summary = f"{title}: the record contradicts an answer; the plan reviews the request"
-        return _card(ctx, "guideline", "info", summary, decision.order_ref, detail=detail)
-    if outcome is Outcome.DOCUMENTATION_NEEDED and not decision.questions:
-        summary = f"{title}: the plan reviews the request (the record holds data that could not be read)"
-        return _card(ctx, "guideline", "info", summary, decision.order_ref, detail=detail)
-    if outcome is Outcome.DOCUMENTATION_NEEDED:
-        n = len(decision.questions)
-        ask = (
-            f"answer {n} question{'s' if n != 1 else ''} to complete prior authorization"
-            if hook_allows_documentation
-            else "documentation will be requested when you sign"
-        )
-        return _card(ctx, "guideline", "info", f"{title}: {ask}", decision.order_ref, detail=detail)
-    if outcome is Outcome.CONTRAINDICATED:
-        summary = f"{title} may not be appropriate: {_first_texts(decision, decision.failing)}"
-        return _card(
+        return make_card(
             ctx,
-            "contraindication",
-            "warning",
-            summary,
+            "guideline",
+            "info",
+            _met_summary(name, decision, pa_number, pa_expires),
             decision.order_ref,
             detail=detail,
-            overrideReasons=OVERRIDE_REASONS,
         )
-    summary = f"{title} does not meet the guideline: {_first_texts(decision, decision.failing)}"
-    return _card(
-        ctx, "off-guideline", "warning", summary, decision.order_ref, detail=detail, overrideReasons=OVERRIDE_REASONS
-    )
+    if outcome is Outcome.DOCUMENTATION_NEEDED:
+        return make_card(
+            ctx,
+            "guideline",
+            "info",
+            _documentation_summary(name, decision, hook_allows_documentation),
+            decision.order_ref,
+            detail=detail,
+        )
+    why = explain(decision)
+    code = "contraindication" if outcome is Outcome.CONTRAINDICATED else "off-guideline"
+    summary = _warning_summary(name, decision, why)
+    return make_card(ctx, code, "warning", summary, decision.order_ref, detail=detail, overrideReasons=OVERRIDE_REASONS)
+
+
+def _met_summary(name: str, decision: OrderDecision, pa_number: str | None, pa_expires: str | None) -> str:
+    if decision.conflicts:
+        return f"{name}: the record contradicts an answer; the plan reviews the request"
+    if pa_number and pa_expires:
+        return f"{name}: approved, prior authorization {pa_number} issued, valid until {pa_expires}"
+    if pa_number:
+        return f"{name}: approved, prior authorization {pa_number} issued"
+    return f"{name}: meets the guideline; the plan reviews the prior authorization request"
+
+
+def _documentation_summary(name: str, decision: OrderDecision, asked_now: bool) -> str:
+    if not decision.questions:
+        return f"{name}: the plan reviews the request; part of the record could not be read"
+    if not asked_now:
+        return f"{name}: {answers_needed(decision)} for prior authorization; the form comes when you sign"
+    return f"{name}: {answers_needed(decision)} for prior authorization"
+
+
+def _warning_summary(name: str, decision: OrderDecision, why: Explanation) -> str:
+    """ "<order>: not approved — “<first failing criterion>” not met; <next step>", the criterion shortened to fit.
+
+    The criterion is quoted in the guideline's words, so "No physical therapy in the past year" reads as
+    the requirement, never as the cause.
+    """
+    contraindicated = decision.outcome is Outcome.CONTRAINDICATED
+    verdict = "may not be appropriate" if contraindicated else "not approved"
+    wrap = "on record: {}" if contraindicated else "“{}” not met"
+    head, tail = f"{name}: {verdict} — ", f"; {next_step(decision)}"
+    room = SUMMARY_LIMIT - len(head) - len(tail) - len(wrap) + 2
+    if not why.failing or room < 20:
+        return fit(f"{name}: {verdict}{tail}")
+    return head + wrap.format(fit(clause(why.failing[0].text), room)) + tail
 
 
 def outside_cohort_card(ctx: CardContext, decision: OrderDecision, order_label: str) -> dict[str, Any]:
     """A CarePath code with a diagnosis outside the cohort: tell the clinician it goes to ordinary review."""
+    name = order_name(decision, order_label)
     detail = (
-        f"**{_md(order_label)}**: {_md(decision.summary)}. The guideline's criteria do not apply to this "
-        "diagnosis, so the request is reviewed by the plan (prior authorization needed). If the order is "
-        "for neck pain, add the diagnosis that shows it."
+        f"The order's diagnosis is not one the {md(_guideline(decision))} guideline covers, so its criteria do not "
+        "apply and the plan reviews the request. If the order is for neck pain, add the neck pain diagnosis "
+        "as the order's reason and sign again."
     )
-    return _card(
+    return make_card(
         ctx,
         "guideline",
         "info",
-        f"{decision.service_title or order_label}: prior authorization review needed (diagnosis outside the guideline)",
+        f"{name}: prior authorization review needed; the diagnosis is outside the guideline",
         decision.order_ref,
         detail=detail,
     )
+
+
+def _guideline(decision: OrderDecision) -> str:
+    """The guideline's name as the engine's summary gives it ("… outside the Neck Pain CarePath cohort")."""
+    found = re.search(r"outside the (.+?) CarePath", decision.summary)
+    return found.group(1) if found else "clinical"
 
 
 def reference_card(ctx: CardContext, carepath: CarePath, decision: OrderDecision, assertion_id: str) -> dict[str, Any]:
@@ -273,12 +220,12 @@ def reference_card(ctx: CardContext, carepath: CarePath, decision: OrderDecision
         )
     links.append(
         {
-            "label": "This decision, criterion by criterion",
+            "label": DECISION_LINK,
             "type": "absolute",
             "url": ctx.decision_url(assertion_id),
         }
     )
-    return _card(
+    return make_card(
         ctx,
         "guideline",
         "info",
@@ -291,141 +238,15 @@ def reference_card(ctx: CardContext, carepath: CarePath, decision: OrderDecision
 # --- better and additional orders ----------------------------------------------------------
 
 
-def _new_order(order: Mapping[str, Any], code: Mapping[str, Any], note: str | None = None) -> dict[str, Any]:
-    """A new draft ServiceRequest like ``order`` but for another code (valid for the CRD profile)."""
-    keep = (
-        "subject",
-        "requester",
-        "authoredOn",
-        "reasonCode",
-        "reasonReference",
-        "encounter",
-        "insurance",
-        "bodySite",
-        "priority",
-    )
-    new: dict[str, Any] = {
-        "resourceType": "ServiceRequest",
-        "id": str(uuid.uuid4()),
-        "status": "draft",
-        "intent": "order",
-        "code": {
-            "coding": [{k: v for k, v in code.items() if k in ("system", "code", "display")}],
-            "text": code.get("display", code["code"]),
-        },
-    }
-    new.update({k: order[k] for k in keep if k in order})
-    if note:
-        new["note"] = [{"text": note}]
-    return new
-
-
-def alternative_cards(
-    ctx: CardContext,
-    decision: OrderDecision,
-    order: Mapping[str, Any],
-    others: Sequence[Mapping[str, Any]],
-    carepath: CarePath,
-) -> list[dict[str, Any]]:
-    """Cards proposing the alternatives the engine found for this order."""
-    ref = f"{order.get('resourceType')}/{order.get('id')}"
-    cards = []
-    for alt in decision.alternatives:
-        suggestion = _suggestion(alt, order, others, carepath)
-        if suggestion is None:
-            continue
-        code = "clinical-reminder" if alt["kind"] == "companion" else "therapy-alternatives-opt"
-        section = _md(alt["cite"].split(" › ", 1)[-1])
-        detail = f"{_md(alt['text'])}. Guideline: _{section}_ (because of {', '.join(alt['because'])})."
-        cards.append(
-            _card(
-                ctx,
-                code,
-                "info",
-                alt["text"],
-                ref,
-                detail=detail,
-                suggestions=[suggestion],
-                selectionBehavior="at-most-one",
-            )
-        )
-    return cards
-
-
-def _suggestion(
-    alt: Mapping[str, Any], order: Mapping[str, Any], others: Sequence[Mapping[str, Any]], carepath: CarePath
-) -> dict[str, Any] | None:
-    ref = f"{order.get('resourceType')}/{order.get('id')}"
-    kind = alt["kind"]
-    if kind == "replace":
-        actions = [
-            {"type": "delete", "description": f"Remove the draft order {ref}", "resourceId": ref},
-            {
-                "type": "create",
-                "description": f"Order {alt['code'].get('display', alt['code']['code'])} instead",
-                "resource": _new_order(order, alt["code"]),
-            },
-        ]
-    elif kind == "companion":
-        actions = [
-            {
-                "type": "create",
-                "description": f"Add an order for {alt['code'].get('display', alt['code']['code'])}",
-                "resource": _new_order(order, alt["code"]),
-            }
-        ]
-    elif kind == "set-location":
-        updated = dict(order)
-        updated["locationCode"] = [
-            {
-                "coding": [{k: v for k, v in alt["location"].items() if k in ("system", "code", "display")}],
-                "text": alt["location"].get("display", ""),
-            }
-        ]
-        actions = [{"type": "update", "description": f"Perform {ref} in an outpatient setting", "resource": updated}]
-    else:
-        actions = _split_session(alt, order, others, carepath)
-        if not actions:
-            return None
-    return {"label": _clip(alt["text"], 80), "uuid": str(uuid.uuid4()), "isRecommended": True, "actions": actions}
-
-
-def _split_session(
-    alt: Mapping[str, Any], order: Mapping[str, Any], others: Sequence[Mapping[str, Any]], carepath: CarePath
-) -> list[dict[str, Any]]:
-    """Move the order carrying an extra-level code to a separate session: delete it, create it anew."""
-    from fhir_mappings.codes import concept_codes
-
-    matcher = carepath.matcher((alt["codesFrom"],))
-    for candidate in [order, *others]:
-        if matcher.first_match(concept_codes(candidate.get("code"))):
-            ref = f"{candidate.get('resourceType')}/{candidate.get('id')}"
-            coding = next(c for c in candidate["code"]["coding"] if matcher.first_match(concept_codes({"coding": [c]})))
-            new = _new_order(candidate, coding, "Separate session: at most two facet levels per session")
-            return [
-                {"type": "delete", "description": f"Remove {ref} from this session", "resourceId": ref},
-                {"type": "create", "description": "Order that level for a separate session", "resource": new},
-            ]
-    return []
-
-
-def suggestion_key(card: Mapping[str, Any]) -> str:
-    """What a suggestion card does, ignoring generated ids: two cards with one key are duplicates."""
-    parts = []
-    for suggestion in arr(card.get("suggestions")):
-        for action in arr(suggestion.get("actions")):
-            resource = action.get("resource") or {}
-            codes = [c.get("code") for c in obj(resource.get("code")).get("coding") or []]
-            parts.append(f"{action['type']}:{action.get('resourceId', '')}:{codes}:{resource.get('locationCode', '')}")
-    return "|".join(parts)
-
-
 # --- selection and limits -------------------------------------------------------------
 
 
 def apply_configuration(cards: list[dict[str, Any]], configuration: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Drop card types switched off, and keep at most ``max-cards`` (warnings and decisions first)."""
-    kept = [c for c in cards if configuration.get(c["source"]["topic"]["code"], True) is not False]
+    """The last step of every call: link each card to its decision, then apply the client's configuration.
+
+    Drops card types switched off, and keeps at most ``max-cards`` (warnings and decisions first).
+    """
+    kept = [c for c in _linked(cards) if configuration.get(c["source"]["topic"]["code"], True) is not False]
     limit = configuration.get("max-cards", DEFAULT_MAX_CARDS)
     if isinstance(limit, int) and not isinstance(limit, bool):
         order = {
@@ -446,3 +267,22 @@ def apply_configuration(cards: list[dict[str, Any]], configuration: Mapping[str,
         keep_ids = {id(c) for _, c in ranked[:limit]}
         kept = [c for c in kept if id(c) in keep_ids]
     return kept
+
+
+def _linked(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every card of an order links its decision page (in the detail, so an Instructions card stays one).
+
+    Only the order's reference card knows the page's signed address, so the others take it from there,
+    before the configuration may drop the reference card itself.
+    """
+    pages = {
+        card[ORDER_KEY]: link["url"]
+        for card in cards
+        for link in card.get("links", [])
+        if link.get("label") == DECISION_LINK and ORDER_KEY in card
+    }
+    for card in cards:
+        url = pages.get(card.pop(ORDER_KEY, None))
+        if url and "links" not in card:
+            card["detail"] = (card.get("detail", "") + f"\n\n[{DECISION_LINK}]({url})").lstrip()
+    return cards

@@ -14,7 +14,6 @@ from typing import Any
 from cds_server.engine import CarePath
 from cds_server.engine.model import Group, Leaf, Node, Question, Ref, Service
 
-ORIGIN = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/information-origin"
 _TYPES = {
     "boolean": "boolean",
     "choice": "choice",
@@ -138,6 +137,30 @@ def build_questionnaire(carepath: CarePath, service: Service) -> dict[str, Any]:
     }
 
 
+def tailored(questionnaire: Mapping[str, Any], needed: Iterable[str]) -> dict[str, Any]:
+    """Return the Questionnaire with ``required`` on exactly the items one decision still needs.
+
+    The static Questionnaire marks every item that can decide a criterion; for one
+    order most of them are already settled by the record. Same url, version and
+    items, so a response to it is a response to the canonical one (the engine
+    reads answers by canonical): only the ``required`` flags change.
+    """
+    wanted = set(needed)
+
+    def mark(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for item in items:
+            copy = {k: v for k, v in item.items() if k not in ("required", "item")}
+            if item["linkId"] in wanted:
+                copy["required"] = True
+            if "item" in item:
+                copy["item"] = mark(item["item"])
+            out.append(copy)
+        return out
+
+    return {**questionnaire, "item": mark(questionnaire["item"])}
+
+
 def all_questionnaires(carepaths: Iterable[CarePath]) -> dict[str, dict[str, Any]]:
     """Return every service's Questionnaire, by id."""
     out = {}
@@ -146,52 +169,3 @@ def all_questionnaires(carepaths: Iterable[CarePath]) -> dict[str, dict[str, Any
             questionnaire = build_questionnaire(carepath, service)
             out[questionnaire["id"]] = questionnaire
     return out
-
-
-def prefilled_response(
-    questionnaire: Mapping[str, Any],
-    prefill: Mapping[str, Mapping[str, Any]],
-    subject: Mapping[str, Any] | None,
-    authored: str,
-    system: str,
-) -> dict[str, Any]:
-    """Return an in-progress QuestionnaireResponse with what the record answers, marked as coming from it."""
-
-    def answer(entry: Mapping[str, Any]) -> dict[str, Any]:
-        kind, value = entry["type"], entry["value"]
-        key = {
-            "boolean": "valueBoolean",
-            "integer": "valueInteger",
-            "decimal": "valueDecimal",
-            "date": "valueDate",
-            "string": "valueString",
-        }.get(kind)
-        out = {key: value} if key else {"valueCoding": {"system": system, "code": value}}
-        out["extension"] = [{"url": ORIGIN, "extension": [{"url": "source", "valueCode": "auto"}]}]
-        return out
-
-    def fill(items: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for item in items:
-            if item["type"] == "group" and "item" in item:
-                children = fill(item["item"])
-                if children:
-                    out.append({"linkId": item["linkId"], "text": item["text"], "item": children})
-            elif item["linkId"] in prefill:
-                out.append(
-                    {"linkId": item["linkId"], "text": item["text"], "answer": [answer(prefill[item["linkId"]])]}
-                )
-        return out
-
-    response: dict[str, Any] = {
-        "resourceType": "QuestionnaireResponse",
-        "status": "in-progress",
-        "questionnaire": f"{questionnaire['url']}|{questionnaire['version']}",
-        "authored": authored,
-        "item": fill(questionnaire["item"]),
-    }
-    if subject:
-        response["subject"] = dict(subject)
-    if not response["item"]:
-        del response["item"]
-    return response

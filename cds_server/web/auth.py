@@ -360,3 +360,21 @@ def _signed_decision_link(request: Any, secret: str | None) -> bool:
         return False
     assertion_id = unquote(request.path[len(prefix) :])
     return valid(secret, assertion_id, request.args.get("exp"), request.args.get("sig"))
+
+
+def readable_by_caller(stored: dict[str, Any]) -> bool:
+    """A kept decision (its page, its pre-filled questionnaire) is for the client that asked, or its tenant.
+
+    A signed link from a card opens that decision without a token (``auth.guard``); with a token,
+    the token's issuer (or tenant) must be the one recorded with the decision. With
+    authentication off (a demo) every caller is trusted.
+    """
+    from flask import current_app, g
+
+    client = g.get("client")
+    if not current_app.config["AUTH_REQUIRED"] or client is None:
+        return True
+    if stored.get("client_iss") and stored["client_iss"] == client.get("iss"):
+        return True
+    tenant = stored.get("client_tenant")
+    return bool(tenant) and tenant == client.get("tenant")

@@ -6,14 +6,18 @@ Both answer JSON for machines and HTML for reviewers, by content negotiation
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 
 from cds_server.engine import CarePath
 from cds_server.engine.model import Group, Node, Ref
 from cds_server.errors import Issue, UnknownService
+from cds_server.pipeline.card_text import PlainWords
+from cds_server.web.auth import readable_by_caller
 from cds_server.web.wire import base_url, json_response
 
 pages = Blueprint("pages", __name__)
@@ -86,30 +90,86 @@ def guideline(cp_id: str) -> Response:
 def determination(assertion_id: str) -> Response:
     """Everything behind one coverage assertion: criteria, evidence, parameters, answers, authorization."""
     stored = current_app.extensions["cds"].store.assertion(assertion_id)
-    if stored is None or not _readable_by_caller(stored):  # another client's decision: as if unknown
+    if stored is None or not readable_by_caller(stored):  # another client's decision: as if unknown
         raise UnknownService(f"No decision {assertion_id!r}", [Issue(f"unknown decision {assertion_id!r}")])
     body = _determination(stored)
     if not wants_html():
         return json_response(body)
     cp = body.get("carePath") or {}
     guideline_url = f"{base_url()}/carepaths/{cp.get('id')}" if cp else ""
-    return Response(render_template("determination.html", d=body, guideline_url=guideline_url), mimetype="text/html")
+    carepath = next((c for c in current_app.extensions["cds"].carepaths if c.id == cp.get("id")), None)
+    words = PlainWords(carepath) if carepath else None
+    criteria = [_view(node, carepath, words) for node in body["criteria"]] if carepath and words else []
+    html = render_template(
+        "determination.html",
+        d=body,
+        criteria=criteria,
+        questions=[_question_text(carepath, q) for q in body["questions"]],
+        outcome=OUTCOME_WORDS.get(body["outcome"], body["outcome"]),
+        guideline_url=guideline_url,
+    )
+    return Response(html, mimetype="text/html")
 
 
-def _readable_by_caller(stored: dict[str, Any]) -> bool:
-    """A decision page is for the client that asked (or another client of its tenant).
+# A criterion's result in words and in a colour by what it means for the order: for a non-indication
+# (a contraindication, a red flag ruling the service out) "met" means present, which is bad news.
+_MEANING = {
+    (False, "met"): ("good", "met"),
+    (False, "not-met"): ("bad", "not met"),
+    (False, "unknown"): ("open", "not documented"),
+    (True, "met"): ("bad", "present"),
+    (True, "not-met"): ("good", "not present"),
+    (True, "unknown"): ("open", "not documented"),
+}
+OUTCOME_WORDS = {
+    "criteria-met": "criteria met",
+    "not-met": "criteria not met",
+    "contraindicated": "may not be appropriate",
+    "documentation-needed": "documentation needed",
+    "not-applicable": "outside the guideline",
+}
 
-    A signed link from a card opens that decision without a token (``auth.guard``); with a token,
-    the token's issuer (or tenant) must be the one recorded with the decision. With
-    authentication off (a demo) every caller is trusted.
-    """
-    client = g.get("client")
-    if not current_app.config["AUTH_REQUIRED"] or client is None:
-        return True
-    if stored.get("client_iss") and stored["client_iss"] == client.get("iss"):
-        return True
-    tenant = stored.get("client_tenant")
-    return bool(tenant) and tenant == client.get("tenant")
+
+def _view(node: dict[str, Any], carepath: CarePath, words: PlainWords) -> dict[str, Any]:
+    """One criterion of a stored decision as the page shows it: colour by meaning, facts and parameters in words."""
+    tone, label = _MEANING[(node.get("kind") == "non-indication", node["result"])]
+    return {
+        **node,
+        "tone": tone,
+        "label": label,
+        "fact": words.fact(node.get("reason", "")),
+        "parameters": [_parameter(carepath, k, v) for k, v in (node.get("parameters") or {}).items()],
+        "questions": [_question_text(carepath, q) for q in node.get("questions", [])],
+        "children": [_view(child, carepath, words) for child in node.get("children", [])],
+    }
+
+
+def _parameter(carepath: CarePath, name: str, value: Any) -> dict[str, str]:
+    """A CarePath parameter as words: its name split, its value read out, its meaning from the CarePath."""
+    known = carepath.parameters.get(name)
+    return {"name": _uncamel(name), "value": _value_words(value), "meaning": known.description if known else ""}
+
+
+def _value_words(value: Any) -> str:
+    """A parameter value read out: booleans as yes/no, lists joined, combinations as "all of (…)"."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{_uncamel(str(k))} of ({_value_words(v)})" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value_words(v) for v in value)
+    if isinstance(value, str):
+        return _uncamel(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _uncamel(name: str) -> str:
+    return re.sub(r"(?<=[a-z])([A-Z])", r" \1", name).lower()
+
+
+def _question_text(carepath: CarePath | None, link_id: str) -> str:
+    question = carepath.questions.get(link_id) if carepath else None
+    return question.text if question else link_id
 
 
 def _determination(stored: dict[str, Any]) -> dict[str, Any]:

@@ -200,8 +200,13 @@ function renderCoverage(response) {
       open.textContent = "Open the documentation questionnaire";
       open.id = "open-questionnaire";
       open.addEventListener("click", () => openQuestionnaire(action.resource));
+      const step = document.createElement("button");  // the adaptive form (adaptive.js, $next-question)
+      step.textContent = "Answer step by step";
+      step.id = "open-adaptive";
+      step.addEventListener("click", () => openAdaptive(action.resource, info.questionnaire));
       div.appendChild(document.createElement("br"));
       div.appendChild(open);
+      div.appendChild(step);
     }
     box.appendChild(div);
     $("decision-link").innerHTML = `<a id="decision" href="${decisionHref(response, info["coverage-assertion-id"])}" target="_blank" rel="noopener">See this decision, criterion by criterion</a>`;
@@ -381,6 +386,11 @@ async function submitAnswers(questionnaire, prefill, order) {
   const response = {resourceType: "QuestionnaireResponse", id: `qr-${Date.now()}`, status: "completed",
     questionnaire: prefill.questionnaire || `${questionnaire.url}|${questionnaire.version}`,
     authored: new Date().toISOString().replace(/\.\d+Z$/, "Z"), item: items};
+  await attachAndSign(order, response);
+}
+
+// The completed response goes with the order (contained, named in supportingInfo), as a DTR client files it.
+async function attachAndSign(order, response) {
   const entry = state.request.context.draftOrders.entry.find((e) => e.resource.resourceType === order.resourceType && e.resource.id === order.id);
   entry.resource.contained = (entry.resource.contained || []).filter((c) => c.resourceType !== "QuestionnaireResponse").concat([response]);
   entry.resource.supportingInfo = [{reference: `#${response.id}`}];

@@ -1,0 +1,70 @@
+"""The record index: entries read on first use decide exactly as entries read at once, and fail closed.
+
+The reader reads every resource's status and codes when the record is built
+and the rest of an entry when a criterion first asks for it. These tests pin
+what that must never change: what was not understood is known before any
+entry is asked for, a lookup by value set lists the same entries in the same
+order as a scan of every entry, and nothing depends on the order the resources
+came in.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from bench.bench_engine import sized_record
+from cds_server.carepath_store import load_carepaths, terminology_for
+from fhir_mappings.codes import CodeMatcher
+from fhir_mappings.record import PatientRecord
+from tests import builders as b
+
+CAREPATHS = load_carepaths()
+TERMINOLOGY = terminology_for(CAREPATHS)
+LOCAL = "urn:oid:1.2.3.4.5"
+TYPES = ("Condition", "Observation", "Procedure", "MedicationRequest", "MedicationStatement", "Encounter")
+
+
+def test_what_was_not_understood_is_known_before_any_entry_is_read() -> None:
+    unknown_status = b.procedure("odd", "64490", "2024-01-02", status="weird")
+    local_result = {
+        "resourceType": "Observation",
+        "id": "local",
+        "status": "final",
+        "code": {"coding": [{"system": LOCAL, "code": "PLT"}]},
+        "effectiveDateTime": "2024-01-03",
+        "valueQuantity": {"value": 40},
+    }
+    record = PatientRecord([b.patient(), unknown_status, local_result], None, TERMINOLOGY)
+    assert [u.ref for u in record.unread_of("Procedure", "Observation")] == ["Procedure/odd", "Observation/local"]
+    assert record.unread_of("Procedure")[0].codes == frozenset()  # bears on every criterion reading Procedures
+
+
+def test_a_condition_dated_by_age_reads_the_patient_wherever_it_stands() -> None:
+    condition = b.condition("c", "M54.2", None, onsetAge={"value": 50, "unit": "a"})
+    first = PatientRecord([condition, b.patient(birth="1970-03-01")], None, TERMINOLOGY).entries("Condition")
+    last = PatientRecord([b.patient(birth="1970-03-01"), condition], None, TERMINOLOGY).entries("Condition")
+    assert first[0].start == last[0].start is not None
+
+
+def _matchers() -> list[CodeMatcher]:
+    found = {id(vs.matcher): vs.matcher for cp in CAREPATHS for vs in cp.value_sets.values()}
+    return list(found.values())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lookups_by_value_set_list_what_a_scan_of_every_entry_finds(seed: int) -> None:
+    resources: list[dict[str, Any]] = sized_record(400)
+    random.Random(seed).shuffle(resources)
+    lazy = PatientRecord(resources, "p", TERMINOLOGY)
+    eager = PatientRecord(resources, "p", TERMINOLOGY)
+    everything = {t: eager.entries(t) for t in TYPES}
+    for matcher in _matchers():
+        for use_values in (True, False):
+            got = [e.ref for e in lazy.entries_matching(TYPES, matcher, use_values)]
+            codes = (lambda e: e.codes | e.value_codes) if use_values else (lambda e: e.codes)
+            scanned = [e.ref for t in TYPES for e in everything[t] if any(matcher.matches(c) for c in codes(e))]
+            assert got == scanned
+    assert [e.ref for e in lazy.entries(*TYPES)] == [e.ref for t in TYPES for e in everything[t]]
