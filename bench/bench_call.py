@@ -1,14 +1,15 @@
-"""CPU per hook call, in process, with authentication on: the request path with and without the engine.
+"""CPU per hook call, in process, with authentication on: the request path apart from the engine and the cards.
 
 Every scenario of the library becomes an order-sign call with everything prefetched
 (``hook_request``), sent through the real app (Flask test client, so no socket and no
 gunicorn) with a bearer token signed before the run (ES384, unique ``jti``), and with
 SQLite keeping every record. Each call is timed with the thread's CPU clock
-(``time.thread_time``) and the wall clock. The engine (reading the record and evaluating
-the CarePath: ``PatientRecord`` and ``evaluate_orders``, owned and benchmarked by
-``bench/bench_engine.py``) is timed on its own inside the same calls, so the table shows
-the whole call, the engine, and the rest: what the request path itself costs (checks,
-authentication, FHIR models of the orders, coverage, cards, records, JSON).
+(``time.thread_time``) and the wall clock. Two parts are timed on their own inside the
+same calls, where the pipeline calls them (``TIMED``): the engine (reading the record and
+evaluating the CarePath: ``PatientRecord`` and ``evaluate_orders``, benchmarked by
+``bench/bench_engine.py``) and the cards (the text of the answer, ``answer.answer``). The
+rest is the request path itself: authentication, the checks, the FHIR models of the
+orders, Coverage, coverage information, the records, JSON and the framework.
 
 ``--profile FILE`` also writes a cProfile of the measured rounds (``python -m pstats FILE``).
 Results are recorded in docs/performance.md (target: the request path ≤ 1.5 ms median).
@@ -38,8 +39,12 @@ from signing import ALGORITHMS, BASE_URL, BenchClient  # noqa: E402
 from cds_server.scenarios import EXEMPTIONS_NAME, SCENARIO_DIR, hook_request, load_scenario  # noqa: E402
 
 PATH = "/cds-services/crd-order-sign"
-ENGINE_SITE = "cds_server.pipeline.decide"  # the pipeline module that calls the engine
-ENGINE_CALLS = ("PatientRecord", "evaluate_orders")
+# Parts timed apart, each where the pipeline calls it: the engine (reading the record and deciding;
+# bench/bench_engine.py) and the cards' text (cds_server/pipeline/cards.py and card_text.py).
+TIMED = {
+    "engine": ("cds_server.pipeline.decide", ("PatientRecord", "evaluate_orders")),
+    "cards": ("cds_server.pipeline.keep", ("answer",)),
+}
 
 
 def bodies() -> list[bytes]:
@@ -49,30 +54,32 @@ def bodies() -> list[bytes]:
 
 
 @contextlib.contextmanager
-def engine_timer() -> Iterator[list[float]]:
-    """Time the engine's entry points where the pipeline calls them; yields the running total (seconds)."""
+def part_timers() -> Iterator[dict[str, list[float]]]:
+    """Time each part of ``TIMED`` where the pipeline calls it; yields its running total (CPU seconds)."""
     import importlib
 
-    site = importlib.import_module(ENGINE_SITE)
-    spent = [0.0]
-    originals = {name: getattr(site, name) for name in ENGINE_CALLS}
+    spent = {part: [0.0] for part in TIMED}
+    originals = []
 
-    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(fn: Callable[..., Any], total: list[float]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             began = time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[0] += time.thread_time() - began
+                total[0] += time.thread_time() - began
 
         return wrapper
 
-    for name, fn in originals.items():
-        setattr(site, name, timed(fn))
+    for part, (module, names) in TIMED.items():
+        site = importlib.import_module(module)
+        for name in names:
+            originals.append((site, name, getattr(site, name)))
+            setattr(site, name, timed(getattr(site, name), spent[part]))
     try:
         yield spent
     finally:
-        for name, fn in originals.items():
+        for site, name, fn in originals:
             setattr(site, name, fn)
 
 
@@ -92,41 +99,46 @@ def measure(rounds: int, warmup: int, profile: str | None, alg: str = "ES384") -
                 "LOG_LEVEL": "WARNING",
             }
         )
-        http = app.test_client()
         tokens = iter(client.tokens(PATH, len(payloads) * (rounds + warmup)))
-        cpu, wall, engine, skipped = [], [], [], set()
         profiler = cProfile.Profile() if profile else None
-        with engine_timer() as spent:
-            for round_ in range(warmup + rounds):
-                for number, body in enumerate(payloads):
-                    headers = {"Authorization": f"Bearer {next(tokens)}", "Content-Type": "application/json"}
-                    measured = round_ >= warmup
-                    if profiler and measured:
-                        profiler.enable()
-                    spent[0], c0, w0 = 0.0, time.thread_time(), time.perf_counter()
-                    response = http.post(PATH, data=body, headers=headers, base_url=BASE_URL)
-                    c1, w1 = time.thread_time(), time.perf_counter()
-                    if profiler and measured:
-                        profiler.disable()
-                    if response.status_code != 200:
-                        skipped.add(number)
-                    elif measured:
-                        cpu.append((c1 - c0) * 1000)
-                        wall.append((w1 - w0) * 1000)
-                        engine.append(spent[0] * 1000)
+        figures, skipped = run(app.test_client(), payloads, tokens, warmup, rounds, profiler)
         if profiler and profile:
             profiler.dump_stats(profile)
         app.extensions["cds"].store.close()
-    rest = [c - e for c, e in zip(cpu, engine, strict=True)]
-    return {
-        "calls": len(cpu),
-        "bodies": len(payloads),
-        "skipped": len(skipped),
-        "cpu_ms": summary(cpu),
-        "wall_ms": summary(wall),
-        "engine_ms": summary(engine),
-        "request_path_ms": summary(rest),
-    }
+    own = [c - sum(figures[part][i] for part in TIMED) for i, c in enumerate(figures["cpu"])]
+    result: dict[str, Any] = {"calls": len(own), "bodies": len(payloads), "skipped": len(skipped)}
+    result |= {f"{key}_ms": summary(values) for key, values in figures.items()}
+    return result | {"request_path_ms": summary(own)}
+
+
+def run(
+    http: Any, payloads: list[bytes], tokens: Iterator[str], warmup: int, rounds: int, profiler: Any
+) -> tuple[dict[str, list[float]], set[int]]:
+    """Send the payloads round after round; per measured call: CPU, wall, and the CPU of each timed part."""
+    figures: dict[str, list[float]] = {"cpu": [], "wall": [], **{part: [] for part in TIMED}}
+    skipped: set[int] = set()
+    with part_timers() as spent:
+        for round_ in range(warmup + rounds):
+            measured = round_ >= warmup
+            for number, body in enumerate(payloads):
+                headers = {"Authorization": f"Bearer {next(tokens)}", "Content-Type": "application/json"}
+                if profiler and measured:
+                    profiler.enable()
+                for total in spent.values():
+                    total[0] = 0.0
+                c0, w0 = time.thread_time(), time.perf_counter()
+                response = http.post(PATH, data=body, headers=headers, base_url=BASE_URL)
+                c1, w1 = time.thread_time(), time.perf_counter()
+                if profiler and measured:
+                    profiler.disable()
+                if response.status_code != 200:
+                    skipped.add(number)
+                elif measured:
+                    figures["cpu"].append((c1 - c0) * 1000)
+                    figures["wall"].append((w1 - w0) * 1000)
+                    for part, total in spent.items():
+                        figures[part].append(total[0] * 1000)
+    return figures, skipped
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -160,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         ("whole call, CPU", "cpu_ms"),
         ("whole call, wall", "wall_ms"),
         ("engine (record + CarePath)", "engine_ms"),
-        ("request path (CPU - engine)", "request_path_ms"),
+        ("cards (text of the answer)", "cards_ms"),
+        ("request path (the rest)", "request_path_ms"),
     ):
         row = result[key]
         print(f"{label:<28}{row['min']:>8.3f}{row['median']:>8.3f}{row['p90']:>8.3f}{row['mean']:>8.3f}")
