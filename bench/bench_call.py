@@ -90,15 +90,7 @@ def measure(rounds: int, warmup: int, profile: str | None, alg: str = "ES384") -
     client = BenchClient.new(alg)
     payloads = bodies()
     with tempfile.TemporaryDirectory(prefix="cds-bench-call-") as tmp:
-        app = create_app(
-            {
-                "AUTH_REQUIRED": True,
-                "PUBLIC_BASE_URL": BASE_URL,
-                "TRUSTED_CLIENTS": client.trusted_clients(),
-                "DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.sqlite'}",
-                "LOG_LEVEL": "WARNING",
-            }
-        )
+        app = create_app(client.app_settings(tmp))
         tokens = iter(client.tokens(PATH, len(payloads) * (rounds + warmup)))
         profiler = cProfile.Profile() if profile else None
         figures, skipped = run(app.test_client(), payloads, tokens, warmup, rounds, profiler)

@@ -102,16 +102,7 @@ def measure(calls: int, warmup: int, page_size: int, parallel: int, code: str) -
         resources = served_record()
         server.load(resources)
         with tempfile.TemporaryDirectory(prefix="cds-bench-fallback-") as tmp:
-            app = create_app(
-                {
-                    "AUTH_REQUIRED": True,
-                    "PUBLIC_BASE_URL": BASE_URL,
-                    "TRUSTED_CLIENTS": client.trusted_clients(),
-                    "DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.sqlite'}",
-                    "FHIR_MAX_PARALLEL": parallel,
-                    "LOG_LEVEL": "WARNING",
-                }
-            )
+            app = create_app(client.app_settings(tmp, FHIR_MAX_PARALLEL=parallel))
             http = app.test_client()
             tokens = iter(client.tokens(PATH, calls + warmup))
             times, outcome, reads = [], None, 0

@@ -46,6 +46,17 @@ class BenchClient:
         """The service's TRUSTED_CLIENTS setting (inline JWK Set, as a payer configures a known EHR)."""
         return [{"iss": ISSUER, "jwks": {"keys": [self.jwk]}}]
 
+    def app_settings(self, directory: Any, **extra: Any) -> dict[str, Any]:
+        """``create_app`` settings in process: authentication on, this client trusted, SQLite in ``directory``."""
+        return {
+            "AUTH_REQUIRED": True,
+            "PUBLIC_BASE_URL": BASE_URL,
+            "TRUSTED_CLIENTS": self.trusted_clients(),
+            "DATABASE_URL": f"sqlite:///{directory}/bench.sqlite",
+            "LOG_LEVEL": "WARNING",
+            **extra,
+        }
+
     def settings(self) -> dict[str, str]:
         """The ``CDS_*`` environment that turns authentication on and trusts this client."""
         return {
