@@ -142,7 +142,9 @@ class CodeMatcher:
         """
         if self.others:
             return set().union(*(m.members_among(codes, by_system) for m in self.others))
-        found = set(self.exact.intersection(codes))
+        exact = self.exact
+        # Test the smaller side's members against the larger (a value set may list thousands of codes).
+        found = {c for c in codes if c in exact} if len(codes) < len(exact) else {c for c in exact if c in codes}
         for system, prefixes in self.prefixes.items():
             for code in by_system.get(system, ()):
                 if code not in self.excluded and code[1].replace(".", "").startswith(prefixes):
@@ -152,6 +154,14 @@ class CodeMatcher:
     def prefix_systems(self) -> frozenset[str]:
         """The systems this matcher has prefix members in (those of its parts too)."""
         return self._prefix_systems
+
+    def narrower_systems(self) -> frozenset[str]:
+        """The systems :meth:`narrower_members` can be true in: those of prefix members, and the hierarchical ones."""
+        return self._narrower_systems
+
+    @functools.cached_property
+    def _narrower_systems(self) -> frozenset[str]:
+        return self.prefix_systems() | HIERARCHICAL_SYSTEMS
 
     @functools.cached_property
     def _prefix_systems(self) -> frozenset[str]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from fhir_mappings.codes import HIERARCHICAL_SYSTEMS, Code, CodeMatcher, arr, coding_key, obj
+from fhir_mappings.codes import Code, CodeMatcher, arr, coding_key, obj
 from fhir_mappings.entries import Deferred, Entry, Unread, describe_code
 from fhir_mappings.readers import READERS
 from fhir_mappings.references import (
@@ -113,8 +113,9 @@ class PatientRecord:
         self._parts: list[Slot | Unread] = []  # parts of the resource being read (see add_part)
         # Lookups built on first use (see entries_matching), kept for the record's lifetime.
         self._sorted: dict[str, list[Entry]] = {}
-        self._code_index: dict[str, _TypeIndex] = {}
+        self._code_index: _CodeIndex | None = None
         self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
+        self._hits: dict[tuple[Any, ...], tuple[CodeMatcher, set[int]]] = {}
         pending = [(ref, r) for r in flatten(resources, self.incomplete) if (ref := self._index(r))]
         for _, resource in pending:
             if resource["resourceType"] == "Patient" and patient_matches(resource, patient_id, own=True):
@@ -183,10 +184,16 @@ class PatientRecord:
         if isinstance(item, Unread):
             self.unread.setdefault(item.type, []).append(item)
             return
-        self._slots.setdefault(item.type, []).append(item)
-        self._sorted.pop(item.type, None)
-        self._code_index.pop(item.type, None)
-        self._matched.clear()
+        slots = self._slots.get(item.type)
+        if slots is None:
+            self._slots[item.type] = [item]
+        else:
+            slots.append(item)
+        if self._code_index is not None or self._sorted:  # kept after a lookup: forget the stale lookups
+            self._sorted.pop(item.type, None)
+            self._code_index = None
+            self._matched.clear()
+            self._hits.clear()
 
     def _entry(self, slot: Slot) -> Entry:
         return slot.built(self) if isinstance(slot, Deferred) else slot
@@ -237,20 +244,32 @@ class PatientRecord:
         cached = self._matched.get(key)
         if cached is not None and cached[0] is matcher:
             return cached[1]
+        index = self._code_index_built()
+        hits = self._positions(index, matcher, use_values, narrower)
+        by_type: dict[str, list[int]] = {}
+        for i in sorted(hits):  # reading order within each type
+            by_type.setdefault(index.slots[i].type, []).append(i)
         found: list[Entry] = []
         for rtype in types:
-            index = self._index_of(rtype)
-            hits = index.positions(matcher, use_values, narrower)
-            # Slots are in reading order; sorting the hits the way entries() sorts keeps its order.
-            found.extend(sorted((self._entry(index.slots[i]) for i in sorted(hits)), key=_sort_key))
+            positions = by_type.get(rtype)
+            if positions:
+                # Sorting the hits the way entries() sorts (a stable sort) keeps its order.
+                found.extend(sorted([self._entry(index.slots[i]) for i in positions], key=_sort_key))
         self._matched[key] = (matcher, found)
         return found
 
-    def _index_of(self, rtype: str) -> _TypeIndex:
-        index = self._code_index.get(rtype)
-        if index is None:
-            index = self._code_index[rtype] = _TypeIndex.build(self._slots.get(rtype, []))
-        return index
+    def _positions(self, index: _CodeIndex, matcher: CodeMatcher, use_values: bool, narrower: bool) -> set[int]:
+        """The slots of every type ``matcher`` can say anything about, kept for the record's lifetime."""
+        key = (id(matcher), use_values, narrower)
+        cached = self._hits.get(key)
+        if cached is None or cached[0] is not matcher:
+            cached = self._hits[key] = (matcher, index.positions(matcher, use_values, narrower))
+        return cached[1]
+
+    def _code_index_built(self) -> _CodeIndex:
+        if self._code_index is None:
+            self._code_index = _CodeIndex.build(self._slots)
+        return self._code_index
 
     def unread_of(self, *types: str) -> list[Unread]:
         """Return the resources of these types that were not understood."""
@@ -313,37 +332,46 @@ class PatientRecord:
 
 
 @dataclass(slots=True)
-class _TypeIndex:
-    """The slots of one type with, for each distinct code, the positions of the slots that carry it."""
+class _CodeIndex:
+    """Every slot of the record (by type, each type in reading order) with, for each distinct code, the
+    positions of the slots that carry it: one lookup per value set answers for every type."""
 
     slots: list[Slot]
     codes: dict[Code, list[int]]  # in ``codes``
-    any_codes: dict[Code, list[int]]  # in ``codes`` or ``value_codes``
+    values: dict[Code, list[int]]  # in ``value_codes``
     systems: dict[str, list[Code]]  # the keys of ``codes`` by system
-    any_systems: dict[str, list[Code]]  # the keys of ``any_codes`` by system
+    value_systems: dict[str, list[Code]]  # the keys of ``values`` by system
 
     @classmethod
-    def build(cls, slots: list[Slot]) -> _TypeIndex:
+    def build(cls, by_type: Mapping[str, list[Slot]]) -> _CodeIndex:
+        slots = [slot for of_type in by_type.values() for slot in of_type]
         codes: dict[Code, list[int]] = {}
-        any_codes: dict[Code, list[int]] = {}
+        values: dict[Code, list[int]] = {}
         for i, slot in enumerate(slots):
             for code in slot.codes:
-                codes.setdefault(code, []).append(i)
-            for code in slot.codes | slot.value_codes:
-                any_codes.setdefault(code, []).append(i)
-        return cls(list(slots), codes, any_codes, _by_system(codes), _by_system(any_codes))
+                found = codes.get(code)
+                if found is None:
+                    codes[code] = [i]
+                else:
+                    found.append(i)
+            for code in slot.value_codes:
+                values.setdefault(code, []).append(i)
+        return cls(slots, codes, values, _by_system(codes), _by_system(values))
 
     def positions(self, matcher: CodeMatcher, use_values: bool, narrower: bool) -> set[int]:
         """The slots ``matcher`` can say anything about (see PatientRecord.entries_matching)."""
         hits: set[int] = set()
-        codes = self.any_codes if use_values else self.codes
-        for code in matcher.members_among(codes.keys(), self.any_systems if use_values else self.systems):
+        codes = self.codes
+        for code in matcher.members_among(codes.keys(), self.systems):
             hits.update(codes[code])
+        if use_values and self.values:
+            for code in matcher.members_among(self.values.keys(), self.value_systems):
+                hits.update(self.values[code])
         # narrower_members is False for a code of any other system.
-        for system in (matcher.prefix_systems() | HIERARCHICAL_SYSTEMS) if narrower else ():
+        for system in matcher.narrower_systems() if narrower else ():
             for code in self.systems.get(system, ()):
                 if matcher.narrower_members(code):
-                    hits.update(self.codes[code])
+                    hits.update(codes[code])
         return hits
 
 

@@ -33,15 +33,17 @@ def decide_outcome(
         outcome, failing = Outcome.DOCUMENTATION_NEEDED, []
     else:
         outcome, failing = Outcome.CRITERIA_MET, []
-    conflicts = [f"{n.text}: {n.conflict}" for r in routing + roots for n in r.walk() if n.conflict]
-    questions = open_questions(roots) if outcome is Outcome.DOCUMENTATION_NEEDED else []
+    # Every node once, depth first (routing first), for everything below that reads the whole tree.
+    routed = [n for r in routing for n in r.walk()]
     all_nodes = [n for r in roots for n in r.walk()]
+    conflicts = [f"{n.text}: {n.conflict}" for n in routed + all_nodes if n.conflict]
+    questions = open_questions(roots) if outcome is Outcome.DOCUMENTATION_NEEDED else []
     used = sorted({e for n in all_nodes for e in n.evidence if e.startswith("QuestionnaireResponse/")})
     cp = ctx.carepath
     return OrderDecision(
         ctx.order.ref,
         outcome,
-        _summary(outcome, service, roots, failing),
+        _summary(outcome, service, all_nodes, failing),
         ctx.as_of.isoformat(),
         cp.id,
         cp.version,
@@ -54,12 +56,12 @@ def decide_outcome(
         questions=questions,
         failing=failing,
         answers_used=used,
-        alternatives=_alternatives(service, outcome, routing + roots) if ctx.record_available else [],
-        prefill=prefill(ctx, roots) if outcome is Outcome.DOCUMENTATION_NEEDED else {},
+        alternatives=_alternatives(service, outcome, routed + all_nodes) if ctx.record_available else [],
+        prefill=prefill(ctx, all_nodes) if outcome is Outcome.DOCUMENTATION_NEEDED else {},
     )
 
 
-def _alternatives(service: Service, outcome: Outcome, roots: list[CriterionResult]) -> list[dict[str, Any]]:
+def _alternatives(service: Service, outcome: Outcome, nodes: list[CriterionResult]) -> list[dict[str, Any]]:
     """Return the service's alternatives whose conditions hold, for an order that is not approved.
 
     Only offered on a record that was obtained: "missing" must mean missing, not unseen.
@@ -67,9 +69,8 @@ def _alternatives(service: Service, outcome: Outcome, roots: list[CriterionResul
     if outcome is Outcome.CRITERIA_MET:
         return []
     results: dict[str, Tri] = {}
-    for root in roots:
-        for node in root.walk():
-            results.setdefault(node.id, node.result)
+    for node in nodes:
+        results.setdefault(node.id, node.result)
     chosen = []
     for alt in service.alternatives:
         hits = [c["criterion"] for c in alt["when"] if results.get(c["criterion"], Tri.UNKNOWN).value in c["results"]]
@@ -110,8 +111,8 @@ def open_questions(roots: list[CriterionResult]) -> list[str]:
     return list(found)
 
 
-def _summary(outcome: Outcome, service: Service, roots: list[CriterionResult], failing: list[str]) -> str:
-    texts = {n.id: n.text for r in roots for n in r.walk()}
+def _summary(outcome: Outcome, service: Service, nodes: list[CriterionResult], failing: list[str]) -> str:
+    texts = {n.id: n.text for n in nodes}
     names = "; ".join(texts.get(i, i) for i in failing[:3])
     if outcome is Outcome.CRITERIA_MET:
         return f"{service.title}: medical-necessity criteria met"
