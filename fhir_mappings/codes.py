@@ -25,11 +25,11 @@ def coding_key(coding: Mapping[str, Any]) -> Code | None:
     if not isinstance(raw, str):
         return None
     system = coding.get("system")
-    return _normalised_key(system if isinstance(system, str) else None, raw)
+    return normalised_key(system if isinstance(system, str) else None, raw)
 
 
 @functools.lru_cache(maxsize=16384)
-def _normalised_key(system: str | None, raw: str) -> Code | None:
+def normalised_key(system: str | None, raw: str) -> Code | None:
     """coding_key's normalisation, remembered: records repeat the same few hundred codings."""
     system = normalize_system(system)
     if not system or not raw.strip():
@@ -151,24 +151,6 @@ class CodeMatcher:
                     found.add(code)
         return found
 
-    def prefix_systems(self) -> frozenset[str]:
-        """The systems this matcher has prefix members in (those of its parts too)."""
-        return self._prefix_systems
-
-    def narrower_systems(self) -> frozenset[str]:
-        """The systems :meth:`narrower_members` can be true in: those of prefix members, and the hierarchical ones."""
-        return self._narrower_systems
-
-    @functools.cached_property
-    def _narrower_systems(self) -> frozenset[str]:
-        return self.prefix_systems() | HIERARCHICAL_SYSTEMS
-
-    @functools.cached_property
-    def _prefix_systems(self) -> frozenset[str]:
-        if self.others:
-            return frozenset().union(*(m.prefix_systems() for m in self.others))
-        return frozenset(self.prefixes)
-
     def first_match(self, codes: Iterable[Code]) -> Code | None:
         """Return the first member among ``codes`` (sorted for stable explanations)."""
         for code in sorted(codes):
@@ -187,6 +169,20 @@ class CodeMatcher:
             return any(m.narrower_members(code) for m in self.others)
         value = code[1].replace(".", "")
         return bool(value) and value in self._broader.get(code[0], ())
+
+    def broader(self) -> Mapping[str, frozenset[str]]:
+        """Per system, the codes (dots dropped) :meth:`narrower_members` is true for, of every part."""
+        return self._all_broader
+
+    @functools.cached_property
+    def _all_broader(self) -> dict[str, frozenset[str]]:
+        if not self.others:
+            return self._broader
+        found: dict[str, frozenset[str]] = {}
+        for part in self.others:
+            for system, values in part.broader().items():
+                found[system] = found.get(system, frozenset()) | values
+        return found
 
     @functools.cached_property
     def _broader(self) -> dict[str, frozenset[str]]:

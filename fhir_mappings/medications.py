@@ -95,7 +95,7 @@ def _medication_entry(rec: PatientRecord, item: Deferred) -> Entry:
         start,
         end=end,
         active_now=r.get("status") in _ACTIVE_MEDICATION,
-        reason_codes=rec.read_concept(r.get("reasonCode"))[0],
+        reason_codes=rec.classes(r.get("reasonCode")),
         route_codes=_route_codes(r),
         text=" ".join(concept_text(c) for c in (r.get("medicationCodeableConcept"),) if c),
         raw=r,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from fhir_mappings.codes import Code, CodeMatcher, arr, coding_key, obj
+from fhir_mappings.codes import Code, CodeMatcher, arr, normalised_key, obj
 from fhir_mappings.entries import Deferred, Entry, Unread, describe_code
 from fhir_mappings.readers import READERS
 from fhir_mappings.references import (
@@ -102,6 +102,7 @@ class PatientRecord:
         incomplete: Mapping[str, str] | None = None,
     ) -> None:
         self.patient_id = patient_id
+        self._own_ref = f"Patient/{patient_id}" if patient_id is not None else None
         self.terminology = terminology
         self.patient: Mapping[str, Any] | None = None
         self._slots: dict[str, list[Slot]] = {}
@@ -136,7 +137,9 @@ class PatientRecord:
         return ref
 
     def _add(self, ref: str, resource: Mapping[str, Any]) -> None:
-        if not patient_matches(resource, self.patient_id):
+        subject = resource.get("subject")
+        own = type(subject) is dict and subject.get("reference") == self._own_ref  # patient_matches' first test
+        if not own and not patient_matches(resource, self.patient_id):
             self.ignored.append(ref)
             return
         reading, why = status_reading(resource)
@@ -296,30 +299,36 @@ class PatientRecord:
         """
         if concept is None:
             return frozenset(), []
-        # One walk over the codings (the same ones concept_codes reads): their codes, and those without one.
-        codes: set[Code] = set()
-        uncoded = 0
-        codings = concept.get("coding") if type(concept) is dict else None
-        for coding in codings if type(codings) is list and all(type(c) is dict for c in codings) else _codings(concept):
-            if isinstance(coding.get("code"), str):
-                key = coding_key(coding)
-                if key:
-                    codes.add(key)
-            elif coding:
-                uncoded += 1
-        known: set[Code] = set()
-        missing: list[Code] = []
-        classify = self.terminology.classify
-        for code in codes:
-            expansion = classify(code)
-            if expansion is not None:
-                known.add(code)
-                known |= expansion
-            else:
-                missing.append(code)
+        codes, uncoded = _concept_keys(concept)
+        known = self._known(codes)
         if known:
-            return frozenset(known), []
+            return known, []
+        with_classes = self.terminology.with_classes
+        missing = [code for code in codes if with_classes(code) is None]
         return frozenset(), [describe_code(code) for code in missing] + ["a coding without a code"] * uncoded
+
+    def classes(self, concept: Any) -> frozenset[Code]:
+        """``read_concept(concept)[0]``: the known codes with their classes, without naming the unknown ones."""
+        if concept is None:
+            return _NOTHING
+        return self._known(_concept_keys(concept)[0])
+
+    def _known(self, codes: set[Code]) -> frozenset[Code]:
+        """The known codes among ``codes``, each with its classes (empty when none is known)."""
+        with_classes = self.terminology.with_classes
+        if len(codes) == 1:  # the common case: one coding, its classes remembered as one set
+            return with_classes(next(iter(codes))) or _NOTHING
+        first: frozenset[Code] | None = None
+        merged: set[Code] | None = None
+        for code in codes:
+            classes = with_classes(code)
+            if classes is None:
+                continue
+            if first is None:
+                first = classes  # one known coding among unknown ones (a local code beside LOINC): its set as is
+            else:
+                merged = (merged or set(first)) | classes
+        return frozenset(merged) if merged else (first or _NOTHING)
 
     def classified(self, codes: frozenset[Code]) -> frozenset[Code]:
         """Return ``codes`` with what the terminology classifies the known ones as."""
@@ -341,6 +350,7 @@ class _CodeIndex:
     values: dict[Code, list[int]]  # in ``value_codes``
     systems: dict[str, list[Code]]  # the keys of ``codes`` by system
     value_systems: dict[str, list[Code]]  # the keys of ``values`` by system
+    undotted: dict[str, dict[str, list[Code]]]  # the keys of ``codes`` by system, then by code without dots
 
     @classmethod
     def build(cls, by_type: Mapping[str, list[Slot]]) -> _CodeIndex:
@@ -356,7 +366,10 @@ class _CodeIndex:
                     found.append(i)
             for code in slot.value_codes:
                 values.setdefault(code, []).append(i)
-        return cls(slots, codes, values, _by_system(codes), _by_system(values))
+        undotted: dict[str, dict[str, list[Code]]] = {}
+        for code in codes:
+            undotted.setdefault(code[0], {}).setdefault(code[1].replace(".", ""), []).append(code)
+        return cls(slots, codes, values, _by_system(codes), _by_system(values), undotted)
 
     def positions(self, matcher: CodeMatcher, use_values: bool, narrower: bool) -> set[int]:
         """The slots ``matcher`` can say anything about (see PatientRecord.entries_matching)."""
@@ -367,10 +380,11 @@ class _CodeIndex:
         if use_values and self.values:
             for code in matcher.members_among(self.values.keys(), self.value_systems):
                 hits.update(self.values[code])
-        # narrower_members is False for a code of any other system.
-        for system in matcher.narrower_systems() if narrower else ():
-            for code in self.systems.get(system, ()):
-                if matcher.narrower_members(code):
+        # The codes narrower_members is true for, by set intersection over the codes without their dots.
+        for system, broader in matcher.broader().items() if narrower else ():
+            undotted = self.undotted.get(system)
+            for value in broader.intersection(undotted) if undotted else ():
+                for code in undotted[value]:
                     hits.update(codes[code])
         return hits
 
@@ -380,6 +394,50 @@ def _by_system(codes: Iterable[Code]) -> dict[str, list[Code]]:
     for code in codes:
         out.setdefault(code[0], []).append(code)
     return out
+
+
+_NOTHING: frozenset[Code] = frozenset()
+
+
+def _concept_keys(concept: Any) -> tuple[set[Code], int]:
+    """The normalised codes of a concept's codings (the ones concept_codes reads), and how many have no code."""
+    codes: set[Code] = set()
+    uncoded = 0
+    codings = _plain_codings(concept)
+    for coding in _codings(concept) if codings is None else codings:
+        raw = coding.get("code")
+        if isinstance(raw, str):
+            system = coding.get("system")
+            key = normalised_key(system if isinstance(system, str) else None, raw)  # = coding_key(coding)
+            if key:
+                codes.add(key)
+        elif coding:
+            uncoded += 1
+    return codes, uncoded
+
+
+def _plain_codings(concept: Any) -> list[dict[str, Any]] | None:
+    """The codings of a concept (or of a list of concepts) shaped as JSON usually is, else None.
+
+    The same list :func:`_codings` gives, without its checks, for a CodeableConcept whose
+    ``coding`` is a list of objects, or a list of such concepts (an Encounter's ``type``).
+    """
+    if type(concept) is dict:
+        codings = concept.get("coding")
+        if type(codings) is list and all(type(c) is dict for c in codings):
+            return codings
+        return None
+    if type(concept) is list and all(type(item) is dict for item in concept):
+        found: list[dict[str, Any]] = []
+        for item in concept:
+            codings = item.get("coding")
+            if codings is None:
+                continue
+            if type(codings) is not list or not all(type(c) is dict for c in codings):
+                return None
+            found.extend(codings)
+        return found
+    return None
 
 
 def _codings(concept: Any) -> list[Mapping[str, Any]]:

@@ -100,6 +100,9 @@ class Terminology:
     _classified: dict[Code, frozenset[Code] | None] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
+    _with_classes: dict[Code, frozenset[Code] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @staticmethod
     def _key(code: Code) -> Code:
@@ -144,6 +147,18 @@ class Terminology:
         if len(self._classified) >= _CLASSIFIED_LIMIT:
             self._classified.clear()
         answer = self._classified[code] = self.expand(code) if self.is_known(code) else None
+        return answer
+
+    def with_classes(self, code: Code) -> frozenset[Code] | None:
+        """``{code} | classify(code)`` when the code is known, None when it is not (remembered, like classify)."""
+        try:
+            return self._with_classes[code]
+        except KeyError:
+            pass
+        if len(self._with_classes) >= _CLASSIFIED_LIMIT:
+            self._with_classes.clear()
+        expansion = self.classify(code)
+        answer = self._with_classes[code] = None if expansion is None else expansion | {code}
         return answer
 
     def classify_text(self, text: str) -> frozenset[Code]:
