@@ -55,6 +55,58 @@ def concept_codes(concept: Any) -> set[Code]:
     return out
 
 
+def concept_keys(concept: Any) -> tuple[set[Code], int]:
+    """The normalised codes of a concept's codings (or a list of concepts'), and how many codings have no code.
+
+    The codes are the ones :func:`concept_codes` reads; the count is of non-empty codings without one.
+    """
+    codes: set[Code] = set()
+    uncoded = 0
+    codings = _plain_codings(concept)
+    for coding in _codings(concept) if codings is None else codings:
+        raw = coding.get("code")
+        if isinstance(raw, str):
+            system = coding.get("system")
+            key = normalised_key(system if isinstance(system, str) else None, raw)  # = coding_key(coding)
+            if key:
+                codes.add(key)
+        elif coding:
+            uncoded += 1
+    return codes, uncoded
+
+
+def _plain_codings(concept: Any) -> list[dict[str, Any]] | None:
+    """The codings of a concept (or of a list of concepts) shaped as JSON usually is, else None.
+
+    The same list :func:`_codings` gives, without its checks, for a CodeableConcept whose
+    ``coding`` is a list of objects, or a list of such concepts (an Encounter's ``type``).
+    """
+    if type(concept) is dict:
+        codings = concept.get("coding")
+        if type(codings) is list and all(type(c) is dict for c in codings):
+            return codings
+        return None
+    if type(concept) is list and all(type(item) is dict for item in concept):
+        found: list[dict[str, Any]] = []
+        for item in concept:
+            codings = item.get("coding")
+            if codings is None:
+                continue
+            if type(codings) is not list or not all(type(c) is dict for c in codings):
+                return None
+            found.extend(codings)
+        return found
+    return None
+
+
+def _codings(concept: Any) -> list[Mapping[str, Any]]:
+    if concept is None:
+        return []
+    if isinstance(concept, list):
+        return [c for item in concept for c in _codings(item)]
+    return [c for c in arr(obj(concept).get("coding")) if type(c) is dict or isinstance(c, Mapping)]
+
+
 def concept_text(concept: Any) -> str:
     """Return the human text of a CodeableConcept: its text, else its codings' displays."""
     if not isinstance(concept, Mapping):

@@ -196,9 +196,9 @@ def observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred 
 
 def _dates(r: Mapping[str, Any]) -> tuple[date | None, date | None]:
     """(latest, earliest) effective day: effective[x], else ``issued``."""
-    (p_start, p_lo), _ = period(r.get("effectivePeriod"))
     start, start_lo = first_bounds(r.get("effectiveDateTime"), r.get("effectiveInstant"))
     if start is None:
+        (p_start, p_lo), _ = period(r.get("effectivePeriod"))
         start, start_lo = (p_start, p_lo) if p_start else first_bounds(r.get("issued"))
     return start, start_lo
 

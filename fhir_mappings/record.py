@@ -24,11 +24,11 @@ asks for it, and most of a long history is never asked for.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from fhir_mappings.codes import Code, CodeMatcher, arr, normalised_key, obj
+from fhir_mappings.code_index import CodeIndex
+from fhir_mappings.codes import Code, CodeMatcher, concept_keys
 from fhir_mappings.entries import Deferred, Entry, Unread, describe_code
 from fhir_mappings.readers import READERS
 from fhir_mappings.references import (
@@ -74,6 +74,7 @@ __all__ = [
 ]
 
 Slot = Entry | Deferred
+_NOTHING: frozenset[Code] = frozenset()
 
 
 def _sort_key(entry: Entry) -> tuple[date, str]:
@@ -114,7 +115,7 @@ class PatientRecord:
         self._parts: list[Slot | Unread] = []  # parts of the resource being read (see add_part)
         # Lookups built on first use (see entries_matching), kept for the record's lifetime.
         self._sorted: dict[str, list[Entry]] = {}
-        self._code_index: _CodeIndex | None = None
+        self._code_index: CodeIndex | None = None
         self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
         self._hits: dict[tuple[Any, ...], tuple[CodeMatcher, set[int]]] = {}
         pending = [(ref, r) for r in flatten(resources, self.incomplete) if (ref := self._index(r))]
@@ -261,7 +262,7 @@ class PatientRecord:
         self._matched[key] = (matcher, found)
         return found
 
-    def _positions(self, index: _CodeIndex, matcher: CodeMatcher, use_values: bool, narrower: bool) -> set[int]:
+    def _positions(self, index: CodeIndex, matcher: CodeMatcher, use_values: bool, narrower: bool) -> set[int]:
         """The slots of every type ``matcher`` can say anything about, kept for the record's lifetime."""
         key = (id(matcher), use_values, narrower)
         cached = self._hits.get(key)
@@ -269,9 +270,9 @@ class PatientRecord:
             cached = self._hits[key] = (matcher, index.positions(matcher, use_values, narrower))
         return cached[1]
 
-    def _code_index_built(self) -> _CodeIndex:
+    def _code_index_built(self) -> CodeIndex:
         if self._code_index is None:
-            self._code_index = _CodeIndex.build(self._slots)
+            self._code_index = CodeIndex.build([slot for of_type in self._slots.values() for slot in of_type])
         return self._code_index
 
     def unread_of(self, *types: str) -> list[Unread]:
@@ -299,7 +300,7 @@ class PatientRecord:
         """
         if concept is None:
             return frozenset(), []
-        codes, uncoded = _concept_keys(concept)
+        codes, uncoded = concept_keys(concept)
         known = self._known(codes)
         if known:
             return known, []
@@ -311,7 +312,7 @@ class PatientRecord:
         """``read_concept(concept)[0]``: the known codes with their classes, without naming the unknown ones."""
         if concept is None:
             return _NOTHING
-        return self._known(_concept_keys(concept)[0])
+        return self._known(concept_keys(concept)[0])
 
     def _known(self, codes: set[Code]) -> frozenset[Code]:
         """The known codes among ``codes``, each with its classes (empty when none is known)."""
@@ -338,111 +339,3 @@ class PatientRecord:
             if expansion:
                 out |= expansion
         return frozenset(out)
-
-
-@dataclass(slots=True)
-class _CodeIndex:
-    """Every slot of the record (by type, each type in reading order) with, for each distinct code, the
-    positions of the slots that carry it: one lookup per value set answers for every type."""
-
-    slots: list[Slot]
-    codes: dict[Code, list[int]]  # in ``codes``
-    values: dict[Code, list[int]]  # in ``value_codes``
-    systems: dict[str, list[Code]]  # the keys of ``codes`` by system
-    value_systems: dict[str, list[Code]]  # the keys of ``values`` by system
-    undotted: dict[str, dict[str, list[Code]]]  # the keys of ``codes`` by system, then by code without dots
-
-    @classmethod
-    def build(cls, by_type: Mapping[str, list[Slot]]) -> _CodeIndex:
-        slots = [slot for of_type in by_type.values() for slot in of_type]
-        codes: dict[Code, list[int]] = {}
-        values: dict[Code, list[int]] = {}
-        for i, slot in enumerate(slots):
-            for code in slot.codes:
-                found = codes.get(code)
-                if found is None:
-                    codes[code] = [i]
-                else:
-                    found.append(i)
-            for code in slot.value_codes:
-                values.setdefault(code, []).append(i)
-        undotted: dict[str, dict[str, list[Code]]] = {}
-        for code in codes:
-            undotted.setdefault(code[0], {}).setdefault(code[1].replace(".", ""), []).append(code)
-        return cls(slots, codes, values, _by_system(codes), _by_system(values), undotted)
-
-    def positions(self, matcher: CodeMatcher, use_values: bool, narrower: bool) -> set[int]:
-        """The slots ``matcher`` can say anything about (see PatientRecord.entries_matching)."""
-        hits: set[int] = set()
-        codes = self.codes
-        for code in matcher.members_among(codes.keys(), self.systems):
-            hits.update(codes[code])
-        if use_values and self.values:
-            for code in matcher.members_among(self.values.keys(), self.value_systems):
-                hits.update(self.values[code])
-        # The codes narrower_members is true for, by set intersection over the codes without their dots.
-        for system, broader in matcher.broader().items() if narrower else ():
-            undotted = self.undotted.get(system)
-            for value in broader.intersection(undotted) if undotted else ():
-                for code in undotted[value]:
-                    hits.update(codes[code])
-        return hits
-
-
-def _by_system(codes: Iterable[Code]) -> dict[str, list[Code]]:
-    out: dict[str, list[Code]] = {}
-    for code in codes:
-        out.setdefault(code[0], []).append(code)
-    return out
-
-
-_NOTHING: frozenset[Code] = frozenset()
-
-
-def _concept_keys(concept: Any) -> tuple[set[Code], int]:
-    """The normalised codes of a concept's codings (the ones concept_codes reads), and how many have no code."""
-    codes: set[Code] = set()
-    uncoded = 0
-    codings = _plain_codings(concept)
-    for coding in _codings(concept) if codings is None else codings:
-        raw = coding.get("code")
-        if isinstance(raw, str):
-            system = coding.get("system")
-            key = normalised_key(system if isinstance(system, str) else None, raw)  # = coding_key(coding)
-            if key:
-                codes.add(key)
-        elif coding:
-            uncoded += 1
-    return codes, uncoded
-
-
-def _plain_codings(concept: Any) -> list[dict[str, Any]] | None:
-    """The codings of a concept (or of a list of concepts) shaped as JSON usually is, else None.
-
-    The same list :func:`_codings` gives, without its checks, for a CodeableConcept whose
-    ``coding`` is a list of objects, or a list of such concepts (an Encounter's ``type``).
-    """
-    if type(concept) is dict:
-        codings = concept.get("coding")
-        if type(codings) is list and all(type(c) is dict for c in codings):
-            return codings
-        return None
-    if type(concept) is list and all(type(item) is dict for item in concept):
-        found: list[dict[str, Any]] = []
-        for item in concept:
-            codings = item.get("coding")
-            if codings is None:
-                continue
-            if type(codings) is not list or not all(type(c) is dict for c in codings):
-                return None
-            found.extend(codings)
-        return found
-    return None
-
-
-def _codings(concept: Any) -> list[Mapping[str, Any]]:
-    if concept is None:
-        return []
-    if isinstance(concept, list):
-        return [c for item in concept for c in _codings(item)]
-    return [c for c in arr(obj(concept).get("coding")) if type(c) is dict or isinstance(c, Mapping)]

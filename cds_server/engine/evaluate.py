@@ -164,6 +164,7 @@ class _Shared:
         seed = self.contexts.get((basis.ref, cp.id, as_of)) if basis is not None else None
         if seed is not None and seed.order is basis and seed.other_orders is others:
             _reuse(seed, ctx)
+        ctx.brief = basis is not None  # a proposal's decision is read for its outcome only
         self.contexts[(order.ref, cp.id, as_of)] = ctx
         return ctx
 

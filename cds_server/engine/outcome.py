@@ -33,13 +33,17 @@ def decide_outcome(
         outcome, failing = Outcome.DOCUMENTATION_NEEDED, []
     else:
         outcome, failing = Outcome.CRITERIA_MET, []
+    cp = ctx.carepath
+    if ctx.brief:  # an alternative's verdict: its outcome is all that is read
+        return OrderDecision(
+            ctx.order.ref, outcome, "", ctx.as_of.isoformat(), cp.id, cp.version, service.id, service.title
+        )
     # Every node once, depth first (routing first), for everything below that reads the whole tree.
     routed = [n for r in routing for n in r.walk()]
     all_nodes = [n for r in roots for n in r.walk()]
     conflicts = [f"{n.text}: {n.conflict}" for n in routed + all_nodes if n.conflict]
     questions = open_questions(roots) if outcome is Outcome.DOCUMENTATION_NEEDED else []
     used = sorted({e for n in all_nodes for e in n.evidence if e.startswith("QuestionnaireResponse/")})
-    cp = ctx.carepath
     return OrderDecision(
         ctx.order.ref,
         outcome,
