@@ -241,24 +241,30 @@ def _validate(doc: Any, schema: Mapping[str, Any]) -> None:
         if row["rxcui"] in rxcuis:
             raise InvalidTerminologyError(f"$.ingredients[{i}].rxcui: duplicate RxCUI {row['rxcui']}")
         rxcuis.add(row["rxcui"])
-    products: set[str] = set()
-    for i, row in enumerate(doc["products"]):
-        if row["code"] in products or row["code"] in rxcuis:
-            raise InvalidTerminologyError(f"$.products[{i}].code: duplicate RxCUI {row['code']}")
-        products.add(row["code"])
+    _check_products(doc["products"], "products", "RxCUI", rxcuis, frozenset(rxcuis))
+    _check_products(doc["ndc"], "ndc", "NDC", rxcuis, frozenset())
+    _check_maps(doc["maps"])
+    _check_units(doc["units"])
+
+
+def _check_products(
+    rows: list[Mapping[str, Any]], section: str, kind: str, ingredients: set[str], taken: frozenset[str]
+) -> None:
+    """Each product (or NDC) listed once, not as one of ``taken`` either, and made of known ingredients."""
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        if row["code"] in seen or row["code"] in taken:
+            raise InvalidTerminologyError(f"$.{section}[{i}].code: duplicate {kind} {row['code']}")
+        seen.add(row["code"])
         for j, ing in enumerate(row["ingredients"]):
-            if ing not in rxcuis:
-                raise InvalidTerminologyError(f"$.products[{i}].ingredients[{j}]: RxCUI {ing} is not an ingredient")
-    ndcs: set[str] = set()
-    for i, row in enumerate(doc["ndc"]):
-        if row["code"] in ndcs:
-            raise InvalidTerminologyError(f"$.ndc[{i}].code: duplicate NDC {row['code']}")
-        ndcs.add(row["code"])
-        for j, ing in enumerate(row["ingredients"]):
-            if ing not in rxcuis:
-                raise InvalidTerminologyError(f"$.ndc[{i}].ingredients[{j}]: RxCUI {ing} is not an ingredient")
+            if ing not in ingredients:
+                raise InvalidTerminologyError(f"$.{section}[{i}].ingredients[{j}]: RxCUI {ing} is not an ingredient")
+
+
+def _check_maps(rows: list[Mapping[str, Any]]) -> None:
+    """Each map source listed once, and every ICD-10-CM target spelled as one."""
     sources: set[Code] = set()
-    for i, row in enumerate(doc["maps"]):
+    for i, row in enumerate(rows):
         key = (normalize_system(row["from"]["system"]), row["from"]["code"])
         if key in sources:
             raise InvalidTerminologyError(f"$.maps[{i}].from: duplicate map source {key[1]}")
@@ -266,25 +272,59 @@ def _validate(doc: Any, schema: Mapping[str, Any]) -> None:
         for j, target in enumerate(row["to"]):
             if normalize_system(target["system"]) == ICD10CM and not is_icd10cm_syntax(target["code"]):
                 raise InvalidTerminologyError(f"$.maps[{i}].to[{j}].code: not an ICD-10-CM code: {target['code']}")
+
+
+def _check_units(rows: list[Mapping[str, Any]]) -> None:
+    """Each quantity converts to one unit, and each spelling of a unit is listed once per quantity."""
     canonical: dict[str, str] = {}
     spellings: set[tuple[str, str]] = set()
-    for i, row in enumerate(doc["units"]):
+    for i, row in enumerate(rows):
         if canonical.setdefault(row["quantity"], row["to"]) != row["to"]:
             raise InvalidTerminologyError(
                 f"$.units[{i}].to: {row['quantity']} already converts to {canonical[row['quantity']]}"
             )
         for j, unit in enumerate(row["from"]):
-            key2 = (row["quantity"], _unit_key(unit))
-            if key2 in spellings:
+            key = (row["quantity"], _unit_key(unit))
+            if key in spellings:
                 raise InvalidTerminologyError(f"$.units[{i}].from[{j}]: unit {unit!r} listed twice")
-            spellings.add(key2)
+            spellings.add(key)
 
 
 def _compile(doc: Mapping[str, Any]) -> Terminology:
     """Turn a validated document into the dict-backed lookup object."""
-    policies = {normalize_system(r["system"]): r["policy"] for r in doc["systems"]}
     expansions: dict[Code, set[Code]] = {}
     listed: set[Code] = set()
+    terms = _drugs(doc, expansions, listed)
+    for row in doc["maps"]:
+        src_system = normalize_system(row["from"]["system"])
+        key = (src_system, normalize_code(src_system, row["from"]["code"]))
+        listed.add(key)
+        target = expansions.setdefault(key, set())
+        for t in row["to"]:
+            t_system = normalize_system(t["system"])
+            target.add((t_system, normalize_code(t_system, t["code"])))
+    for key, value in expansions.items():
+        value.discard(key)
+    units: dict[tuple[str, str], tuple[float, float]] = {}
+    canonical: dict[str, str] = {}
+    for row in doc["units"]:
+        canonical[row["quantity"]] = row["to"]
+        for unit in row["from"]:
+            units[(row["quantity"], _unit_key(unit))] = (float(row["factor"]), float(row.get("offset", 0.0)))
+    return Terminology(
+        version=doc["version"],
+        policies={normalize_system(r["system"]): r["policy"] for r in doc["systems"]},
+        expansions={k: frozenset(v) for k, v in expansions.items() if v},
+        listed=frozenset(listed),
+        text_terms={k: frozenset(v) for k, v in terms.items()},
+        text_pattern=_names_pattern(terms),
+        units=units,
+        canonical_units=canonical,
+    )
+
+
+def _drugs(doc: Mapping[str, Any], expansions: dict[Code, set[Code]], listed: set[Code]) -> dict[str, set[Code]]:
+    """Fill the expansions of ingredients, products and NDCs; return the codes each drug name stands for."""
     ingredient_codes: dict[str, frozenset[Code]] = {}
     terms: dict[str, set[Code]] = {}
     for row in doc["ingredients"]:
@@ -303,40 +343,17 @@ def _compile(doc: Mapping[str, Any]) -> Terminology:
             target = expansions.setdefault(key, set())
             for ing in row["ingredients"]:
                 target |= ingredient_codes[ing]
-    for row in doc["maps"]:
-        src_system = normalize_system(row["from"]["system"])
-        key = (src_system, normalize_code(src_system, row["from"]["code"]))
-        listed.add(key)
-        target = expansions.setdefault(key, set())
-        for t in row["to"]:
-            t_system = normalize_system(t["system"])
-            target.add((t_system, normalize_code(t_system, t["code"])))
-    for key, value in expansions.items():
-        value.discard(key)
+    return terms
+
+
+def _names_pattern(terms: Mapping[str, Any]) -> re.Pattern[str] | None:
+    """One whole-word, case-insensitive pattern of every drug name, longest first."""
     alternatives = sorted(terms, key=len, reverse=True)
-    pattern = (
-        re.compile(
-            r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(t) for t in alternatives) + r")(?![A-Za-z0-9])",
-            re.IGNORECASE,
-        )
-        if alternatives
-        else None
-    )
-    units: dict[tuple[str, str], tuple[float, float]] = {}
-    canonical: dict[str, str] = {}
-    for row in doc["units"]:
-        canonical[row["quantity"]] = row["to"]
-        for unit in row["from"]:
-            units[(row["quantity"], _unit_key(unit))] = (float(row["factor"]), float(row.get("offset", 0.0)))
-    return Terminology(
-        version=doc["version"],
-        policies=policies,
-        expansions={k: frozenset(v) for k, v in expansions.items() if v},
-        listed=frozenset(listed),
-        text_terms={k: frozenset(v) for k, v in terms.items()},
-        text_pattern=pattern,
-        units=units,
-        canonical_units=canonical,
+    if not alternatives:
+        return None
+    return re.compile(
+        r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(t) for t in alternatives) + r")(?![A-Za-z0-9])",
+        re.IGNORECASE,
     )
 
 

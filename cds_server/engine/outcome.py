@@ -20,19 +20,8 @@ from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
 def decide_outcome(
     ctx: EvalContext, service: Service, roots: list[CriterionResult], routing: list[CriterionResult], cohort: str
 ) -> OrderDecision:
-    kinds = list(service.groups)
-    by_kind = dict(zip(kinds, roots, strict=False))
-    ni = by_kind.get("nonIndications")
-    request = all_of(by_kind[k].result for k in REQUEST_KINDS if k in by_kind)
-    if ni is not None and ni.result is Tri.MET:
-        outcome, failing = Outcome.CONTRAINDICATED, _deciding(ni, Tri.MET)
-    elif request is Tri.NOT_MET:
-        outcome = Outcome.NOT_MET
-        failing = [i for k in REQUEST_KINDS if k in by_kind for i in _deciding(by_kind[k], Tri.NOT_MET)]
-    elif request is Tri.UNKNOWN or (ni is not None and ni.result is Tri.UNKNOWN):
-        outcome, failing = Outcome.DOCUMENTATION_NEEDED, []
-    else:
-        outcome, failing = Outcome.CRITERIA_MET, []
+    """The order's decision from its service's decided criteria: the outcome, and everything that explains it."""
+    outcome, failing = _outcome(service, roots)
     cp = ctx.carepath
     if ctx.brief:  # an alternative's verdict: its outcome is all that is read
         return OrderDecision(
@@ -63,6 +52,20 @@ def decide_outcome(
         alternatives=_alternatives(service, outcome, routed + all_nodes) if ctx.record_available else [],
         prefill=prefill(ctx, all_nodes) if outcome is Outcome.DOCUMENTATION_NEEDED else {},
     )
+
+
+def _outcome(service: Service, roots: list[CriterionResult]) -> tuple[Outcome, list[str]]:
+    """The outcome by precedence (product-decisions.md §2), and the criteria that decided a refusal."""
+    by_kind = dict(zip(list(service.groups), roots, strict=False))
+    ni = by_kind.get("nonIndications")
+    request = all_of(by_kind[k].result for k in REQUEST_KINDS if k in by_kind)
+    if ni is not None and ni.result is Tri.MET:
+        return Outcome.CONTRAINDICATED, _deciding(ni, Tri.MET)
+    if request is Tri.NOT_MET:
+        return Outcome.NOT_MET, [i for k in REQUEST_KINDS if k in by_kind for i in _deciding(by_kind[k], Tri.NOT_MET)]
+    if request is Tri.UNKNOWN or (ni is not None and ni.result is Tri.UNKNOWN):
+        return Outcome.DOCUMENTATION_NEEDED, []
+    return Outcome.CRITERIA_MET, []
 
 
 def _alternatives(service: Service, outcome: Outcome, nodes: list[CriterionResult]) -> list[dict[str, Any]]:
