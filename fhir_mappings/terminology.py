@@ -76,6 +76,15 @@ def _unit_key(unit: str) -> str:
 
 
 _CLASSIFIED_LIMIT = 65536  # distinct codes remembered per terminology before the memory is cleared
+_UNSEEN: Any = object()
+
+
+def _remember(memory: dict[Code, Any], code: Code, answer: Any) -> Any:
+    """Keep ``answer`` for ``code`` (the memory is cleared when full: odd inputs cannot grow it without bound)."""
+    if len(memory) >= _CLASSIFIED_LIMIT:
+        memory.clear()
+    memory[code] = answer
+    return answer
 
 
 @dataclass(frozen=True)
@@ -140,26 +149,18 @@ class Terminology:
 
         Asked for every coding of every record, so the answer is remembered (the tables never change).
         """
-        try:
-            return self._classified[code]
-        except KeyError:
-            pass
-        if len(self._classified) >= _CLASSIFIED_LIMIT:
-            self._classified.clear()
-        answer = self._classified[code] = self.expand(code) if self.is_known(code) else None
-        return answer
+        found = self._classified.get(code, _UNSEEN)
+        if found is not _UNSEEN:
+            return found
+        return _remember(self._classified, code, self.expand(code) if self.is_known(code) else None)
 
     def with_classes(self, code: Code) -> frozenset[Code] | None:
         """``{code} | classify(code)`` when the code is known, None when it is not (remembered, like classify)."""
-        try:
-            return self._with_classes[code]
-        except KeyError:
-            pass
-        if len(self._with_classes) >= _CLASSIFIED_LIMIT:
-            self._with_classes.clear()
+        found = self._with_classes.get(code, _UNSEEN)
+        if found is not _UNSEEN:
+            return found
         expansion = self.classify(code)
-        answer = self._with_classes[code] = None if expansion is None else expansion | {code}
-        return answer
+        return _remember(self._with_classes, code, None if expansion is None else expansion | {code})
 
     def classify_text(self, text: str) -> frozenset[Code]:
         """Ingredient RxCUIs (+ their ATC codes) named in a medication text or display.
