@@ -25,11 +25,11 @@ def coding_key(coding: Mapping[str, Any]) -> Code | None:
     if not isinstance(raw, str):
         return None
     system = coding.get("system")
-    return _normalised_key(system if isinstance(system, str) else None, raw)
+    return normalised_key(system if isinstance(system, str) else None, raw)
 
 
 @functools.lru_cache(maxsize=16384)
-def _normalised_key(system: str | None, raw: str) -> Code | None:
+def normalised_key(system: str | None, raw: str) -> Code | None:
     """coding_key's normalisation, remembered: records repeat the same few hundred codings."""
     system = normalize_system(system)
     if not system or not raw.strip():
@@ -53,6 +53,58 @@ def concept_codes(concept: Any) -> set[Code]:
             if key:
                 out.add(key)
     return out
+
+
+def concept_keys(concept: Any) -> tuple[set[Code], int]:
+    """The normalised codes of a concept's codings (or a list of concepts'), and how many codings have no code.
+
+    The codes are the ones :func:`concept_codes` reads; the count is of non-empty codings without one.
+    """
+    codes: set[Code] = set()
+    uncoded = 0
+    codings = _plain_codings(concept)
+    for coding in _codings(concept) if codings is None else codings:
+        raw = coding.get("code")
+        if isinstance(raw, str):
+            system = coding.get("system")
+            key = normalised_key(system if isinstance(system, str) else None, raw)  # = coding_key(coding)
+            if key:
+                codes.add(key)
+        elif coding:
+            uncoded += 1
+    return codes, uncoded
+
+
+def _plain_codings(concept: Any) -> list[dict[str, Any]] | None:
+    """The codings of a concept (or of a list of concepts) shaped as JSON usually is, else None.
+
+    The same list :func:`_codings` gives, without its checks, for a CodeableConcept whose
+    ``coding`` is a list of objects, or a list of such concepts (an Encounter's ``type``).
+    """
+    if type(concept) is dict:
+        codings = concept.get("coding")
+        if type(codings) is list and all(type(c) is dict for c in codings):
+            return codings
+        return None
+    if type(concept) is list and all(type(item) is dict for item in concept):
+        found: list[dict[str, Any]] = []
+        for item in concept:
+            codings = item.get("coding")
+            if codings is None:
+                continue
+            if type(codings) is not list or not all(type(c) is dict for c in codings):
+                return None
+            found.extend(codings)
+        return found
+    return None
+
+
+def _codings(concept: Any) -> list[Mapping[str, Any]]:
+    if concept is None:
+        return []
+    if isinstance(concept, list):
+        return [c for item in concept for c in _codings(item)]
+    return [c for c in arr(obj(concept).get("coding")) if type(c) is dict or isinstance(c, Mapping)]
 
 
 def concept_text(concept: Any) -> str:
@@ -142,22 +194,14 @@ class CodeMatcher:
         """
         if self.others:
             return set().union(*(m.members_among(codes, by_system) for m in self.others))
-        found = set(self.exact.intersection(codes))
+        exact = self.exact
+        # Test the smaller side's members against the larger (a value set may list thousands of codes).
+        found = {c for c in codes if c in exact} if len(codes) < len(exact) else {c for c in exact if c in codes}
         for system, prefixes in self.prefixes.items():
             for code in by_system.get(system, ()):
                 if code not in self.excluded and code[1].replace(".", "").startswith(prefixes):
                     found.add(code)
         return found
-
-    def prefix_systems(self) -> frozenset[str]:
-        """The systems this matcher has prefix members in (those of its parts too)."""
-        return self._prefix_systems
-
-    @functools.cached_property
-    def _prefix_systems(self) -> frozenset[str]:
-        if self.others:
-            return frozenset().union(*(m.prefix_systems() for m in self.others))
-        return frozenset(self.prefixes)
 
     def first_match(self, codes: Iterable[Code]) -> Code | None:
         """Return the first member among ``codes`` (sorted for stable explanations)."""
@@ -177,6 +221,20 @@ class CodeMatcher:
             return any(m.narrower_members(code) for m in self.others)
         value = code[1].replace(".", "")
         return bool(value) and value in self._broader.get(code[0], ())
+
+    def broader(self) -> Mapping[str, frozenset[str]]:
+        """Per system, the codes (dots dropped) :meth:`narrower_members` is true for, of every part."""
+        return self._all_broader
+
+    @functools.cached_property
+    def _all_broader(self) -> dict[str, frozenset[str]]:
+        if not self.others:
+            return self._broader
+        found: dict[str, frozenset[str]] = {}
+        for part in self.others:
+            for system, values in part.broader().items():
+                found[system] = found.get(system, frozenset()) | values
+        return found
 
     @functools.cached_property
     def _broader(self) -> dict[str, frozenset[str]]:

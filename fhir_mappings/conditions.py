@@ -51,7 +51,7 @@ def _condition_entry(rec: PatientRecord, item: Deferred) -> Entry:
         item.codes,
         start,
         end=end,
-        body_site=rec.read_concept(r.get("bodySite"))[0],
+        body_site=rec.classes(r.get("bodySite")),
         text=concept_text(r.get("code")),
         raw=r,
         start_lo=start_lo,

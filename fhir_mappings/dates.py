@@ -8,6 +8,7 @@ does not parse is treated as absent, never guessed.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -43,8 +44,14 @@ def date_bounds(value: Any) -> tuple[date, date] | None:
     >>> date_bounds("2024-03-05T23:30:00-05:00")
     (datetime.date(2024, 3, 5), datetime.date(2024, 3, 5))
     """
-    if not isinstance(value, str):
-        return None
+    if type(value) is str:
+        return _bounds(value)
+    return _bounds(str(value)) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=16384)
+def _bounds(value: str) -> tuple[date, date] | None:
+    """date_bounds of a string, remembered: a record repeats the same few hundred dates."""
     match = _DATE.match(value.strip())
     if not match:
         return None

@@ -72,10 +72,14 @@ def medication(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred |
 def _dates(r: Mapping[str, Any]) -> tuple[date | None, date | None, date | None]:
     """(latest start, earliest start, end) of a medication resource, the end from its supply when not given."""
     (eff_start, eff_lo), eff_end = period(r.get("effectivePeriod"))
-    (v_start, v_lo), v_end = period(obj(r.get("dispenseRequest")).get("validityPeriod"))
     start, start_lo = first_bounds(
         r.get("effectiveDateTime"), r.get("authoredOn"), r.get("whenHandedOver"), r.get("dateAsserted")
     )
+    validity = obj(r.get("dispenseRequest")).get("validityPeriod")
+    if validity is not None and (eff_end is None or (start is None and eff_start is None)):
+        (v_start, v_lo), v_end = period(validity)
+    else:
+        (v_start, v_lo), v_end = (None, None), None  # not needed: the effective period and dates decide
     if start is None:
         start, start_lo = (eff_start, eff_lo) if eff_start else (v_start, v_lo)
     end = eff_end or v_end
@@ -95,7 +99,7 @@ def _medication_entry(rec: PatientRecord, item: Deferred) -> Entry:
         start,
         end=end,
         active_now=r.get("status") in _ACTIVE_MEDICATION,
-        reason_codes=rec.read_concept(r.get("reasonCode"))[0],
+        reason_codes=rec.classes(r.get("reasonCode")),
         route_codes=_route_codes(r),
         text=" ".join(concept_text(c) for c in (r.get("medicationCodeableConcept"),) if c),
         raw=r,

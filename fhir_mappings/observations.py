@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fhir_mappings.codes import Code, arr, coding_key, concept_codes, concept_text, obj
 from fhir_mappings.entries import Deferred, Entry, Unread, first_bounds, period, unread_concept
@@ -74,16 +73,17 @@ _PRESENT_WORDS = re.compile(r"^\s*(present|positive|pos|yes|detected|reactive|\+
 _NUMBER = re.compile(r"^\s*([<>]=?)?\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*([A-Za-z%/*0-9^{}.µu]*)\s*$")
 
 
-@dataclass(frozen=True, slots=True)
-class Quantity:
-    """A numeric value with the unit code (UCUM when given) or unit text."""
+_NO_CODES: frozenset[Code] = frozenset()
+
+
+class Quantity(NamedTuple):
+    """A numeric value with the unit code (UCUM when given) or unit text (immutable; a tuple: cheap to make)."""
 
     value: float
     unit: str
 
 
-@dataclass(frozen=True, slots=True)
-class Value:
+class Value(NamedTuple):
     """What an Observation's value says: codes, a number, absent, or why it cannot be read."""
 
     codes: frozenset[Code] = frozenset()
@@ -94,6 +94,9 @@ class Value:
 
 def read_value(resource: Mapping[str, Any], record: PatientRecord) -> Value:
     """Read ``value[x]`` (and, when there is no value, the interpretation) of an Observation or component."""
+    plain = "valueQuantity" in resource and "valueBoolean" not in resource and "valueCodeableConcept" not in resource
+    if plain and "interpretation" not in resource:
+        return _numeric("valueQuantity", resource["valueQuantity"], set())  # the usual result, read directly
     interpretation = concept_codes(resource.get("interpretation"))
     present_flag = bool(interpretation & PRESENT_CODES)
     absent_flag = bool(interpretation & ABSENT_CODES) and not present_flag
@@ -146,7 +149,7 @@ def _first_number(concept: Any) -> float | None:
 
 
 def _numeric(key: str, raw: Any, interpretation: set[Code]) -> Value:
-    flags = frozenset(interpretation)
+    flags = frozenset(interpretation) if interpretation else _NO_CODES
     if key == "valueQuantity":
         quantity = obj(raw)
         value = quantity.get("value")
@@ -193,9 +196,9 @@ def observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred 
 
 def _dates(r: Mapping[str, Any]) -> tuple[date | None, date | None]:
     """(latest, earliest) effective day: effective[x], else ``issued``."""
-    (p_start, p_lo), _ = period(r.get("effectivePeriod"))
     start, start_lo = first_bounds(r.get("effectiveDateTime"), r.get("effectiveInstant"))
     if start is None:
+        (p_start, p_lo), _ = period(r.get("effectivePeriod"))
         start, start_lo = (p_start, p_lo) if p_start else first_bounds(r.get("issued"))
     return start, start_lo
 
@@ -211,7 +214,7 @@ def _observation_entry(rec: PatientRecord, item: Deferred) -> Entry:
         start,
         value_codes=item.value_codes,
         quantity=value.quantity,
-        body_site=frozenset() if part else rec.read_concept(r.get("bodySite"))[0],
+        body_site=frozenset() if part else rec.classes(r.get("bodySite")),
         text="" if part else concept_text(r.get("code")),
         raw=r,
         start_lo=start_lo,

@@ -60,8 +60,8 @@ def _procedure_entry(rec: PatientRecord, item: Deferred) -> Entry:
         item.codes,
         start,
         end=end,
-        body_site=rec.read_concept(r.get("bodySite"))[0],
-        reason_codes=rec.read_concept(r.get("reasonCode"))[0],
+        body_site=rec.classes(r.get("bodySite")),
+        reason_codes=rec.classes(r.get("reasonCode")),
         reason_refs=references(r.get("reasonReference")),
         text=concept_text(r.get("code")),
         raw=r,
@@ -106,7 +106,7 @@ def report(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry | Unread
         "DiagnosticReport",
         codes,
         start,
-        value_codes=rec.read_concept(r.get("conclusionCode"))[0],
+        value_codes=rec.classes(r.get("conclusionCode")),
         text=str(r.get("conclusion") or ""),
         raw=r,
         start_lo=start_lo,
@@ -120,20 +120,20 @@ def imaging(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
         key = coding_key(modality)
         if key:
             codes.add(key)
-    codes |= rec.read_concept(r.get("procedureCode"))[0]
+    codes |= rec.classes(r.get("procedureCode"))
     body: set[Code] = set()
     for series in arr(r.get("series")):
         key = coding_key(obj(obj(series).get("modality")))
         if key:
             codes.add(key)
-        body |= rec.read_concept({"coding": [obj(obj(series).get("bodySite"))]})[0]
+        body |= rec.classes({"coding": [obj(obj(series).get("bodySite"))]})
     start, start_lo = first_bounds(r.get("started"))
     return Entry(ref, "ImagingStudy", frozenset(codes), start, body_site=frozenset(body), raw=r, start_lo=start_lo)
 
 
 def encounter(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred:
     """An Encounter. Its type is often a local code: that only means it adds no evidence, not that it hides any."""
-    codes = rec.read_concept(r.get("type"))[0] | rec.read_concept(r.get("serviceType"))[0]
+    codes = rec.classes(r.get("type")) | rec.classes(r.get("serviceType"))
     cls = coding_key(obj(r.get("class")))
     return Deferred(ref, "Encounter", r, codes, frozenset({cls} if cls else ()), _encounter_entry)
 
@@ -148,7 +148,7 @@ def _encounter_entry(rec: PatientRecord, item: Deferred) -> Entry:
         start,
         end=end,
         value_codes=item.value_codes,
-        reason_codes=rec.read_concept(r.get("reasonCode"))[0],
+        reason_codes=rec.classes(r.get("reasonCode")),
         raw=r,
         start_lo=start_lo,
     )

@@ -24,11 +24,11 @@ asks for it, and most of a long history is never asked for.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from fhir_mappings.codes import HIERARCHICAL_SYSTEMS, Code, CodeMatcher, arr, coding_key, obj
+from fhir_mappings.code_index import CodeIndex
+from fhir_mappings.codes import Code, CodeMatcher, concept_keys
 from fhir_mappings.entries import Deferred, Entry, Unread, describe_code
 from fhir_mappings.readers import READERS
 from fhir_mappings.references import (
@@ -74,6 +74,7 @@ __all__ = [
 ]
 
 Slot = Entry | Deferred
+_NOTHING: frozenset[Code] = frozenset()
 
 
 def _sort_key(entry: Entry) -> tuple[date, str]:
@@ -102,6 +103,7 @@ class PatientRecord:
         incomplete: Mapping[str, str] | None = None,
     ) -> None:
         self.patient_id = patient_id
+        self._own_ref = f"Patient/{patient_id}" if patient_id is not None else None
         self.terminology = terminology
         self.patient: Mapping[str, Any] | None = None
         self._slots: dict[str, list[Slot]] = {}
@@ -113,8 +115,9 @@ class PatientRecord:
         self._parts: list[Slot | Unread] = []  # parts of the resource being read (see add_part)
         # Lookups built on first use (see entries_matching), kept for the record's lifetime.
         self._sorted: dict[str, list[Entry]] = {}
-        self._code_index: dict[str, _TypeIndex] = {}
+        self._code_index: CodeIndex | None = None
         self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
+        self._hits: dict[tuple[Any, ...], tuple[CodeMatcher, set[int]]] = {}
         pending = [(ref, r) for r in flatten(resources, self.incomplete) if (ref := self._index(r))]
         for _, resource in pending:
             if resource["resourceType"] == "Patient" and patient_matches(resource, patient_id, own=True):
@@ -135,7 +138,9 @@ class PatientRecord:
         return ref
 
     def _add(self, ref: str, resource: Mapping[str, Any]) -> None:
-        if not patient_matches(resource, self.patient_id):
+        subject = resource.get("subject")
+        own = type(subject) is dict and subject.get("reference") == self._own_ref  # patient_matches' first test
+        if not own and not patient_matches(resource, self.patient_id):
             self.ignored.append(ref)
             return
         reading, why = status_reading(resource)
@@ -183,10 +188,16 @@ class PatientRecord:
         if isinstance(item, Unread):
             self.unread.setdefault(item.type, []).append(item)
             return
-        self._slots.setdefault(item.type, []).append(item)
-        self._sorted.pop(item.type, None)
-        self._code_index.pop(item.type, None)
-        self._matched.clear()
+        slots = self._slots.get(item.type)
+        if slots is None:
+            self._slots[item.type] = [item]
+        else:
+            slots.append(item)
+        if self._code_index is not None or self._sorted:  # kept after a lookup: forget the stale lookups
+            self._sorted.pop(item.type, None)
+            self._code_index = None
+            self._matched.clear()
+            self._hits.clear()
 
     def _entry(self, slot: Slot) -> Entry:
         return slot.built(self) if isinstance(slot, Deferred) else slot
@@ -237,20 +248,32 @@ class PatientRecord:
         cached = self._matched.get(key)
         if cached is not None and cached[0] is matcher:
             return cached[1]
+        index = self._code_index_built()
+        hits = self._positions(index, matcher, use_values, narrower)
+        by_type: dict[str, list[int]] = {}
+        for i in sorted(hits):  # reading order within each type
+            by_type.setdefault(index.slots[i].type, []).append(i)
         found: list[Entry] = []
         for rtype in types:
-            index = self._index_of(rtype)
-            hits = index.positions(matcher, use_values, narrower)
-            # Slots are in reading order; sorting the hits the way entries() sorts keeps its order.
-            found.extend(sorted((self._entry(index.slots[i]) for i in sorted(hits)), key=_sort_key))
+            positions = by_type.get(rtype)
+            if positions:
+                # Sorting the hits the way entries() sorts (a stable sort) keeps its order.
+                found.extend(sorted([self._entry(index.slots[i]) for i in positions], key=_sort_key))
         self._matched[key] = (matcher, found)
         return found
 
-    def _index_of(self, rtype: str) -> _TypeIndex:
-        index = self._code_index.get(rtype)
-        if index is None:
-            index = self._code_index[rtype] = _TypeIndex.build(self._slots.get(rtype, []))
-        return index
+    def _positions(self, index: CodeIndex, matcher: CodeMatcher, use_values: bool, narrower: bool) -> set[int]:
+        """The slots of every type ``matcher`` can say anything about, kept for the record's lifetime."""
+        key = (id(matcher), use_values, narrower)
+        cached = self._hits.get(key)
+        if cached is None or cached[0] is not matcher:
+            cached = self._hits[key] = (matcher, index.positions(matcher, use_values, narrower))
+        return cached[1]
+
+    def _code_index_built(self) -> CodeIndex:
+        if self._code_index is None:
+            self._code_index = CodeIndex.build([slot for of_type in self._slots.values() for slot in of_type])
+        return self._code_index
 
     def unread_of(self, *types: str) -> list[Unread]:
         """Return the resources of these types that were not understood."""
@@ -277,30 +300,36 @@ class PatientRecord:
         """
         if concept is None:
             return frozenset(), []
-        # One walk over the codings (the same ones concept_codes reads): their codes, and those without one.
-        codes: set[Code] = set()
-        uncoded = 0
-        codings = concept.get("coding") if type(concept) is dict else None
-        for coding in codings if type(codings) is list and all(type(c) is dict for c in codings) else _codings(concept):
-            if isinstance(coding.get("code"), str):
-                key = coding_key(coding)
-                if key:
-                    codes.add(key)
-            elif coding:
-                uncoded += 1
-        known: set[Code] = set()
-        missing: list[Code] = []
-        classify = self.terminology.classify
-        for code in codes:
-            expansion = classify(code)
-            if expansion is not None:
-                known.add(code)
-                known |= expansion
-            else:
-                missing.append(code)
+        codes, uncoded = concept_keys(concept)
+        known = self._known(codes)
         if known:
-            return frozenset(known), []
+            return known, []
+        with_classes = self.terminology.with_classes
+        missing = [code for code in codes if with_classes(code) is None]
         return frozenset(), [describe_code(code) for code in missing] + ["a coding without a code"] * uncoded
+
+    def classes(self, concept: Any) -> frozenset[Code]:
+        """``read_concept(concept)[0]``: the known codes with their classes, without naming the unknown ones."""
+        if concept is None:
+            return _NOTHING
+        return self._known(concept_keys(concept)[0])
+
+    def _known(self, codes: set[Code]) -> frozenset[Code]:
+        """The known codes among ``codes``, each with its classes (empty when none is known)."""
+        with_classes = self.terminology.with_classes
+        if len(codes) == 1:  # the common case: one coding, its classes remembered as one set
+            return with_classes(next(iter(codes))) or _NOTHING
+        first: frozenset[Code] | None = None
+        merged: set[Code] | None = None
+        for code in codes:
+            classes = with_classes(code)
+            if classes is None:
+                continue
+            if first is None:
+                first = classes  # one known coding among unknown ones (a local code beside LOINC): its set as is
+            else:
+                merged = (merged or set(first)) | classes
+        return frozenset(merged) if merged else (first or _NOTHING)
 
     def classified(self, codes: frozenset[Code]) -> frozenset[Code]:
         """Return ``codes`` with what the terminology classifies the known ones as."""
@@ -310,53 +339,3 @@ class PatientRecord:
             if expansion:
                 out |= expansion
         return frozenset(out)
-
-
-@dataclass(slots=True)
-class _TypeIndex:
-    """The slots of one type with, for each distinct code, the positions of the slots that carry it."""
-
-    slots: list[Slot]
-    codes: dict[Code, list[int]]  # in ``codes``
-    any_codes: dict[Code, list[int]]  # in ``codes`` or ``value_codes``
-    systems: dict[str, list[Code]]  # the keys of ``codes`` by system
-    any_systems: dict[str, list[Code]]  # the keys of ``any_codes`` by system
-
-    @classmethod
-    def build(cls, slots: list[Slot]) -> _TypeIndex:
-        codes: dict[Code, list[int]] = {}
-        any_codes: dict[Code, list[int]] = {}
-        for i, slot in enumerate(slots):
-            for code in slot.codes:
-                codes.setdefault(code, []).append(i)
-            for code in slot.codes | slot.value_codes:
-                any_codes.setdefault(code, []).append(i)
-        return cls(list(slots), codes, any_codes, _by_system(codes), _by_system(any_codes))
-
-    def positions(self, matcher: CodeMatcher, use_values: bool, narrower: bool) -> set[int]:
-        """The slots ``matcher`` can say anything about (see PatientRecord.entries_matching)."""
-        hits: set[int] = set()
-        codes = self.any_codes if use_values else self.codes
-        for code in matcher.members_among(codes.keys(), self.any_systems if use_values else self.systems):
-            hits.update(codes[code])
-        # narrower_members is False for a code of any other system.
-        for system in (matcher.prefix_systems() | HIERARCHICAL_SYSTEMS) if narrower else ():
-            for code in self.systems.get(system, ()):
-                if matcher.narrower_members(code):
-                    hits.update(self.codes[code])
-        return hits
-
-
-def _by_system(codes: Iterable[Code]) -> dict[str, list[Code]]:
-    out: dict[str, list[Code]] = {}
-    for code in codes:
-        out.setdefault(code[0], []).append(code)
-    return out
-
-
-def _codings(concept: Any) -> list[Mapping[str, Any]]:
-    if concept is None:
-        return []
-    if isinstance(concept, list):
-        return [c for item in concept for c in _codings(item)]
-    return [c for c in arr(obj(concept).get("coding")) if type(c) is dict or isinstance(c, Mapping)]

@@ -119,7 +119,7 @@ def flatten(resources: Iterable[Any], incomplete: dict[str, str]) -> Iterable[Ma
     error OperationOutcome given in place of a resource.
     """
     for item in resources:
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):  # the type test first: it is faster
             continue
         rtype = item.get("resourceType")
         if rtype == "Bundle":

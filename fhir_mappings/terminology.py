@@ -76,6 +76,15 @@ def _unit_key(unit: str) -> str:
 
 
 _CLASSIFIED_LIMIT = 65536  # distinct codes remembered per terminology before the memory is cleared
+_UNSEEN: Any = object()
+
+
+def _remember(memory: dict[Code, Any], code: Code, answer: Any) -> Any:
+    """Keep ``answer`` for ``code`` (the memory is cleared when full: odd inputs cannot grow it without bound)."""
+    if len(memory) >= _CLASSIFIED_LIMIT:
+        memory.clear()
+    memory[code] = answer
+    return answer
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,9 @@ class Terminology:
     canonical_units: Mapping[str, str] = field(default_factory=dict, repr=False)
     # classify()'s answers, kept for the life of this (immutable) terminology; bounded against odd inputs.
     _classified: dict[Code, frozenset[Code] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    _with_classes: dict[Code, frozenset[Code] | None] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
@@ -137,14 +149,18 @@ class Terminology:
 
         Asked for every coding of every record, so the answer is remembered (the tables never change).
         """
-        try:
-            return self._classified[code]
-        except KeyError:
-            pass
-        if len(self._classified) >= _CLASSIFIED_LIMIT:
-            self._classified.clear()
-        answer = self._classified[code] = self.expand(code) if self.is_known(code) else None
-        return answer
+        found = self._classified.get(code, _UNSEEN)
+        if found is not _UNSEEN:
+            return found
+        return _remember(self._classified, code, self.expand(code) if self.is_known(code) else None)
+
+    def with_classes(self, code: Code) -> frozenset[Code] | None:
+        """``{code} | classify(code)`` when the code is known, None when it is not (remembered, like classify)."""
+        found = self._with_classes.get(code, _UNSEEN)
+        if found is not _UNSEEN:
+            return found
+        expansion = self.classify(code)
+        return _remember(self._with_classes, code, None if expansion is None else expansion | {code})
 
     def classify_text(self, text: str) -> frozenset[Code]:
         """Ingredient RxCUIs (+ their ATC codes) named in a medication text or display.
@@ -226,24 +242,30 @@ def _validate(doc: Any, schema: Mapping[str, Any]) -> None:
         if row["rxcui"] in rxcuis:
             raise InvalidTerminologyError(f"$.ingredients[{i}].rxcui: duplicate RxCUI {row['rxcui']}")
         rxcuis.add(row["rxcui"])
-    products: set[str] = set()
-    for i, row in enumerate(doc["products"]):
-        if row["code"] in products or row["code"] in rxcuis:
-            raise InvalidTerminologyError(f"$.products[{i}].code: duplicate RxCUI {row['code']}")
-        products.add(row["code"])
+    _check_products(doc["products"], "products", "RxCUI", rxcuis, frozenset(rxcuis))
+    _check_products(doc["ndc"], "ndc", "NDC", rxcuis, frozenset())
+    _check_maps(doc["maps"])
+    _check_units(doc["units"])
+
+
+def _check_products(
+    rows: list[Mapping[str, Any]], section: str, kind: str, ingredients: set[str], taken: frozenset[str]
+) -> None:
+    """Each product (or NDC) listed once, not as one of ``taken`` either, and made of known ingredients."""
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        if row["code"] in seen or row["code"] in taken:
+            raise InvalidTerminologyError(f"$.{section}[{i}].code: duplicate {kind} {row['code']}")
+        seen.add(row["code"])
         for j, ing in enumerate(row["ingredients"]):
-            if ing not in rxcuis:
-                raise InvalidTerminologyError(f"$.products[{i}].ingredients[{j}]: RxCUI {ing} is not an ingredient")
-    ndcs: set[str] = set()
-    for i, row in enumerate(doc["ndc"]):
-        if row["code"] in ndcs:
-            raise InvalidTerminologyError(f"$.ndc[{i}].code: duplicate NDC {row['code']}")
-        ndcs.add(row["code"])
-        for j, ing in enumerate(row["ingredients"]):
-            if ing not in rxcuis:
-                raise InvalidTerminologyError(f"$.ndc[{i}].ingredients[{j}]: RxCUI {ing} is not an ingredient")
+            if ing not in ingredients:
+                raise InvalidTerminologyError(f"$.{section}[{i}].ingredients[{j}]: RxCUI {ing} is not an ingredient")
+
+
+def _check_maps(rows: list[Mapping[str, Any]]) -> None:
+    """Each map source listed once, and every ICD-10-CM target spelled as one."""
     sources: set[Code] = set()
-    for i, row in enumerate(doc["maps"]):
+    for i, row in enumerate(rows):
         key = (normalize_system(row["from"]["system"]), row["from"]["code"])
         if key in sources:
             raise InvalidTerminologyError(f"$.maps[{i}].from: duplicate map source {key[1]}")
@@ -251,25 +273,59 @@ def _validate(doc: Any, schema: Mapping[str, Any]) -> None:
         for j, target in enumerate(row["to"]):
             if normalize_system(target["system"]) == ICD10CM and not is_icd10cm_syntax(target["code"]):
                 raise InvalidTerminologyError(f"$.maps[{i}].to[{j}].code: not an ICD-10-CM code: {target['code']}")
+
+
+def _check_units(rows: list[Mapping[str, Any]]) -> None:
+    """Each quantity converts to one unit, and each spelling of a unit is listed once per quantity."""
     canonical: dict[str, str] = {}
     spellings: set[tuple[str, str]] = set()
-    for i, row in enumerate(doc["units"]):
+    for i, row in enumerate(rows):
         if canonical.setdefault(row["quantity"], row["to"]) != row["to"]:
             raise InvalidTerminologyError(
                 f"$.units[{i}].to: {row['quantity']} already converts to {canonical[row['quantity']]}"
             )
         for j, unit in enumerate(row["from"]):
-            key2 = (row["quantity"], _unit_key(unit))
-            if key2 in spellings:
+            key = (row["quantity"], _unit_key(unit))
+            if key in spellings:
                 raise InvalidTerminologyError(f"$.units[{i}].from[{j}]: unit {unit!r} listed twice")
-            spellings.add(key2)
+            spellings.add(key)
 
 
 def _compile(doc: Mapping[str, Any]) -> Terminology:
     """Turn a validated document into the dict-backed lookup object."""
-    policies = {normalize_system(r["system"]): r["policy"] for r in doc["systems"]}
     expansions: dict[Code, set[Code]] = {}
     listed: set[Code] = set()
+    terms = _drugs(doc, expansions, listed)
+    for row in doc["maps"]:
+        src_system = normalize_system(row["from"]["system"])
+        key = (src_system, normalize_code(src_system, row["from"]["code"]))
+        listed.add(key)
+        target = expansions.setdefault(key, set())
+        for t in row["to"]:
+            t_system = normalize_system(t["system"])
+            target.add((t_system, normalize_code(t_system, t["code"])))
+    for key, value in expansions.items():
+        value.discard(key)
+    units: dict[tuple[str, str], tuple[float, float]] = {}
+    canonical: dict[str, str] = {}
+    for row in doc["units"]:
+        canonical[row["quantity"]] = row["to"]
+        for unit in row["from"]:
+            units[(row["quantity"], _unit_key(unit))] = (float(row["factor"]), float(row.get("offset", 0.0)))
+    return Terminology(
+        version=doc["version"],
+        policies={normalize_system(r["system"]): r["policy"] for r in doc["systems"]},
+        expansions={k: frozenset(v) for k, v in expansions.items() if v},
+        listed=frozenset(listed),
+        text_terms={k: frozenset(v) for k, v in terms.items()},
+        text_pattern=_names_pattern(terms),
+        units=units,
+        canonical_units=canonical,
+    )
+
+
+def _drugs(doc: Mapping[str, Any], expansions: dict[Code, set[Code]], listed: set[Code]) -> dict[str, set[Code]]:
+    """Fill the expansions of ingredients, products and NDCs; return the codes each drug name stands for."""
     ingredient_codes: dict[str, frozenset[Code]] = {}
     terms: dict[str, set[Code]] = {}
     for row in doc["ingredients"]:
@@ -288,40 +344,17 @@ def _compile(doc: Mapping[str, Any]) -> Terminology:
             target = expansions.setdefault(key, set())
             for ing in row["ingredients"]:
                 target |= ingredient_codes[ing]
-    for row in doc["maps"]:
-        src_system = normalize_system(row["from"]["system"])
-        key = (src_system, normalize_code(src_system, row["from"]["code"]))
-        listed.add(key)
-        target = expansions.setdefault(key, set())
-        for t in row["to"]:
-            t_system = normalize_system(t["system"])
-            target.add((t_system, normalize_code(t_system, t["code"])))
-    for key, value in expansions.items():
-        value.discard(key)
+    return terms
+
+
+def _names_pattern(terms: Mapping[str, Any]) -> re.Pattern[str] | None:
+    """One whole-word, case-insensitive pattern of every drug name, longest first."""
     alternatives = sorted(terms, key=len, reverse=True)
-    pattern = (
-        re.compile(
-            r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(t) for t in alternatives) + r")(?![A-Za-z0-9])",
-            re.IGNORECASE,
-        )
-        if alternatives
-        else None
-    )
-    units: dict[tuple[str, str], tuple[float, float]] = {}
-    canonical: dict[str, str] = {}
-    for row in doc["units"]:
-        canonical[row["quantity"]] = row["to"]
-        for unit in row["from"]:
-            units[(row["quantity"], _unit_key(unit))] = (float(row["factor"]), float(row.get("offset", 0.0)))
-    return Terminology(
-        version=doc["version"],
-        policies=policies,
-        expansions={k: frozenset(v) for k, v in expansions.items() if v},
-        listed=frozenset(listed),
-        text_terms={k: frozenset(v) for k, v in terms.items()},
-        text_pattern=pattern,
-        units=units,
-        canonical_units=canonical,
+    if not alternatives:
+        return None
+    return re.compile(
+        r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(t) for t in alternatives) + r")(?![A-Za-z0-9])",
+        re.IGNORECASE,
     )
 
 

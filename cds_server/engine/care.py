@@ -181,7 +181,7 @@ def _for_another_region(ctx: EvalContext, entry: Entry) -> bool:
     for ref in entry.reason_refs:
         raw = ctx.record.resolve(ref)
         if raw is not None:
-            sites |= ctx.record.read_concept(raw.get("code"))[0]
+            sites |= ctx.record.classes(raw.get("code"))
     if not sites or region_of_codes(ctx, sites) or ctx.carepath.cohort.first_match(sites):
         return False
     return any(ctx.record.terminology.is_known(code) for code in sites)

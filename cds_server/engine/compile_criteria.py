@@ -64,38 +64,13 @@ class CriteriaCompiler(CompilerBase):
         return value
 
     def _disabled_ids(self) -> set[str]:
-        """Return ids of criteria switched off by parameters, with everything inside them."""
+        """Return ids of criteria switched off by parameters, with everything inside them and every ref to them."""
         disabled: set[str] = set()
-
-        def walk(node: Any, off: bool) -> None:
-            if not isinstance(node, Mapping):
-                return
-            flag = node.get("enabledBy")
-            if isinstance(flag, Mapping) and self.parameters.get(str(flag.get("param"))) is not None:
-                off = off or self.parameters[str(flag["param"])].value is False
-            if off and isinstance(node.get("id"), str):
-                disabled.add(node["id"])
-            for key in ("all", "any"):
-                for child in node.get(key) or []:
-                    walk(child, off)
-            walk(node.get("not"), off)
-
         refs: dict[str, str] = {}
-
-        def collect(node: Any) -> None:
-            if not isinstance(node, Mapping):
-                return
-            if isinstance(node.get("ref"), str) and isinstance(node.get("id"), str):
-                refs[node["id"]] = node["ref"]
-            for key in ("all", "any"):
-                for child in node.get(key) or []:
-                    collect(child)
-            collect(node.get("not"))
-
         for service in self.doc["services"]:
             for node in service["criteria"].values():
-                walk(node, False)
-                collect(node)
+                self._mark_disabled(node, False, disabled)
+                _references(node, refs)
         changed = True
         while changed:  # a reference to a switched-off criterion is switched off too
             changed = False
@@ -104,6 +79,18 @@ class CriteriaCompiler(CompilerBase):
                     disabled.add(node_id)
                     changed = True
         return disabled
+
+    def _mark_disabled(self, node: Any, off: bool, disabled: set[str]) -> None:
+        """Add to ``disabled`` the ids of the criteria in ``node`` an ``enabledBy`` parameter switches off."""
+        if not isinstance(node, Mapping):
+            return
+        flag = node.get("enabledBy")
+        if isinstance(flag, Mapping) and self.parameters.get(str(flag.get("param"))) is not None:
+            off = off or self.parameters[str(flag["param"])].value is False
+        if off and isinstance(node.get("id"), str):
+            disabled.add(node["id"])
+        for child in _raw_children(node):
+            self._mark_disabled(child, off, disabled)
 
     def text(self, raw: str, path: str) -> str:
         """Fill ``{parameter}`` placeholders in a criterion's text with the values in force."""
@@ -206,3 +193,18 @@ class CriteriaCompiler(CompilerBase):
                 current = self.nodes[current.target]
 
     # -- services -------------------------------------------------------------------
+
+
+def _raw_children(node: Mapping[str, Any]) -> list[Any]:
+    """The parts of a raw criterion group (``all``, ``any``, ``not``), in that order."""
+    return [*(node.get("all") or []), *(node.get("any") or []), node.get("not")]
+
+
+def _references(node: Any, refs: dict[str, str]) -> None:
+    """Collect ``{id: target}`` of every ``ref`` criterion in ``node``."""
+    if not isinstance(node, Mapping):
+        return
+    if isinstance(node.get("ref"), str) and isinstance(node.get("id"), str):
+        refs[node["id"]] = node["ref"]
+    for child in _raw_children(node):
+        _references(child, refs)

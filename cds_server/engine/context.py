@@ -1,4 +1,4 @@
-"""Everything one order's evaluation can see, plus a per-order cache of derived facts."""
+"""Everything one order's evaluation can see, plus a per-order cache of derived facts and decided criteria."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ class EvalContext:
     other_orders: tuple[Order, ...]
     as_of: date
     record_available: bool = True
-    cache: dict[Hashable, Any] = field(default_factory=dict)
+    cache: dict[Hashable, Any] = field(default_factory=dict)  # derived facts, by key (``fact``)
+    memo: dict[tuple[str, str], Any] = field(default_factory=dict)  # decided criteria, by (node id, kind)
+    brief: bool = False  # only the outcome is read (an alternative's verdict): no explanation is built
 
     def matcher(self, value_set_ids: list[str] | tuple[str, ...]) -> CodeMatcher:
         """Return the compiled union of these value sets."""

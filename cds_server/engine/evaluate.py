@@ -13,15 +13,17 @@ record, its index, the answers) is built once per call (:class:`_Shared`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from cds_server.engine.context import EvalContext
 from cds_server.engine.criteria import evaluate
-from cds_server.engine.model import CarePath, Service
+from cds_server.engine.model import CarePath, Leaf, Node, Ref, Service
+from cds_server.engine.operators import REGISTRY
 from cds_server.engine.outcome import decide_outcome
-from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
+from cds_server.engine.result import OrderDecision, Outcome
 from cds_server.engine.routing import cohort, recognises, route, ungoverned
 from fhir_mappings.codes import concept_codes
 from fhir_mappings.orders import Order
@@ -51,7 +53,8 @@ def evaluate_orders(
         others = tuple(o for o in orders if o is not order)
         decision = _decide_order(shared, order, others, call_date)
 
-        def verdict(proposed: Order, others: tuple[Order, ...] = others) -> Outcome:
+        def verdict(proposed: Order, others: tuple[Order, ...] = others, basis: Order = order) -> Outcome:
+            shared.proposals[proposed.ref] = basis
             return _decide_order(shared, proposed, others, call_date).outcome
 
         decision.alternatives = _worth_offering(decision.alternatives, order, verdict)
@@ -141,15 +144,74 @@ def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
 
 @dataclass(frozen=True)
 class _Shared:
-    """What every order of one request is decided against: the CarePaths, the record and its answers."""
+    """What every order of one request is decided against: the CarePaths, the record and its answers.
+
+    It also keeps each order's evaluation context, so that an alternative proposed for an order
+    (the same order with another code, ``_proposed``) starts from what was derived and decided for
+    it: ``proposals`` names the order each proposal was made from.
+    """
 
     carepaths: tuple[CarePath, ...]
     record: PatientRecord
     record_available: bool
     answers_by_cp: dict[str, Answers]
+    contexts: dict[tuple[str, str, date], EvalContext] = field(default_factory=dict)
+    proposals: dict[str, Order] = field(default_factory=dict)
 
     def context(self, cp: CarePath, order: Order, others: tuple[Order, ...], as_of: date) -> EvalContext:
-        return EvalContext(cp, self.record, self.answers_by_cp[cp.id], order, others, as_of, self.record_available)
+        ctx = EvalContext(cp, self.record, self.answers_by_cp[cp.id], order, others, as_of, self.record_available)
+        basis = self.proposals.get(order.ref)
+        seed = self.contexts.get((basis.ref, cp.id, as_of)) if basis is not None else None
+        if seed is not None and seed.order is basis and seed.other_orders is others:
+            _reuse(seed, ctx)
+        ctx.brief = basis is not None  # a proposal's decision is read for its outcome only
+        self.contexts[(order.ref, cp.id, as_of)] = ctx
+        return ctx
+
+
+def _reuse(seed: EvalContext, ctx: EvalContext) -> None:
+    """Start a proposal's evaluation from what its order's evaluation derived and decided.
+
+    A proposal differs from its order only in its code (``_proposed``: the same reasons, body
+    site, quantity, dates and encounter, the same record, answers and date), and every fact and
+    every operator but those that read the order's code (``Operator.reads_order_code``) decides
+    the same for both; criteria that read the code, and the groups above them, are decided anew.
+    Its decision is used for its outcome only, so the order's references in the reused
+    explanations do not show.
+    """
+    ctx.cache.update(seed.cache)
+    blind = _code_blind(seed.carepath)
+    ctx.memo.update((key, result) for key, result in seed.memo.items() if key[0] in blind)
+
+
+_CODE_BLIND: WeakKeyDictionary[CarePath, frozenset[str]] = WeakKeyDictionary()
+
+
+def _code_blind(cp: CarePath) -> frozenset[str]:
+    """The ids of the CarePath's criteria whose result does not depend on the order's own code."""
+    known = _CODE_BLIND.get(cp)
+    if known is not None:
+        return known
+    reads: dict[str, bool] = {}
+
+    def reads_code(node: Node) -> bool:
+        if node.id not in reads:
+            if isinstance(node, Leaf):
+                reads[node.id] = REGISTRY[node.op].reads_order_code
+            elif isinstance(node, Ref):
+                reads[node.id] = reads_code(cp.nodes[node.target])
+            else:
+                reads[node.id] = any(reads_code(child) for child in node.children)
+        return reads[node.id]
+
+    for service in cp.services:
+        for node in (*service.groups.values(), *([service.selection] if service.selection else [])):
+            reads_code(node)
+    for node in cp.nodes.values():
+        reads_code(node)
+    blind = frozenset(node_id for node_id, reads_it in reads.items() if not reads_it)
+    _CODE_BLIND[cp] = blind
+    return blind
 
 
 def _decide_order(shared: _Shared, order: Order, others: tuple[Order, ...], call_date: date) -> OrderDecision:
@@ -227,6 +289,5 @@ def _decide_in_carepath(ctx: EvalContext, services: list[Service], cohort_reason
             criteria=routing,
             questions=questions,
         )
-    memo: dict[tuple[str, str], CriterionResult] = {}
-    roots = [evaluate(node, ctx, kind, memo) for kind, node in chosen.groups.items()]
+    roots = [evaluate(node, ctx, kind, ctx.memo) for kind, node in chosen.groups.items()]
     return decide_outcome(ctx, chosen, roots, routing, cohort_reason)

@@ -180,7 +180,7 @@ def _order_reason_codes(ctx: EvalContext) -> frozenset[Code]:
         # A referenced Condition is evidence only while it counts (not resolved, refuted or in error)
         # and is proven: a provisional one is a doubt (order_reason_doubts), not proof.
         if raw is not None and counts_as_evidence(raw) and not _abated(raw, ctx.as_of) and not suspected(raw):
-            codes |= ctx.record.read_concept(raw.get("code"))[0]
+            codes |= ctx.record.classes(raw.get("code"))
     return frozenset(codes)
 
 
@@ -190,7 +190,7 @@ def order_reason_doubts(ctx: EvalContext) -> list[tuple[str, frozenset[Code]]]:
     for ref in ctx.order.reason_refs:
         raw = ctx.record.resolve(ref) if not ref.startswith("#") else None
         if raw is not None and counts_as_evidence(raw) and suspected(raw):
-            found.append((ref, ctx.record.read_concept(raw.get("code"))[0]))
+            found.append((ref, ctx.record.classes(raw.get("code"))))
     return found
 
 

@@ -197,13 +197,7 @@ def conservative_care_before_first_session(ctx: EvalContext, args: Mapping[str, 
             [answered[1]],
         )
     found = facts.sessions(ctx, tuple(args["valueSets"]), days_arg(args, "lookbackDays"), True, None)
-    recorded: float | None = None
-    evidence: list[str] = []
-    if found:
-        care = facts.conservative_care_at(ctx, found[0].day)
-        if care.start is not None:
-            recorded = care.weeks(found[0].day)
-            evidence = care.evidence + found[0].evidence
+    recorded, evidence = _care_before(ctx, found[0]) if found else (None, [])
     if answered is not None and (recorded is None or answered[0] > recorded):
         value, source = answered
         return Finding(TRUE if compare(value, op, threshold) else FALSE, _answered(ctx, source, value), [source])
@@ -214,11 +208,23 @@ def conservative_care_before_first_session(ctx: EvalContext, args: Mapping[str, 
     if found and recorded is None:
         recorded, evidence = 0.0, list(found[0].evidence)  # no care on record before the block: a span of zero
     if recorded is not None:
-        text = f"{recorded:.1f} weeks of conservative care before {found[0].day} on record"
-        # The record's span is a lower bound (care elsewhere may be missing): it proves "at least",
-        # never "fewer than"; a short span asks instead of deciding.
-        ok = compare(recorded, op, threshold)
-        if op in (">", ">=") and ok or op in ("<", "<=") and not ok:
-            return Finding(TRUE if ok else FALSE, text, evidence)
-        return Finding(SUGGESTIVE, f"only {text}; care elsewhere may be missing", evidence)
+        return _recorded_span(recorded, found[0], evidence, op, threshold)
     return Finding(NONE, "", [], "conservative care before the first block")
+
+
+def _care_before(ctx: EvalContext, first: facts.Session) -> tuple[float | None, list[str]]:
+    """Weeks of conservative care the record shows before the first session, with their evidence."""
+    care = facts.conservative_care_at(ctx, first.day)
+    if care.start is None:
+        return None, []
+    return care.weeks(first.day), care.evidence + first.evidence
+
+
+def _recorded_span(recorded: float, first: facts.Session, evidence: list[str], op: str, threshold: float) -> Finding:
+    """The record's span of care is a lower bound (care elsewhere may be missing): it proves "at least",
+    never "fewer than"; a short span asks instead of deciding."""
+    text = f"{recorded:.1f} weeks of conservative care before {first.day} on record"
+    ok = compare(recorded, op, threshold)
+    if op in (">", ">=") and ok or op in ("<", "<=") and not ok:
+        return Finding(TRUE if ok else FALSE, text, evidence)
+    return Finding(SUGGESTIVE, f"only {text}; care elsewhere may be missing", evidence)

@@ -65,16 +65,9 @@ def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     value_sets = tuple(args.get("valueSets") or ())
     decisive = facts.matching_entries(ctx, value_sets, types, lookback)
     decisive, elsewhere = _of_the_study_region(ctx, args, decisive)
-    reason_doubts: list[str] = []
-    if args.get("includeOrderReasons"):
-        hit = ctx.matcher(value_sets).first_match(facts.order_reason_codes(ctx))
-        if hit:
-            return Finding(TRUE, f"{describe(hit)} is the order's reason", [ctx.order.ref])
-        reason_doubts = [
-            f"{ref}: the order's reason is suspected, not confirmed"
-            for ref, codes in facts.order_reason_doubts(ctx)
-            if ctx.matcher(value_sets).first_match(codes)
-        ]
+    reason, reason_doubts = _order_reason(ctx, value_sets) if args.get("includeOrderReasons") else (None, [])
+    if reason is not None:
+        return reason
     checked = _checked(args, types, lookback)
     denied = facts.denials(ctx, value_sets, types, lookback)
     if decisive:
@@ -83,14 +76,40 @@ def coded_finding(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
             return negated
         refs = [e.ref for e, _ in decisive]
         return Finding(TRUE, "; ".join(cite(e.ref, c, e.start) for e, c in decisive[:3]), refs, checked)
-    suggestive = facts.matching_entries(ctx, args.get("suggestiveValueSets") or (), types, lookback)
     doubts = reason_doubts + elsewhere + facts.doubts(ctx, value_sets, types, lookback)
+    return _unproven(ctx, args, types, lookback, doubts, denied, checked)
+
+
+def _order_reason(ctx: EvalContext, value_sets: tuple[str, ...]) -> tuple[Finding | None, list[str]]:
+    """The order's own reason as proof of the finding, else why a suspected reason leaves it in doubt."""
+    matcher = ctx.matcher(value_sets)
+    hit = matcher.first_match(facts.order_reason_codes(ctx))
+    if hit:
+        return Finding(TRUE, f"{describe(hit)} is the order's reason", [ctx.order.ref]), []
+    return None, [
+        f"{ref}: the order's reason is suspected, not confirmed"
+        for ref, codes in facts.order_reason_doubts(ctx)
+        if matcher.first_match(codes)
+    ]
+
+
+def _unproven(
+    ctx: EvalContext,
+    args: Mapping[str, Any],
+    types: tuple[str, ...],
+    lookback: int | None,
+    doubts: list[str],
+    denied: list[Entry],
+    checked: str,
+) -> Finding:
+    """No proof of the finding: in doubt, suggested (to confirm), recorded as absent, or silence."""
+    suggestive = facts.matching_entries(ctx, args.get("suggestiveValueSets") or (), types, lookback)
     if doubts:
         return Finding(SUGGESTIVE, not_understood(doubts), [], checked)
     if suggestive:
         text = "; ".join(cite(e.ref, c, e.start) for e, c in suggestive[:3])
         return Finding(SUGGESTIVE, f"{text} needs confirmation", [e.ref for e, _ in suggestive], checked)
-    if denied and value_sets:
+    if denied and args.get("valueSets"):
         latest = max(denied, key=lambda e: (e.start or date.min, e.ref))
         return Finding(
             FALSE, f"recorded as absent in {latest.ref}" + on(latest.start), [latest.ref], checked, stated=True

@@ -29,7 +29,12 @@ from fhir_mappings.record import describe_code
 # --- the order itself -------------------------------------------------------------
 
 
-@operator("order_code", {"valueSets": VS_LIST, "includeOtherOrders": {"type": "boolean"}}, ("valueSets",))
+@operator(
+    "order_code",
+    {"valueSets": VS_LIST, "includeOtherOrders": {"type": "boolean"}},
+    ("valueSets",),
+    reads_order_code=True,
+)
 def order_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """The order (or another order in the same request) carries a code from the value sets."""
     matcher = ctx.matcher(tuple(args["valueSets"]))
@@ -50,6 +55,7 @@ def order_code(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
         "includeOtherOrders": {"type": "boolean"},
     },
     ("valueSets", "comparator", "count"),
+    reads_order_code=True,
 )
 def order_code_count(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
     """How many units of codes from the value sets the request orders (quantity counts) compares with a number."""

@@ -138,12 +138,17 @@ def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
             _session_refs(found),
             "procedure history and documented prior sessions",
         )
+    return _relief_of_each(ctx, args, found[-n:])
+
+
+def _relief_of_each(ctx: EvalContext, args: Mapping[str, Any], found: list[facts.Session]) -> Finding:
+    """Each of these sessions gave relief beyond the percentage (and for long enough), session by session."""
     op, pct = args["comparator"], float(args["percent"])
     min_weeks = args.get("minimumWeeks")
     unknown: list[str] = []
     refs: list[str] = []
     conflicts: list[str] = []
-    for session in found[-n:]:
+    for session in found:
         relief = facts.relief_after(ctx, session, pct, str(args.get("reliefWindow", "therapeutic")))
         label = session.day.isoformat()
         if relief is None:
@@ -154,18 +159,14 @@ def session_relief(ctx: EvalContext, args: Mapping[str, Any]) -> Finding:
         if not compare(relief.percent, op, pct):
             text = f"{relief.percent:.0f}% relief after {label} (needs {op} {pct:g}%)"
             return Finding(FALSE, text, list(relief.evidence), conflict="; ".join(conflicts))
-        if min_weeks:
-            if relief.weeks is None:
-                unknown.append(f"duration of relief after {label} not documented")
-            elif relief.weeks < float(min_weeks):
-                return Finding(
-                    FALSE,
-                    f"relief after {label} lasted {relief.weeks:.1f} weeks (needs {float(min_weeks):g})",
-                    list(relief.evidence),
-                )
+        if min_weeks and relief.weeks is None:
+            unknown.append(f"duration of relief after {label} not documented")
+        elif min_weeks and relief.weeks is not None and relief.weeks < float(min_weeks):
+            text = f"relief after {label} lasted {relief.weeks:.1f} weeks (needs {float(min_weeks):g})"
+            return Finding(FALSE, text, list(relief.evidence))
     if unknown:
         return Finding(NONE, "; ".join(unknown), refs, "pain scores around each session")
-    return Finding(TRUE, f"relief {op} {pct:g}% after the last {n} session(s)", refs)
+    return Finding(TRUE, f"relief {op} {pct:g}% after the last {len(found)} session(s)", refs)
 
 
 @operator(

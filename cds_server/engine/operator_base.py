@@ -52,6 +52,7 @@ class Operator:
     schema: Mapping[str, Any]
     doc: str
     facts: tuple[str, ...] = ()
+    reads_order_code: bool = False  # decides by the order's own code (an alternative's code differs)
 
 
 REGISTRY: dict[str, Operator] = {}
@@ -84,9 +85,18 @@ CLINICAL_TYPES = (
 
 
 def operator(
-    name: str, properties: Mapping[str, Any], required: tuple[str, ...] = (), facts: tuple[str, ...] = ()
+    name: str,
+    properties: Mapping[str, Any],
+    required: tuple[str, ...] = (),
+    facts: tuple[str, ...] = (),
+    reads_order_code: bool = False,
 ) -> Callable[[OperatorFn], OperatorFn]:
-    """Register an operator under ``name`` with an argument schema and the ``facts`` settings it reads."""
+    """Register an operator under ``name`` with an argument schema and the ``facts`` settings it reads.
+
+    ``reads_order_code``: the operator reads the order's own codes or text. Every other operator
+    decides the same for an alternative that differs from the order only in its code, so the
+    alternative's decision reuses the order's results for them (``evaluate._worth_offering``).
+    """
 
     def register(fn: OperatorFn) -> OperatorFn:
         schema = {
@@ -95,7 +105,8 @@ def operator(
             "properties": dict(properties),
             "required": list(required),
         }
-        REGISTRY[name] = Operator(name, fn, schema, (fn.__doc__ or "").strip().splitlines()[0], facts)
+        doc = (fn.__doc__ or "").strip().splitlines()[0]
+        REGISTRY[name] = Operator(name, fn, schema, doc, facts, reads_order_code)
         return fn
 
     return register

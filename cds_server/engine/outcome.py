@@ -20,28 +20,23 @@ from cds_server.engine.result import CriterionResult, OrderDecision, Outcome
 def decide_outcome(
     ctx: EvalContext, service: Service, roots: list[CriterionResult], routing: list[CriterionResult], cohort: str
 ) -> OrderDecision:
-    kinds = list(service.groups)
-    by_kind = dict(zip(kinds, roots, strict=False))
-    ni = by_kind.get("nonIndications")
-    request = all_of(by_kind[k].result for k in REQUEST_KINDS if k in by_kind)
-    if ni is not None and ni.result is Tri.MET:
-        outcome, failing = Outcome.CONTRAINDICATED, _deciding(ni, Tri.MET)
-    elif request is Tri.NOT_MET:
-        outcome = Outcome.NOT_MET
-        failing = [i for k in REQUEST_KINDS if k in by_kind for i in _deciding(by_kind[k], Tri.NOT_MET)]
-    elif request is Tri.UNKNOWN or (ni is not None and ni.result is Tri.UNKNOWN):
-        outcome, failing = Outcome.DOCUMENTATION_NEEDED, []
-    else:
-        outcome, failing = Outcome.CRITERIA_MET, []
-    conflicts = [f"{n.text}: {n.conflict}" for r in routing + roots for n in r.walk() if n.conflict]
-    questions = open_questions(roots) if outcome is Outcome.DOCUMENTATION_NEEDED else []
-    all_nodes = [n for r in roots for n in r.walk()]
-    used = sorted({e for n in all_nodes for e in n.evidence if e.startswith("QuestionnaireResponse/")})
+    """The order's decision from its service's decided criteria: the outcome, and everything that explains it."""
+    outcome, failing = _outcome(service, roots)
     cp = ctx.carepath
+    if ctx.brief:  # an alternative's verdict: its outcome is all that is read
+        return OrderDecision(
+            ctx.order.ref, outcome, "", ctx.as_of.isoformat(), cp.id, cp.version, service.id, service.title
+        )
+    # Every node once, depth first (routing first), for everything below that reads the whole tree.
+    routed = [n for r in routing for n in r.walk()]
+    all_nodes = [n for r in roots for n in r.walk()]
+    conflicts = [f"{n.text}: {n.conflict}" for n in routed + all_nodes if n.conflict]
+    questions = open_questions(roots) if outcome is Outcome.DOCUMENTATION_NEEDED else []
+    used = sorted({e for n in all_nodes for e in n.evidence if e.startswith("QuestionnaireResponse/")})
     return OrderDecision(
         ctx.order.ref,
         outcome,
-        _summary(outcome, service, roots, failing),
+        _summary(outcome, service, all_nodes, failing),
         ctx.as_of.isoformat(),
         cp.id,
         cp.version,
@@ -54,12 +49,26 @@ def decide_outcome(
         questions=questions,
         failing=failing,
         answers_used=used,
-        alternatives=_alternatives(service, outcome, routing + roots) if ctx.record_available else [],
-        prefill=prefill(ctx, roots) if outcome is Outcome.DOCUMENTATION_NEEDED else {},
+        alternatives=_alternatives(service, outcome, routed + all_nodes) if ctx.record_available else [],
+        prefill=prefill(ctx, all_nodes) if outcome is Outcome.DOCUMENTATION_NEEDED else {},
     )
 
 
-def _alternatives(service: Service, outcome: Outcome, roots: list[CriterionResult]) -> list[dict[str, Any]]:
+def _outcome(service: Service, roots: list[CriterionResult]) -> tuple[Outcome, list[str]]:
+    """The outcome by precedence (product-decisions.md §2), and the criteria that decided a refusal."""
+    by_kind = dict(zip(list(service.groups), roots, strict=False))
+    ni = by_kind.get("nonIndications")
+    request = all_of(by_kind[k].result for k in REQUEST_KINDS if k in by_kind)
+    if ni is not None and ni.result is Tri.MET:
+        return Outcome.CONTRAINDICATED, _deciding(ni, Tri.MET)
+    if request is Tri.NOT_MET:
+        return Outcome.NOT_MET, [i for k in REQUEST_KINDS if k in by_kind for i in _deciding(by_kind[k], Tri.NOT_MET)]
+    if request is Tri.UNKNOWN or (ni is not None and ni.result is Tri.UNKNOWN):
+        return Outcome.DOCUMENTATION_NEEDED, []
+    return Outcome.CRITERIA_MET, []
+
+
+def _alternatives(service: Service, outcome: Outcome, nodes: list[CriterionResult]) -> list[dict[str, Any]]:
     """Return the service's alternatives whose conditions hold, for an order that is not approved.
 
     Only offered on a record that was obtained: "missing" must mean missing, not unseen.
@@ -67,9 +76,8 @@ def _alternatives(service: Service, outcome: Outcome, roots: list[CriterionResul
     if outcome is Outcome.CRITERIA_MET:
         return []
     results: dict[str, Tri] = {}
-    for root in roots:
-        for node in root.walk():
-            results.setdefault(node.id, node.result)
+    for node in nodes:
+        results.setdefault(node.id, node.result)
     chosen = []
     for alt in service.alternatives:
         hits = [c["criterion"] for c in alt["when"] if results.get(c["criterion"], Tri.UNKNOWN).value in c["results"]]
@@ -110,8 +118,8 @@ def open_questions(roots: list[CriterionResult]) -> list[str]:
     return list(found)
 
 
-def _summary(outcome: Outcome, service: Service, roots: list[CriterionResult], failing: list[str]) -> str:
-    texts = {n.id: n.text for r in roots for n in r.walk()}
+def _summary(outcome: Outcome, service: Service, nodes: list[CriterionResult], failing: list[str]) -> str:
+    texts = {n.id: n.text for n in nodes}
     names = "; ".join(texts.get(i, i) for i in failing[:3])
     if outcome is Outcome.CRITERIA_MET:
         return f"{service.title}: medical-necessity criteria met"

@@ -28,15 +28,17 @@ from cds_server.engine.result import CriterionResult
 Prefill = dict[str, dict[str, Any]]
 
 
-def prefill(ctx: EvalContext, roots: list[CriterionResult]) -> Prefill:
-    """Return ``{linkId: {"value", "type", "evidence"}}`` for items the record answers."""
+def prefill(ctx: EvalContext, nodes: list[CriterionResult]) -> Prefill:
+    """Return ``{linkId: {"value", "type", "evidence"}}`` for items the record answers.
+
+    ``nodes``: every decided criterion, depth first (``CriterionResult.walk`` of each root).
+    """
     found: Prefill = {}
     doubted: set[str] = set()
-    for root in roots:
-        for node in root.walk():
-            _from_leaf(ctx, node, found)
-            if node.result is Tri.UNKNOWN:
-                doubted.update(node.questions)
+    for node in nodes:
+        _from_leaf(ctx, node, found)
+        if node.result is Tri.UNKNOWN:
+            doubted.update(node.questions)
     _from_facts(ctx, found, frozenset(doubted))
     _from_answers(ctx, found)
     return found
@@ -58,10 +60,12 @@ _ANSWERABLE = {"boolean", "choice", "open-choice", "integer", "decimal", "date",
 
 def _from_answers(ctx: EvalContext, found: Prefill) -> None:
     """Earlier answers (most recent response first) to items the record left open."""
+    if not ctx.answers:
+        return
     for link_id, question in ctx.carepath.questions.items():
-        answers = ctx.answers.get(link_id)
-        if link_id in found or not answers or question.type not in _ANSWERABLE:
+        if link_id in found or question.type not in _ANSWERABLE or ctx.answers.first(link_id) is None:
             continue
+        answers = ctx.answers.get(link_id)
         values = [a.value.isoformat() if isinstance(a.value, date) else a.value for a in answers]
         found[link_id] = {
             "value": values if question.repeats else values[0],

@@ -85,7 +85,7 @@ def cohort(ctx: EvalContext) -> tuple[bool, str]:
         if raw and status_reading(raw)[0] == IGNORED:
             refuted += 1  # refuted or entered in error: never a reason (product-decisions.md §1)
         elif raw:
-            reasons |= ctx.record.read_concept(raw.get("code"))[0]
+            reasons |= ctx.record.classes(raw.get("code"))
     cohort = ctx.carepath.cohort
     if reasons:
         hit = cohort.first_match(reasons)

@@ -62,7 +62,7 @@ def sessions(
     Add-on codes describe extra levels on the same date, so counting distinct
     dates counts sessions, not CPT lines (clinical-coding.md §0.3).
     """
-    key = ("sessions", value_sets, lookback_days, same_region_only, _freeze(answer_group))
+    key = ("sessions", value_sets, lookback_days, same_region_only, _group_key(answer_group))
     return ctx.fact(key, lambda: _sessions(ctx, value_sets, lookback_days, same_region_only, answer_group))
 
 
@@ -149,12 +149,11 @@ def _merge_answered(
             session.relief_weeks = float(weeks)
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
+def _group_key(group: Mapping[str, Any] | None) -> tuple[str, tuple[str, ...]] | None:
+    """What of an ``answerGroup`` argument the sessions depend on (its schema allows only these two)."""
+    if not group:
+        return None
+    return group["linkId"], tuple(arr(group.get("types")))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 from cds_server.engine import CarePath, OrderDecision, Tri
 from cds_server.pipeline.card_base import CardContext, make_card
 from cds_server.pipeline.card_detail import fact, fit, md
-from cds_server.pipeline.card_text import PlainWords
+from cds_server.pipeline.card_text import PlainWords, plain_words
 from fhir_mappings.codes import arr, concept_codes, obj
 
 
@@ -55,7 +55,7 @@ def alternative_cards(
 ) -> list[dict[str, Any]]:
     """Cards proposing the alternatives the engine found for this order."""
     ref = f"{order.get('resourceType')}/{order.get('id')}"
-    words = PlainWords(carepath)
+    words = plain_words(carepath)
     cards = []
     for alt in decision.alternatives:
         suggestion = _suggestion(alt, order, others, carepath)

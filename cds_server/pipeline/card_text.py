@@ -188,3 +188,23 @@ def _checked(match: re.Match[str]) -> str:
         what = re.sub(rf"\b{resource_type}\b", words, what)
     what = what.strip(" ,")
     return f"(checked: {what})" if what else ""
+
+
+_WORDS: dict[int, tuple[CarePath, PlainWords]] = {}
+_WORDS_KEPT = 16  # CarePaths are loaded once per app; a test run makes many apps
+
+
+def plain_words(carepath: CarePath) -> PlainWords:
+    """The :class:`PlainWords` of a loaded CarePath, built once (it walks every code the CarePath lists).
+
+    Built per card it cost about half of a hook call. Keyed by the object itself (a CarePath
+    is immutable once compiled), so an override that compiles another CarePath gets its own.
+    """
+    kept = _WORDS.get(id(carepath))
+    if kept is not None and kept[0] is carepath:
+        return kept[1]
+    if len(_WORDS) >= _WORDS_KEPT:
+        _WORDS.pop(next(iter(_WORDS)))
+    words = PlainWords(carepath)
+    _WORDS[id(carepath)] = (carepath, words)
+    return words

@@ -42,7 +42,7 @@ from cds_server.pipeline.card_detail import (
     question_lines,
 )
 from cds_server.pipeline.card_orders import alternative_cards, suggestion_key
-from cds_server.pipeline.card_text import PlainWords
+from cds_server.pipeline.card_text import PlainWords, plain_words
 
 __all__ = [  # what the pipeline and discovery use of the card modules, in one place
     "CARD_TYPES",
@@ -71,7 +71,7 @@ def order_name(decision: OrderDecision, order_label: str) -> str:
 
 def checklist(carepath: CarePath, decision: OrderDecision, hook_allows_documentation: bool = True) -> str:
     """The decision in plain words: what fails or is missing first, then one line of what was met."""
-    words = PlainWords(carepath)
+    words = plain_words(carepath)
     why = explain(decision)
     lines: list[str] = []
     if decision.conflicts:

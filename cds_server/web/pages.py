@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 from cds_server.engine import CarePath
 from cds_server.engine.model import Group, Node, Ref
 from cds_server.errors import Issue, UnknownService
-from cds_server.pipeline.card_text import PlainWords
+from cds_server.pipeline.card_text import PlainWords, plain_words
 from cds_server.web.auth import readable_by_caller
 from cds_server.web.wire import base_url, json_response
 
@@ -98,7 +98,7 @@ def determination(assertion_id: str) -> Response:
     cp = body.get("carePath") or {}
     guideline_url = f"{base_url()}/carepaths/{cp.get('id')}" if cp else ""
     carepath = next((c for c in current_app.extensions["cds"].carepaths if c.id == cp.get("id")), None)
-    words = PlainWords(carepath) if carepath else None
+    words = plain_words(carepath) if carepath else None
     criteria = [_view(node, carepath, words) for node in body["criteria"]] if carepath and words else []
     html = render_template(
         "determination.html",
