@@ -236,4 +236,4 @@ def test_inferno_appointment_fixture_with_an_empty_string_is_refused_precisely(c
     response = client.post("/cds-services/crd-appointment-book", json=body)
     assert response.status_code == 400
     issue = response.get_json()["issue"][0]
-    assert issue["expression"] == ["$.context.appointments[0].reason.coding.system"]
+    assert issue["expression"] == ["$.context.appointments.entry[0].resource.reason.coding.system"]

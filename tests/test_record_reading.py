@@ -260,9 +260,11 @@ def test_an_unidentified_order_is_conditional(client: FlaskClient) -> None:
     assert info["pa-needed"] == "conditional" and info["info-needed"] == "detail-code"
 
 
-def test_an_order_in_a_status_the_hook_does_not_decide_is_refused(client: FlaskClient) -> None:
+@pytest.mark.parametrize("status", ["completed", {"code": "draft"}, ["draft"], 7, None])
+def test_an_order_in_a_status_the_hook_does_not_decide_is_refused(client: FlaskClient, status: Any) -> None:
+    """A status that is not a string (found by fuzzing: it was a 500) is as unreadable as a wrong one."""
     body = hook_request(scenario(MRI))
-    body["context"]["draftOrders"]["entry"][0]["resource"]["status"] = "completed"
+    body["context"]["draftOrders"]["entry"][0]["resource"]["status"] = status
     response = client.post(SIGN, json=body)
     assert response.status_code == 400
     assert response.get_json()["issue"][0]["expression"] == ["$.context.draftOrders.entry[0].resource.status"]

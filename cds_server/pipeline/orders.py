@@ -78,15 +78,15 @@ def _checked(
 ) -> tuple[OrderTarget, Order] | None:
     """The order read and validated, or None with the reason added to ``problems``."""
     field_ = call.service.orders_field
-    empty = _first_empty(target.order, f"$.context.{field_}[{index}]")
+    bundle = isinstance(call.context.get(field_), Mapping)
+    where = f"$.context.{field_}.entry[{index}].resource" if bundle else _where(call, target)
+    empty = _first_empty(target.order, where)
     if empty:
         problems.add("FHIR JSON allows no null or empty values", empty)
         return None
     status = target.order.get("status")
-    if call.service.order_statuses and status not in call.service.order_statuses:
+    if call.service.order_statuses and (not isinstance(status, str) or status not in call.service.order_statuses):
         allowed = " or ".join(sorted(call.service.order_statuses))
-        bundle = isinstance(call.context.get(field_), Mapping)
-        where = f"$.context.{field_}.entry[{index}].resource" if bundle else _where(call, target)
         problems.add(f"{call.service.hook} decides only orders whose status is {allowed}", f"{where}.status")
         return None
     order = read_order(target.order, index)
