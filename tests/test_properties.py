@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.adapters import HTTPAdapter
 
-from cds_server.scenarios import SCENARIO_DIR, hook_request, load_scenario
+from cds_server.scenarios import SCENARIO_DIR, hook_request, iter_scenarios, load_scenario
 from cds_server.web.app import create_app
 from tests import conformance
 
@@ -210,3 +210,47 @@ def test_very_many_orders(count: int, dispatch: bool) -> None:
         body["context"] = {**{k: v for k, v in body["context"].items() if k != "draftOrders"}, **refs}
         body["hook"] = "order-dispatch"
         check(CLIENT.post("/cds-services/crd-order-dispatch", json=body))
+
+
+# --- real requests, each with one to three members replaced by a hostile value ---------------------------------
+
+HOSTILE = st.one_of(
+    st.sampled_from([None, True, 0, -1, 1e308, "", [], {}, [None], {"a": None}, "2024-13-45", "💥", 10**30]),
+    st.sampled_from(["urn:uuid:x", {"reference": "Patient/x"}, {"coding": [{}]}, {"coding": [{"code": 5}]}]),
+    st.text(max_size=20),
+)
+MUTATED_HOOKS = {
+    "order-sign": "crd-order-sign",
+    "order-select": "crd-order-select",
+    "order-dispatch": "crd-order-dispatch",
+    "appointment-book": "crd-appointment-book",
+}
+SEEDS = [hook_request(load_scenario(s.path)) for s in list(iter_scenarios())[::25]]
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every member's path in a JSON value (iteratively: a mutated body may nest deep)."""
+    found, stack = [], [(value, path)]
+    while stack:
+        node, at = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in items:
+            found.append((*at, key))
+            stack.append((child, (*at, key)))
+    return found
+
+
+@SETTINGS
+@given(data=st.data())
+def test_real_requests_with_hostile_members_are_answered_never_a_5xx(data: st.DataObject) -> None:
+    """Deep inside a valid request (an order's status, a coding, a date) is where a type assumption hides:
+    mutating real requests found a 500 (an order status sent as an object) that random JSON never reached."""
+    body = copy.deepcopy(data.draw(st.sampled_from(SEEDS)))
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_paths(body)))
+        parent = body
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = data.draw(HOSTILE)
+    service = MUTATED_HOOKS.get(str(body.get("hook")), "crd-order-sign")
+    check(CLIENT.post(f"/cds-services/{service}", data=json.dumps(body), content_type="application/json"))
