@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cds_server.engine import CarePath
 from cds_server.pipeline import cards
 from cds_server.pipeline import coverage_info as ci
 from cds_server.pipeline.call import Call, OrderResult, Runtime
@@ -27,14 +28,15 @@ def system_actions(call: Call, results: Sequence[OrderResult]) -> list[dict[str,
 
 def build_cards(runtime: Runtime, call: Call, results: Sequence[OrderResult], base_url: str) -> list[dict[str, Any]]:
     """Cards for every decided order, filtered by the call's configuration (CRD dev-14)."""
+    carepaths = {cp.id: cp for cp in runtime.carepaths}
     ctx = cards.CardContext(
         runtime.settings["PAYER_NAME"],
         call.version,
         base_url,
         len(results) > 1,
         lambda assertion_id: runtime.decision_url(base_url, assertion_id),
+        _order_names(results, carepaths),
     )
-    carepaths = {cp.id: cp for cp in runtime.carepaths}
     orders = [r.target.order for r in results]
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -42,25 +44,52 @@ def build_cards(runtime: Runtime, call: Call, results: Sequence[OrderResult], ba
         decision = result.decision
         if decision is None or decision.carepath_id not in carepaths:
             continue
-        label = order_label(result.order)
-        if decision.applicability == "outside-cohort":
-            out.append(cards.outside_cohort_card(ctx, decision, label))
-            continue
         carepath = carepaths[decision.carepath_id]
-        out.append(
-            cards.decision_card(
-                ctx, carepath, decision, label, result.assertion.satisfied_pa_id, call.service.clinical_documentation
-            )
-        )
-        others = [o for o in orders if o is not result.target.order]
-        for card in cards.alternative_cards(ctx, decision, result.target.order, others, carepath):
-            key = cards.suggestion_key(card)
-            if key not in seen:  # several orders can point to the same better order
-                seen.add(key)
-                out.append(card)
-        if decision.service_id:
-            out.append(cards.reference_card(ctx, carepath, decision, result.assertion.assertion_id))
+        out += _order_cards(ctx, call, result, carepath, orders, seen)
     return cards.apply_configuration(out, call.configuration)
+
+
+def _order_cards(
+    ctx: cards.CardContext,
+    call: Call,
+    result: OrderResult,
+    carepath: CarePath,
+    orders: Sequence[Mapping[str, Any]],
+    seen: set[str],
+) -> list[dict[str, Any]]:
+    """The cards of one decided order: its decision, better or additional orders, and its references."""
+    decision, assertion = result.decision, result.assertion
+    assert decision is not None
+    label = order_label(result.order)
+    if decision.applicability == "outside-cohort":
+        page = ctx.decision_url(assertion.assertion_id)
+        return [cards.outside_cohort_card(ctx, decision, label, carepath, page)]
+    expires = assertion.expiry_date.isoformat() if assertion.satisfied_pa_id and assertion.expiry_date else None
+    out = [
+        cards.decision_card(
+            ctx, carepath, decision, label, assertion.satisfied_pa_id, call.service.clinical_documentation, expires
+        )
+    ]
+    others = [o for o in orders if o is not result.target.order]
+    for card in cards.alternative_cards(ctx, decision, result.target.order, others, carepath):
+        key = cards.suggestion_key(card)
+        if key not in seen:  # several orders can point to the same better order
+            seen.add(key)
+            out.append(card)
+    if decision.service_id:
+        out.append(cards.reference_card(ctx, carepath, decision, assertion.assertion_id))
+    return out
+
+
+def _order_names(results: Sequence[OrderResult], carepaths: Mapping[str, CarePath]) -> dict[str, str]:
+    """What a clinician calls each order: the CarePath's display of its code (never a client's "Unknown")."""
+    names = {}
+    for result in results:
+        carepath = carepaths.get(result.decision.carepath_id) if result.decision else None
+        shown = cards.order_display(carepath, result.order) if carepath else None
+        if shown:
+            names[result.order.ref] = shown
+    return names
 
 
 def order_label(order: Order) -> str:

@@ -8,8 +8,8 @@ key is removed before any card is sent.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from cds_server.pipeline.card_detail import fit
@@ -61,6 +61,7 @@ class CardContext:
     base_url: str
     several_orders: bool
     decision_url: Callable[[str], str]  # the (signed) link to a decision page
+    order_names: Mapping[str, str] = field(default_factory=dict)  # order reference -> what a clinician calls it
 
 
 def source(ctx: CardContext, code: str) -> dict[str, Any]:
@@ -88,5 +89,7 @@ def make_card(
     if ctx.several_orders:
         card["extension"] = {"davinci-crd.associated-resource": [order_ref]}
         if order_ref not in card.get("detail", ""):  # CRD dev-24: say which order, in words the user sees
-            card["detail"] = (card.get("detail", "") + f"\n\n_Applies to the order {order_ref}._").lstrip()
+            named = ctx.order_names.get(order_ref)
+            which = f"for {named} ({order_ref})" if named else order_ref
+            card["detail"] = (card.get("detail", "") + f"\n\n_Applies to the order {which}._").lstrip()
     return card

@@ -71,7 +71,7 @@ _DATE_RUN = re.compile(r"(\d{4}-\d{2}-\d{2})(?:, \d{4}-\d{2}-\d{2})*, (\d{4}-\d{
 _CHECKED = re.compile(r"\(checked: (?P<what>[^()]*)\)")
 
 
-def _system_tail(system: str) -> str:
+def system_tail(system: str) -> str:
     """The name the engine prints for a code system: the last segment of its URI."""
     return system.rstrip("/").split("/")[-1]
 
@@ -101,7 +101,7 @@ class PlainWords:
         self.exact: dict[tuple[str, str], str] = {}
         self.prefixes: dict[tuple[str, str], str] = {}
         for coding in _codings(carepath.document):
-            key = (_system_tail(str(coding["system"])), str(coding["code"]))
+            key = (system_tail(str(coding["system"])), str(coding["code"]))
             table = self.prefixes if coding.get("match") == "prefix" else self.exact
             table.setdefault(key, str(coding["display"]))
         systems = {tail for tail, _ in [*self.exact, *self.prefixes]}

@@ -42,7 +42,8 @@ from cds_server.pipeline.card_detail import (
     question_lines,
 )
 from cds_server.pipeline.card_orders import alternative_cards, suggestion_key
-from cds_server.pipeline.card_text import PlainWords, plain_words
+from cds_server.pipeline.card_text import PlainWords, plain_words, system_tail
+from fhir_mappings.orders import Order
 
 __all__ = [  # what the pipeline and discovery use of the card modules, in one place
     "CARD_TYPES",
@@ -175,13 +176,16 @@ def _warning_summary(name: str, decision: OrderDecision, why: Explanation) -> st
     return head + wrap.format(fit(clause(why.failing[0].text), room)) + tail
 
 
-def outside_cohort_card(ctx: CardContext, decision: OrderDecision, order_label: str) -> dict[str, Any]:
+def outside_cohort_card(
+    ctx: CardContext, decision: OrderDecision, order_label: str, carepath: CarePath, page_url: str
+) -> dict[str, Any]:
     """A CarePath code with a diagnosis outside the cohort: tell the clinician it goes to ordinary review."""
     name = order_name(decision, order_label)
+    topic = carepath.title.lower()
     detail = (
-        f"The order's diagnosis is not one the {md(_guideline(decision))} guideline covers, so its criteria do not "
-        "apply and the plan reviews the request. If the order is for neck pain, add the neck pain diagnosis "
-        "as the order's reason and sign again."
+        f"The order's diagnosis is not one the {md(carepath.title)} guideline covers, so its criteria do not "
+        f"apply and the plan reviews the request. If the order is for {md(topic)}, add that diagnosis "
+        f"as the order's reason and sign again.\n\n[{DECISION_LINK}]({page_url})"
     )
     return make_card(
         ctx,
@@ -193,10 +197,14 @@ def outside_cohort_card(ctx: CardContext, decision: OrderDecision, order_label: 
     )
 
 
-def _guideline(decision: OrderDecision) -> str:
-    """The guideline's name as the engine's summary gives it ("… outside the Neck Pain CarePath cohort")."""
-    found = re.search(r"outside the (.+?) CarePath", decision.summary)
-    return found.group(1) if found else "clinical"
+def order_display(carepath: CarePath, order: Order) -> str | None:
+    """What the CarePath calls the ordered code ("MRI cervical spinal canal, without contrast"), if it lists it."""
+    words = plain_words(carepath)
+    for system, code in sorted(order.billing_codes or order.codes):
+        shown = words.display(system_tail(system), code)
+        if shown:
+            return shown
+    return None
 
 
 def reference_card(ctx: CardContext, carepath: CarePath, decision: OrderDecision, assertion_id: str) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def assertion_for(
             "covered", "auth-needed", ["clinical"], ["withpa"], [(None, text)], [questionnaire] if questionnaire else []
         )
     if outcome in (Outcome.NOT_MET, Outcome.CONTRAINDICATED):
-        label = "Not appropriate because of" if outcome is Outcome.CONTRAINDICATED else "Criteria not met"
+        label = "Not appropriate because of" if outcome is Outcome.CONTRAINDICATED else "Guideline criteria not met"
         return Assertion("covered", "auth-needed", reasons=[(None, f"{label}: {_names(decision, decision.failing)}")])
     if decision.applicability == "unidentified":
         return Assertion(
