@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ def server_floor(base: str, token: str, passes: int = 5) -> float:
 
 
 def measure(calls: int, warmup: int, page_size: int, parallel: int, code: str) -> dict[str, Any]:
+    """Start the FHIR server with the record, time the calls through the app, then the server alone."""
     from cds_server.web.app import create_app
 
     client = BenchClient.new()
@@ -103,35 +105,49 @@ def measure(calls: int, warmup: int, page_size: int, parallel: int, code: str) -
         server.load(resources)
         with tempfile.TemporaryDirectory(prefix="cds-bench-fallback-") as tmp:
             app = create_app(client.app_settings(tmp, FHIR_MAX_PARALLEL=parallel))
-            http = app.test_client()
             tokens = iter(client.tokens(PATH, calls + warmup))
-            times, outcome, reads = [], None, 0
-            for number in range(warmup + calls):
-                server.reset_log()
-                headers = {"Authorization": f"Bearer {next(tokens)}"}
-                began = time.perf_counter()
-                response = http.post(PATH, json=body(server.base, code), headers=headers, base_url=BASE_URL)
-                elapsed = (time.perf_counter() - began) * 1000
-                if response.status_code != 200:
-                    raise SystemExit(f"call answered {response.status_code}: {response.get_data(as_text=True)[:300]}")
-                if number >= warmup:
-                    times.append(elapsed)
-                    reads = len(server.requests_seen())
-                    ext = response.get_json()["systemActions"][0]["resource"]["extension"][-1]["extension"]
-                    outcome = {e["url"]: next(v for k, v in e.items() if k.startswith("value")) for e in ext}
+            times, outcome, reads = time_calls(app.test_client(), server, tokens, calls, warmup, code)
             app.extensions["cds"].store.close()
         floor = server_floor(server.base, server.token)
     finally:
         server.process.terminate()
         server.process.wait(timeout=10)
+    setting = {"resources": len(resources), "fhir_reads_per_call": reads, "page_size": page_size, "parallel": parallel}
+    return summary(times, floor, setting, outcome)
+
+
+def time_calls(
+    http: Any, server: Any, tokens: Iterator[str], calls: int, warmup: int, code: str
+) -> tuple[list[float], dict[str, Any] | None, int]:
+    """Send ``warmup + calls`` order-sign calls one at a time; return the measured wall times (ms),
+    the last call's coverage information and how many reads it made of the FHIR server."""
+    times, outcome, reads = [], None, 0
+    for number in range(warmup + calls):
+        server.reset_log()
+        headers = {"Authorization": f"Bearer {next(tokens)}"}
+        began = time.perf_counter()
+        response = http.post(PATH, json=body(server.base, code), headers=headers, base_url=BASE_URL)
+        elapsed = (time.perf_counter() - began) * 1000
+        if response.status_code != 200:
+            raise SystemExit(f"call answered {response.status_code}: {response.get_data(as_text=True)[:300]}")
+        if number >= warmup:
+            times.append(elapsed)
+            reads = len(server.requests_seen())
+            ext = response.get_json()["systemActions"][0]["resource"]["extension"][-1]["extension"]
+            outcome = {e["url"]: next(v for k, v in e.items() if k.startswith("value")) for e in ext}
+    return times, outcome, reads
+
+
+def summary(
+    times: list[float], floor: float, setting: dict[str, Any], outcome: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The report: the server's floor, the setting, the percentiles of the calls, the decision."""
     ordered = sorted(times)
     return {
         "server_floor_ms": floor,
-        "resources": len(resources),
+        "resources": setting["resources"],
         "calls": len(times),
-        "fhir_reads_per_call": reads,
-        "page_size": page_size,
-        "parallel": parallel,
+        **{k: setting[k] for k in ("fhir_reads_per_call", "page_size", "parallel")},
         "p50_ms": round(statistics.median(ordered), 2),
         "p90_ms": round(ordered[int(len(ordered) * 0.9)], 2),
         "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),

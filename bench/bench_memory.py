@@ -20,7 +20,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_load import SERVICE_PATH, BenchError, build_payloads, post, served, targets  # noqa: E402
+from load_payloads import build_payloads  # noqa: E402
+from load_servers import SERVICE_PATH, BenchError, post, served, targets  # noqa: E402
 from signing import BenchClient  # noqa: E402
 
 
