@@ -149,6 +149,8 @@ def test_the_documentation_loop_in_the_browser(browser: Any, live: tuple[str, Fl
     cards = browser.find_elements(By.CSS_SELECTOR, "#cards .card")
     assert cards and f"{_open_count('mri/conservative-care-exactly-42-days')} needed for prior" in cards[0].text
     assert "info" in cards[0].get_attribute("class")
+    assert cards[0].find_elements(By.CSS_SELECTOR, "a[href*='/determinations/']"), "the card's markdown link is a link"
+    assert "](" not in cards[0].text, "no raw markdown"
     shot(browser, "1-documentation-needed")
 
     browser.find_element(By.ID, "open-questionnaire").click()

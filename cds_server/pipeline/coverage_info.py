@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 from cds_server.engine import OrderDecision, Outcome
+from cds_server.pipeline.dtr_response import open_questions
 from fhir_mappings.codes import arr, obj
 
 EXT_URL = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
@@ -92,7 +93,8 @@ def assertion_for(
             why = "The record contradicts documentation (" + "; ".join(decision.conflicts) + "); the plan reviews it."
         return Assertion("covered", "auth-needed", reasons=[(None, why)])
     if outcome is Outcome.DOCUMENTATION_NEEDED:
-        texts = [obj(question_texts).get(q, q) for q in decision.questions]
+        asked = open_questions(decision) or decision.questions  # what the card counts and the form requires
+        texts = [obj(question_texts).get(q, q) for q in asked]
         text = "Documentation needed to decide: " + ("; ".join(texts) or "see the questionnaire")
         if not documentation_allowed:
             return Assertion("covered", "auth-needed", reasons=[(None, text + " (asked at order signing).")])

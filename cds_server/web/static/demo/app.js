@@ -22,10 +22,12 @@ function escapeHtml(text) {
 }
 
 // Markdown subset used by the service's cards: paragraphs, "- " lists (nested by two spaces),
-// **bold**, _italic_ and backslash escapes. The input is escaped first, so no HTML survives.
+// **bold**, _italic_, [links](https://…) and backslash escapes. The input is escaped first, so no
+// HTML survives; only http(s) link targets become links.
 function renderMarkdown(markdown) {
   const inline = (line) => escapeHtml(line)
     .replace(/\\([\\`*_\[\]|])/g, (m, c) => `&#${c.charCodeAt(0)};`)
+    .replace(/\[([^\]]+)\]\((https?:\/\/[^\s)]+)\)/g, '<a href="$2" target="_blank" rel="noopener">$1</a>')
     .replace(/\*\*(.+?)\*\*/g, "<strong>$1</strong>")
     .replace(/(^|\W)_(.+?)_(?=\W|$)/g, "$1<em>$2</em>");
   let html = "";
