@@ -194,4 +194,4 @@ def outcome_headline(decision: OrderDecision) -> str:
         return "**Recorded, and the guideline says the service may not be appropriate:**"
     if decision.outcome is Outcome.NOT_MET:
         return "**Not met:**"
-    return "**Not met** (another route in the guideline may still qualify):"
+    return "**Other routes in the guideline, not shown in the record** (the answers above may still qualify it):"

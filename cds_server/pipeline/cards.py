@@ -81,7 +81,9 @@ def checklist(carepath: CarePath, decision: OrderDecision, hook_allows_documenta
         lines.append("")
     lines += [f"_{md(words.fact(n))}_" for n in decision.notes]
     lines += [""] if decision.notes else []
-    failing = [outcome_headline(decision), *grouped_lines(why.failing, "✗", words), ""] if why.failing else []
+    # With documentation needed, a route not shown (no red flag recorded) is not a failure: a hollow mark.
+    mark = "○" if decision.outcome is Outcome.DOCUMENTATION_NEEDED else "✗"
+    failing = [outcome_headline(decision), *grouped_lines(why.failing, mark, words), ""] if why.failing else []
     if decision.outcome is Outcome.DOCUMENTATION_NEEDED:  # what to answer first; routes that failed after
         lines += _documentation(carepath, decision, why, words, hook_allows_documentation) + failing
     else:
