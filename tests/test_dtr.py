@@ -203,3 +203,20 @@ def test_the_adaptive_form_asks_only_what_is_missing_and_its_end_is_the_decision
     assert again.outcome is not Outcome.DOCUMENTATION_NEEDED or set(again.questions) <= set(shown), (
         "signing again asks what the adaptive form never asked"
     )
+
+
+@pytest.mark.parametrize(("scenario", "decision"), CASES, ids=IDS)
+def test_the_prefilled_form_sent_back_untouched_never_approves(scenario: Scenario, decision: OrderDecision) -> None:
+    """What the service pre-filled is not a clinician's answer to what is still open.
+
+    Sending the pre-filled response back completed, with no answer added, must not settle an
+    unknown criterion: before, a leaf the record settled ("imaging exists") filled an item an
+    unknown leaf needed ("imaging shows impingement"), and the second sign issued a number.
+    """
+    form = tailored(static_of(decision), decision.questions)
+    system = answer_system(carepath_of(decision))
+    prefilled = prefilled_response(form, decision.prefill, None, "2024-01-01", system)
+    untouched = {**prefilled, "id": "qr-untouched", "status": "completed", "authored": "2024-01-01T00:00:00Z"}
+    again = decide_again(scenario, decision, untouched)
+    assert not again.auto_approval, f"approved on the service's own pre-fill: {sorted(decision.prefill)}"
+    assert again.outcome is not Outcome.CRITERIA_MET or not open_questions(decision)

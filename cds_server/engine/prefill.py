@@ -34,12 +34,13 @@ def prefill(ctx: EvalContext, nodes: list[CriterionResult]) -> Prefill:
     ``nodes``: every decided criterion, depth first (``CriterionResult.walk`` of each root).
     """
     found: Prefill = {}
-    doubted: set[str] = set()
+    # Items an unknown criterion still needs. Another criterion the record settled may share the item
+    # (imaging "exists" fills "imaging shows impingement"): pre-filled from that one, the unknown
+    # criterion would be settled by a value nobody gave it, and a completed form would approve unread.
+    doubted = frozenset(q for node in nodes if node.result is Tri.UNKNOWN for q in node.questions)
     for node in nodes:
-        _from_leaf(ctx, node, found)
-        if node.result is Tri.UNKNOWN:
-            doubted.update(node.questions)
-    _from_facts(ctx, found, frozenset(doubted))
+        _from_leaf(ctx, node, found, doubted)
+    _from_facts(ctx, found, doubted)
     _from_answers(ctx, found)
     return found
 
@@ -74,9 +75,11 @@ def _from_answers(ctx: EvalContext, found: Prefill) -> None:
         }
 
 
-def _from_leaf(ctx: EvalContext, node: CriterionResult, found: Prefill) -> None:
+def _from_leaf(ctx: EvalContext, node: CriterionResult, found: Prefill, doubted: frozenset[str]) -> None:
     leaf = ctx.carepath.nodes.get(node.id)
     if not isinstance(leaf, Leaf) or leaf.answer is None or node.result is Tri.UNKNOWN:
+        return
+    if leaf.answer.link_id in doubted:
         return
     if node.reason.startswith("none recorded") or any(e.startswith("QuestionnaireResponse/") for e in node.evidence):
         return
