@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from fhir_mappings.codes import Code, obj
+from fhir_mappings.codes import Code, arr, obj
 from fhir_mappings.dates import date_bounds
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def period(value: Any) -> tuple[tuple[date | None, date | None], date | None]:
 
 def references(items: Any) -> tuple[str, ...]:
     refs = []
-    for item in items or []:
+    for item in arr(items):
         if isinstance(item, Mapping) and isinstance(item.get("reference"), str):
             refs.append(item["reference"])
     return tuple(refs)

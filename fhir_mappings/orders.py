@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from fhir_mappings.codes import Code, concept_codes, concept_text
+from fhir_mappings.codes import Code, arr, concept_codes, concept_text
 from fhir_mappings.dates import parse_date
 from fhir_mappings.systems import BILLING_SYSTEMS
 
@@ -137,7 +137,7 @@ def _one_problem(error: Mapping[str, Any]) -> str:
 
 
 def _refs(items: Any) -> tuple[str, ...]:
-    return tuple(i["reference"] for i in items or [] if isinstance(i, Mapping) and isinstance(i.get("reference"), str))
+    return tuple(i["reference"] for i in arr(items) if isinstance(i, Mapping) and isinstance(i.get("reference"), str))
 
 
 def _timing(raw: Any) -> Timing | None:

@@ -73,7 +73,7 @@ class Answers:
             self._walk(qr.get("item"), source, str(qr.get("authored") or ""))
 
     def _walk(self, items: Any, source: str, authored: str) -> None:
-        for item in items or []:
+        for item in arr(items):  # a malformed ``item`` holds no answer: the criteria it would settle stay asked
             if not isinstance(item, Mapping) or not isinstance(item.get("linkId"), str):
                 continue
             link_id = item["linkId"]
@@ -117,7 +117,7 @@ class Answers:
 
 def _collect(items: Any) -> dict[str, tuple[AnswerValue, ...]]:
     out: dict[str, list[AnswerValue]] = {}
-    for item in items or []:
+    for item in arr(items):
         if not isinstance(item, Mapping) or not isinstance(item.get("linkId"), str):
             continue
         for raw in arr(item.get("answer")):

@@ -124,6 +124,13 @@ def _tampered(form: dict[str, Any], how: str) -> dict[str, Any]:
         qr["item"] = [{"linkId": "cc.weeks", "answer": [{"valueString": "eight"}]}]
     elif how == "item without linkId":
         qr["item"] = [{"answer": [{"valueInteger": 8}]}]
+    elif how.startswith("item is "):  # found by review: each was a 500
+        qr["item"] = {"item is 5": 5, "item is text": "x", "item is true": True, "item is an object": {}}[how]
+    elif how == "answer is an object":
+        qr["contained"][0]["item"] = [{"linkId": "cc.weeks", "type": "integer", "text": "weeks"}]
+        qr["item"] = [{"linkId": "cc.weeks", "answer": {"valueInteger": 8}}]
+    elif how == "long smuggled assertion":
+        qr["contained"][0]["identifier"][0]["value"] = "<script>" + "A" * 300
     return qr
 
 
@@ -136,6 +143,12 @@ def _tampered(form: dict[str, Any], how: str) -> dict[str, Any]:
         ("answer not asked", 400),
         ("wrong type", 400),
         ("item without linkId", 400),
+        ("item is 5", 400),
+        ("item is text", 400),
+        ("item is true", 400),
+        ("item is an object", 400),
+        ("answer is an object", 400),
+        ("long smuggled assertion", 404),
     ],
 )
 def test_a_form_this_service_did_not_make_is_refused(client: FlaskClient, how: str, status: int) -> None:
@@ -143,3 +156,4 @@ def test_a_form_this_service_did_not_make_is_refused(client: FlaskClient, how: s
     response = client.post(NEXT, json={"resourceType": "Parameters", "parameter": [_param(_tampered(form, how))]})
     assert response.status_code == status, response.get_json()
     assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert "<script>" not in response.get_data(as_text=True), "an error never echoes what the caller sent"

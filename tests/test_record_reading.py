@@ -366,3 +366,31 @@ def test_a_panel_that_is_not_final_never_lends_its_parts_as_final_results(status
     assert leaf is not None and leaf.result is Tri.MET, "a panel that is not final cleared the INR"
     alone = decide(base, _coag_panel(base, "inr-new", status, 3.5, day)).criterion("FI-NI3.coagulopathy.inr")
     assert alone is not None and alone.result is Tri.UNKNOWN and "Observation/inr-new" in alone.reason
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["order reasonReference", "order supportingInfo", "response item", "procedure reasonReference"],
+)
+def test_a_list_member_holding_a_scalar_is_answered_not_a_500(client: FlaskClient, where: str) -> None:
+    """Found by review and fuzzing: ``reasonReference: 5`` in an order was a 500 (iterating a number)."""
+    body = hook_request(scenario(MRI))
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    subject = {"reference": patient_ref(scenario(MRI))}
+    if where == "order reasonReference":
+        order["reasonReference"] = 5
+    elif where == "order supportingInfo":
+        order["supportingInfo"] = 5
+    elif where == "response item":
+        qr = {"resourceType": "QuestionnaireResponse", "id": "qr-bad", "status": "completed", "item": 5}
+        body["prefetch"]["questionnaireResponses"] = {"resourceType": "Bundle", "entry": [{"resource": qr}]}
+    else:
+        procedure = {"resourceType": "Procedure", "id": "p-bad", "status": "completed", "subject": subject}
+        procedure |= {"code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97110"}]}}
+        procedure |= {"performedDateTime": "2024-01-05", "reasonReference": 5}
+        body["prefetch"].setdefault("procedures", {"resourceType": "Bundle", "entry": []})
+        body["prefetch"]["procedures"].setdefault("entry", []).append({"resource": procedure})
+    response = client.post(SIGN, json=body)
+    assert response.status_code < 500, response.get_json()
+    if response.status_code >= 400:
+        assert response.get_json()["resourceType"] == "OperationOutcome"

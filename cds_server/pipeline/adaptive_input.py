@@ -70,7 +70,7 @@ def check_items(request: NextQuestionRequest, definitions: Mapping[str, Mapping[
     asked: dict[str, str] = {}
     for item in _items(request.contained.get("item"), "contained[0].item"):
         if item["linkId"] not in definitions:
-            raise _bad(f"item {item['linkId']!r} is not one this service asks", "contained[0].item")
+            raise _bad(f"item {_shown(item['linkId'])} is not one this service asks", "contained[0].item")
         asked[item["linkId"]] = str(definitions[item["linkId"]].get("type"))
         asked.update((c["linkId"], str(c.get("type"))) for c in _items(item.get("item"), "contained[0].item.item"))
     for item in _items(request.response.get("item"), "item"):
@@ -79,12 +79,14 @@ def check_items(request: NextQuestionRequest, definitions: Mapping[str, Mapping[
 
 def _check_answers(item: Mapping[str, Any], asked: Mapping[str, str], where: str) -> None:
     if item["linkId"] not in asked:
-        raise _bad(f"answer to {item['linkId']!r}, which was not asked", where)
+        raise _bad(f"answer to {_shown(item['linkId'])}, which was not asked", where)
     allowed = _VALUE_OF_TYPE.get(asked[item["linkId"]], set())
+    if item.get("answer") is not None and not isinstance(item.get("answer"), list):
+        raise _bad(f"answer of {_shown(item['linkId'])} must be a list", where)
     for answer in arr(item.get("answer")):
         keys = {k for k in answer if k.startswith("value")} if isinstance(answer, Mapping) else set()
         if len(keys) != 1 or not keys <= allowed:
-            raise _bad(f"answers to {item['linkId']!r} must each hold one of {sorted(allowed)}", where)
+            raise _bad(f"answers to {_shown(item['linkId'])} must each hold one of {sorted(allowed)}", where)
         for child in _items(answer.get("item"), where):
             _check_answers(child, asked, f"{where}.answer.item")
     for child in _items(item.get("item"), where):
@@ -92,10 +94,17 @@ def _check_answers(item: Mapping[str, Any], asked: Mapping[str, str], where: str
 
 
 def _items(value: Any, where: str) -> list[Mapping[str, Any]]:
+    if value is not None and not isinstance(value, list):
+        raise _bad("item must be a list of items", where)
     items = arr(value)
     if not all(isinstance(i, Mapping) and isinstance(i.get("linkId"), str) for i in items):
         raise _bad("every item needs a linkId", where)
     return items
+
+
+def _shown(link_id: str) -> str:
+    """A linkId as an error names it: quoted and cut, so a message never carries what a caller smuggled in."""
+    return repr(link_id[:40] + ("…" if len(link_id) > 40 else ""))
 
 
 def _bad(message: str, where: str) -> InvalidRequest:

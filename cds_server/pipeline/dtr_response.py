@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 from cds_server.engine import OrderDecision
+from fhir_mappings.codes import arr
 from fhir_mappings.questionnaire import Answers
 
 ORIGIN = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/information-origin"
@@ -155,6 +156,6 @@ def mark_origins(response: Mapping[str, Any], prefill: Prefill) -> dict[str, Any
 
 
 def _with_origin(answer: Mapping[str, Any], code: str) -> dict[str, Any]:
-    if any(isinstance(e, Mapping) and e.get("url") == ORIGIN for e in answer.get("extension") or []):
+    if any(isinstance(e, Mapping) and e.get("url") == ORIGIN for e in arr(answer.get("extension"))):
         return dict(answer)
-    return {**answer, "extension": [*(answer.get("extension") or []), origin(code)]}
+    return {**answer, "extension": [*arr(answer.get("extension")), origin(code)]}

@@ -53,16 +53,16 @@ ENVELOPE: dict[str, Any] = {
 }
 
 
-_VALIDATORS: dict[int, jsonschema.Draft202012Validator] = {}
-_FAST: dict[int, Callable[[Any], Any]] = {}
+_VALIDATORS: dict[int, tuple[Mapping[str, Any], jsonschema.Draft202012Validator]] = {}
+_FAST: dict[int, tuple[Mapping[str, Any], Callable[[Any], Any]]] = {}
 
 
 def _validator(schema: Mapping[str, Any]) -> jsonschema.Draft202012Validator:
-    """Return a compiled validator; schemas are module constants, so their identity is a stable key."""
-    key = id(schema)
-    if key not in _VALIDATORS:
-        _VALIDATORS[key] = jsonschema.Draft202012Validator(schema)
-    return _VALIDATORS[key]
+    """Return a compiled validator, kept with its schema (an id is only unique while its object lives)."""
+    kept = _VALIDATORS.get(id(schema))
+    if kept is None or kept[0] is not schema:
+        kept = _VALIDATORS[id(schema)] = (schema, jsonschema.Draft202012Validator(schema))
+    return kept[1]
 
 
 def _fast(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
@@ -72,10 +72,10 @@ def _fast(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
     the schemas here use nothing else that differs (tests/test_request_schema.py holds the two
     validators to the same verdict on every mutation of real requests).
     """
-    key = id(schema)
-    if key not in _FAST:
-        _FAST[key] = fastjsonschema.compile(_draft7(schema))
-    return _FAST[key]
+    kept = _FAST.get(id(schema))
+    if kept is None or kept[0] is not schema:
+        kept = _FAST[id(schema)] = (schema, fastjsonschema.compile(_draft7(schema)))
+    return kept[1]
 
 
 def _draft7(schema: Any) -> Any:

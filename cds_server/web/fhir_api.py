@@ -89,7 +89,7 @@ def read_questionnaire(qid: str) -> Response:
     """Read one Questionnaire."""
     found = _questionnaires().get(qid)
     if found is None:
-        raise UnknownService(f"No Questionnaire {qid!r}", [Issue(f"Questionnaire/{qid} not found")])
+        raise UnknownService(f"No Questionnaire {qid[:40]!r}", [Issue(f"Questionnaire/{qid[:40]} not found")])
     return fhir_response(found)
 
 
@@ -252,7 +252,7 @@ def next_question() -> Response:
     if not decision or not decision.get("service") or not readable_by_caller(stored):
         raise UnknownService(
             "No decision of this service is kept for this form",
-            [Issue(f"coverage assertion {ask.assertion_id!r} is unknown here", "contained[0].identifier")],
+            [Issue("the coverage assertion named is unknown here", "contained[0].identifier")],
         )
     static = _questionnaires()[f"{stored['carepath_id']}-{stored['service_id']}"]
     definitions = adaptive.item_definitions(static)

@@ -33,7 +33,7 @@ def _carepath(cp_id: str) -> CarePath:
     for cp in current_app.extensions["cds"].carepaths:
         if cp.id == cp_id:
             return cp
-    raise UnknownService(f"No CarePath {cp_id!r}", [Issue(f"unknown CarePath {cp_id!r}")])
+    raise UnknownService(f"No CarePath {cp_id[:40]!r}", [Issue(f"unknown CarePath {cp_id[:40]!r}")])
 
 
 def _rule(node: Node, carepath: CarePath) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def determination(assertion_id: str) -> Response:
     """Everything behind one coverage assertion: criteria, evidence, parameters, answers, authorization."""
     stored = current_app.extensions["cds"].store.assertion(assertion_id)
     if stored is None or not readable_by_caller(stored):  # another client's decision: as if unknown
-        raise UnknownService(f"No decision {assertion_id!r}", [Issue(f"unknown decision {assertion_id!r}")])
+        raise UnknownService(f"No decision {assertion_id[:40]!r}", [Issue(f"unknown decision {assertion_id[:40]!r}")])
     body = _determination(stored)
     if not wants_html():
         return json_response(body)
