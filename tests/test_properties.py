@@ -251,6 +251,6 @@ def test_real_requests_with_hostile_members_are_answered_never_a_5xx(data: st.Da
         parent = body
         for key in path[:-1]:
             parent = parent[key]
-        parent[path[-1]] = data.draw(HOSTILE)
+        parent[path[-1]] = copy.deepcopy(data.draw(HOSTILE))  # a shared constant, mutated later, could become cyclic
     service = MUTATED_HOOKS.get(str(body.get("hook")), "crd-order-sign")
     check(CLIENT.post(f"/cds-services/{service}", data=json.dumps(body), content_type="application/json"))
