@@ -137,7 +137,7 @@ def _split_session(
         if matcher.first_match(concept_codes(candidate.get("code"))):
             ref = f"{candidate.get('resourceType')}/{candidate.get('id')}"
             coding = next(c for c in candidate["code"]["coding"] if matcher.first_match(concept_codes({"coding": [c]})))
-            new = _new_order(candidate, coding, "Separate session: at most two facet levels per session")
+            new = _new_order(candidate, coding, str(alt["text"]))  # the note in the guideline's words (CarePath)
             return [
                 {"type": "delete", "description": f"Remove {ref} from this session", "resourceId": ref},
                 {"type": "create", "description": "Order that level for a separate session", "resource": new},
