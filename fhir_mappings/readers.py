@@ -48,6 +48,9 @@ def procedure(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred | 
     codes, unknown = rec.read_concept(r.get("code"))
     if not codes:
         return unread_concept(ref, "Procedure", unknown, _procedure_dates(r)[0])
+    if r.get("reasonReference") is not None and not isinstance(r.get("reasonReference"), list):
+        # Its reason ties it to an episode or region: unreadable, it is not "no reason" (which counts anywhere).
+        return Unread(ref, "Procedure", "reasonReference not readable", codes, _procedure_dates(r)[0])
     return Deferred(ref, "Procedure", r, codes, frozenset(), _procedure_entry)
 
 

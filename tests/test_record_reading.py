@@ -394,3 +394,16 @@ def test_a_list_member_holding_a_scalar_is_answered_not_a_500(client: FlaskClien
     assert response.status_code < 500, response.get_json()
     if response.status_code >= 400:
         assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_procedure_whose_reason_cannot_be_read_is_not_understood() -> None:
+    """Its reason ties therapy to an episode or a region; unreadable, it is not "no reason" (fail closed)."""
+    from cds_server.carepath_store import terminology_for
+    from fhir_mappings.record import PatientRecord
+
+    therapy = {"resourceType": "Procedure", "id": "pt-1", "status": "completed", "subject": {"reference": "Patient/p"}}
+    therapy |= {"code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97110"}]}}
+    therapy |= {"performedDateTime": "2024-01-05", "reasonReference": {"reference": "Condition/c"}}
+    record = PatientRecord([therapy], "p", terminology_for(CAREPATHS))
+    assert [u.ref for u in record.unread.get("Procedure", [])] == ["Procedure/pt-1"]
+    assert "reasonReference" in record.unread["Procedure"][0].why
