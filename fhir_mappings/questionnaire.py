@@ -43,11 +43,25 @@ class GroupAnswer:
         return values[0] if values else None
 
 
+_TYPED: tuple[tuple[str, Any], ...] = (
+    ("valueBoolean", lambda v: isinstance(v, bool)),
+    ("valueInteger", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    ("valueDecimal", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    ("valueString", lambda v: isinstance(v, str)),
+)
+
+ItemKind = tuple[str, frozenset[str]]  # an item's type and, for a choice, the codes it offers
+
+
 def _value(answer: Mapping[str, Any]) -> AnswerValue | None:
-    """Return the Python value of one QuestionnaireResponse answer."""
-    for key in ("valueBoolean", "valueInteger", "valueDecimal", "valueString"):
-        if key in answer and isinstance(answer[key], (bool, int, float, str)):
-            return answer[key]
+    """Return the Python value of one QuestionnaireResponse answer, or None when it cannot be read.
+
+    Each ``value[x]`` must hold its own JSON type: ``valueBoolean: "false"`` is not read as a
+    string (which a boolean criterion would then take for "no").
+    """
+    for key, fits in _TYPED:
+        if key in answer:
+            return answer[key] if fits(answer[key]) else None
     for key in ("valueDate", "valueDateTime"):
         parsed = parse_date(answer.get(key))
         if parsed:
@@ -57,16 +71,40 @@ def _value(answer: Mapping[str, Any]) -> AnswerValue | None:
         return coding["code"]
     quantity = answer.get("valueQuantity")
     if isinstance(quantity, Mapping) and isinstance(quantity.get("value"), (int, float)):
-        return quantity["value"]
+        return quantity["value"] if not isinstance(quantity["value"], bool) else None
     return None
+
+
+def fits(value: AnswerValue, kind: ItemKind | None) -> bool:
+    """Whether a value is an answer the item can take: its type and, for a choice, one of its codes."""
+    if kind is None:
+        return True
+    item_type, options = kind
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    checks = {
+        "boolean": isinstance(value, bool),
+        "integer": number and float(value).is_integer(),
+        "decimal": number,
+        "quantity": number,
+        "date": isinstance(value, date),
+        "choice": isinstance(value, str) and (not options or value in options),
+        "open-choice": isinstance(value, str),
+        "string": isinstance(value, str),
+    }
+    return checks.get(item_type, True)
 
 
 class Answers:
     """All usable answers of a set of QuestionnaireResponses, by linkId."""
 
-    def __init__(self, responses: Iterable[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self, responses: Iterable[Mapping[str, Any]] = (), kinds: Mapping[str, ItemKind] | None = None
+    ) -> None:
+        """Read ``responses``; with ``kinds`` (linkId -> item type and codes) an answer must also fit its item."""
+        self._kinds = kinds or {}
         self._answers: dict[str, list[Answer]] = {}
         self._groups: dict[str, list[GroupAnswer]] = {}
+        self._unreadable: dict[str, str] = {}  # linkId -> the response whose answer to it could not be read
         ordered = sorted(responses, key=_authored_key, reverse=True)
         for qr in ordered:
             source = f"QuestionnaireResponse/{qr.get('id') or 'contained'}"
@@ -87,8 +125,12 @@ class Answers:
                     GroupAnswer(link_id, _collect(children), f"{source}#{link_id}")
                 )
                 self._walk(children, source, authored)
-            if link_id in self._answers and self._answers[link_id][0].source.split("#")[0] != source:
+            if self._settled_by_newer(link_id, source):
                 continue  # a more recent response already answered this item
+            if _unreadable(item.get("answer"), self._kinds.get(link_id)):
+                self._unreadable[link_id] = source
+                self._answers.pop(link_id, None)
+                continue
             for raw in answers:
                 value = _value(raw)
                 if value is not None:
@@ -97,6 +139,27 @@ class Answers:
                     )
                 if raw.get("item"):
                     self._walk(raw["item"], source, authored)
+
+    def _settled_by_newer(self, link_id: str, source: str) -> bool:
+        """Whether a more recent response than ``source`` answered ``link_id``, readably or not.
+
+        An answer that cannot be read still settles which response speaks for the item: it
+        may be the clinician's correction of an older answer, so the older one must not count
+        in its place (the item is asked again; product-decisions.md §1, not understood).
+        """
+        for newer in (self._answers.get(link_id, [None])[0], self._unreadable.get(link_id)):
+            newer_source = newer.source.split("#")[0] if isinstance(newer, Answer) else newer
+            if newer_source is not None and newer_source != source:
+                return True
+        return False
+
+    def unreadable(self) -> dict[str, str]:
+        """The items whose most recent answer could not be read, and the response that gave it."""
+        return dict(self._unreadable)
+
+    def unreadable_source(self, link_id: str) -> str | None:
+        """The response whose answer to ``link_id`` could not be read (it is then not answered), or None."""
+        return self._unreadable.get(link_id)
 
     def get(self, link_id: str) -> list[Answer]:
         """Return the answers to ``link_id`` from the most recent response that has one."""
@@ -113,6 +176,25 @@ class Answers:
 
     def __bool__(self) -> bool:
         return bool(self._answers or self._groups)
+
+
+def _unreadable(raw: Any, kind: ItemKind | None) -> bool:
+    """Whether an item's ``answer`` holds something that is not a readable answer to the item.
+
+    One unreadable value makes the whole item unreadable: in a repeating answer the value
+    lost could be the one that matters.
+    """
+    if raw is None:
+        return False
+    if not isinstance(raw, list):
+        return True
+    for answer in raw:
+        if not isinstance(answer, Mapping):
+            return True
+        value = _value(answer)
+        if (value is None and not answer.get("item")) or (value is not None and not fits(value, kind)):
+            return True
+    return False
 
 
 def _collect(items: Any) -> dict[str, tuple[AnswerValue, ...]]:

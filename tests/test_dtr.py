@@ -157,6 +157,44 @@ def test_answers_decide_the_same_in_one_response_or_across_an_earlier_one(
     assert not set(open_questions(half)) & set(first), "an item an earlier response answered is asked again"
 
 
+UNREADABLE_ANSWERS = (
+    [{"valueCoding": {"display": "No"}}],
+    [{"valueBoolean": "false"}],
+    ["no"],
+    {"valueInteger": 3},
+)
+
+
+@pytest.mark.parametrize(("scenario", "decision"), CASES, ids=IDS)
+def test_an_unreadable_correction_is_not_understood_and_the_earlier_answer_does_not_count(
+    scenario: Scenario, decision: OrderDecision
+) -> None:
+    """A later response whose answer to an item cannot be read may be a correction of the earlier one.
+
+    So the earlier answer must not count, and the order never decides better than if nobody had
+    answered the item: before, the earlier answer counted, and a corrected "yes" could issue a number.
+    """
+    asked = open_questions(decision)
+    answers = clinician_answers(decision, asked)
+    if not answers:
+        pytest.skip("no item of a simple type is open")
+    link_id = sorted(answers)[0]
+    unreadable = UNREADABLE_ANSWERS[len(link_id) % len(UNREADABLE_ANSWERS)]
+    earlier = response(decision, answers, "qr-early", "2024-01-01T10:00:00Z")
+    correction = {
+        **response(decision, {}, "qr-late", "2024-01-02T10:00:00Z"),
+        "item": [{"linkId": link_id, "answer": unreadable}],
+    }
+    corrected = decide_again(scenario, decision, earlier, correction)
+    cited = {e for root in corrected.criteria for node in root.walk() for e in node.evidence}
+    assert f"QuestionnaireResponse/qr-early#{link_id}" not in cited, "the superseded answer still counts"
+    without = {k: v for k, v in answers.items() if k != link_id}
+    never = decide_again(scenario, decision, response(decision, without, "qr-early", "2024-01-01T10:00:00Z"))
+    # Never better than if nobody had answered the item (where the answers left are enough, both approve).
+    if corrected.outcome is Outcome.CRITERIA_MET or corrected.auto_approval:
+        assert never.outcome is Outcome.CRITERIA_MET and never.auto_approval >= corrected.auto_approval
+
+
 def run_adaptive(decision: OrderDecision) -> tuple[dict[str, Any], list[list[str]]]:
     """Play the adaptive form with a clinician who keeps pre-filled answers and answers the rest."""
     carepath, static = carepath_of(decision), static_of(decision)

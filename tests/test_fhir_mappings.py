@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 
@@ -157,6 +158,42 @@ def test_latest_questionnaire_response_wins_per_item() -> None:
     assert found.first("cc.failed").value is True
     assert found.first("cc.failed").source == "QuestionnaireResponse/q-new#cc.failed"
     assert found.first("cc.weeks").value == 4, "an item only the older response answers still counts"
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [
+        [{"valueCoding": {"display": "No"}}],  # a coding with no code
+        [{"valueBoolean": "false"}],  # a boolean sent as a string
+        ["no"],  # not an answer object
+        {"valueBoolean": False},  # one answer, not a list of them
+        [{"valueReference": {"reference": "Observation/x"}}],  # a type no item here takes
+        [{"valueBoolean": False}, {"valueCoding": {}}],  # one of several answers unreadable
+    ],
+)
+def test_an_unreadable_newer_answer_is_not_replaced_by_an_older_one(unreadable: Any) -> None:
+    """The newer answer may be the clinician's correction: the older one must not count in its place."""
+    older = b.answers("q-old", "2024-01-01", [b.answer("cc.failed", True), b.answer("cc.weeks", 8)])
+    newer = b.answers("q-new", "2024-02-01", [{"linkId": "cc.failed", "answer": unreadable}])
+    found = Answers([older, newer])
+    assert found.get("cc.failed") == [] and found.first("cc.failed") is None
+    assert found.unreadable() == {"cc.failed": "QuestionnaireResponse/q-new"}
+    assert found.first("cc.weeks").value == 8, "items the newer response does not touch still count"
+    assert Answers([newer, older]).get("cc.failed") == [], "the order responses come in does not matter"
+
+
+def test_an_answer_that_does_not_fit_its_item_is_not_read() -> None:
+    """A string "true" for a yes/no item, or a code the choice does not offer, is not taken for "no"."""
+    kinds = {"rf.fever": ("boolean", frozenset()), "cc.classes": ("choice", frozenset({"nsaid", "none"}))}
+    qr = b.answers(
+        "q",
+        "2024-01-01",
+        [{"linkId": "rf.fever", "answer": [{"valueString": "true"}]}, b.answer("cc.classes", "NSAID")],
+    )
+    typed = Answers([qr], kinds)
+    assert typed.get("rf.fever") == [] and typed.unreadable_source("rf.fever") == "QuestionnaireResponse/q"
+    assert typed.unreadable_source("cc.classes") == "QuestionnaireResponse/q"
+    assert Answers([qr]).first("rf.fever").value == "true", "without the items' kinds, only the JSON types are checked"
 
 
 def test_repeating_history_groups_are_read_as_instances() -> None:

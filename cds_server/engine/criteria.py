@@ -105,7 +105,8 @@ def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
         )
 
     recorded = {TRUE: Tri.MET, FALSE: Tri.NOT_MET}.get(finding.status)
-    if recorded is not None and answered is not None and _contradicts(leaf, finding, answered[0], ctx):
+    readable = answered is not None and answered[0] is not Tri.UNKNOWN  # an unreadable answer contradicts nothing
+    if recorded is not None and answered is not None and readable and _contradicts(leaf, finding, answered[0], ctx):
         # The record outranks an answer on a fact it states (product-decisions.md §7): the record
         # decides, and the contradiction is named so that no authorization rests on either.
         decided = result(recorded, finding.reason, finding.evidence + [answered[2]])
@@ -113,6 +114,24 @@ def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
         return decided
     decided = _precedence(leaf, ctx, kind, finding, answered, result)
     decided.conflict = decided.conflict or finding.conflict
+    return _unless_unreadable(leaf, ctx, finding, decided)
+
+
+def _unless_unreadable(leaf: Leaf, ctx: EvalContext, finding: Finding, decided: CriterionResult) -> CriterionResult:
+    """A criterion whose documentation holds an answer that cannot be read is not understood.
+
+    The unreadable answer may be the clinician's correction of what decided the criterion
+    (product-decisions.md §1: what cannot be read is not understood, never absent), so only
+    the record's proof, which outranks any answer, still decides.
+    """
+    if decided.result is Tri.UNKNOWN or finding.status == TRUE:
+        return decided
+    lost = [q for q in leaf.questions if ctx.answers.unreadable_source(q) is not None]
+    if not lost:
+        return decided
+    question = ctx.carepath.questions.get(lost[0])
+    decided.result = Tri.UNKNOWN
+    decided.reason = f"the answer to “{question.text if question else lost[0]}” could not be read"
     return decided
 
 
@@ -169,12 +188,16 @@ def answer_result(spec: AnswerSpec | None, ctx: EvalContext) -> tuple[Tri, str, 
     """Read the questionnaire answer that decides a leaf, if one was given."""
     if spec is None:
         return None
+    question = ctx.carepath.questions.get(spec.link_id)
+    unreadable = ctx.answers.unreadable_source(spec.link_id)
+    if unreadable is not None:  # a correction that cannot be read: not understood, never silence
+        text = question.text if question else spec.link_id
+        return Tri.UNKNOWN, f"the answer to “{text}” could not be read", f"{unreadable}#{spec.link_id}"
     answers = ctx.answers.get(spec.link_id)
     if not answers:
         return None
     first = answers[0]
     shown = ", ".join(str(a.value) for a in answers)
-    question = ctx.carepath.questions.get(spec.link_id)
     reason = f"answered '{shown}' to “{question.text if question else spec.link_id}”"
     if spec.true_when is not None:
         hit = any(a.value in spec.true_when for a in answers)

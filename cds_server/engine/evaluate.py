@@ -45,7 +45,10 @@ def evaluate_orders(
     others (a CT myelogram is recognised by its companion order).
     """
     shared = _Shared(
-        tuple(carepaths), record, record_available, {cp.id: Answers(_responses_for(cp, record)) for cp in carepaths}
+        tuple(carepaths),
+        record,
+        record_available,
+        {cp.id: Answers(_responses_for(cp, record), cp.answer_kinds) for cp in carepaths},
     )
     orders = [_read_with(record, order) for order in orders]
     decisions = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from fhir_mappings.codes import CodeMatcher
@@ -175,6 +176,18 @@ class CarePath:
     questionnaire_base: str
     document: Mapping[str, Any] = field(repr=False, default_factory=dict)
     _matchers: dict[tuple[str, ...], CodeMatcher] = field(repr=False, default_factory=dict, compare=False)
+
+    @cached_property
+    def answer_kinds(self) -> Mapping[str, tuple[str, frozenset[str]]]:
+        """Each item's type and offered codes, so that an answer that does not fit its item is not read."""
+        kinds: dict[str, tuple[str, frozenset[str]]] = {}
+        pending = list(self.questions.values())
+        while pending:
+            question = pending.pop()
+            codes = frozenset(str(o.get("code")) for o in question.options)
+            kinds[question.link_id] = (question.type, codes)
+            pending.extend(question.items)
+        return kinds
 
     def service(self, service_id: str) -> Service:
         """Return the service with this id.

@@ -177,7 +177,7 @@ def step(
     (``auto``), so the clinician confirms it instead of typing it again.
     """
     asked = {i["linkId"] for i in _flatten(contained.get("item") or [])}
-    state = assess(decision, carepath, Answers([response]))
+    state = assess(decision, carepath, Answers([response], carepath.answer_kinds))
     batch = [] if state.settled else next_batch(state, asked, carepath)
     out = dict(response)
     if not batch:
