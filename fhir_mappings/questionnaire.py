@@ -157,6 +157,11 @@ class Answers:
         """The items whose most recent answer could not be read, and the response that gave it."""
         return dict(self._unreadable)
 
+    @property
+    def any_unreadable(self) -> bool:
+        """Whether some item's most recent answer could not be read (most calls: none)."""
+        return bool(self._unreadable)
+
     def unreadable_source(self, link_id: str) -> str | None:
         """The response whose answer to ``link_id`` could not be read (it is then not answered), or None."""
         return self._unreadable.get(link_id)

@@ -124,7 +124,7 @@ def _unless_unreadable(leaf: Leaf, ctx: EvalContext, finding: Finding, decided: 
     (product-decisions.md §1: what cannot be read is not understood, never absent), so only
     the record's proof, which outranks any answer, still decides.
     """
-    if decided.result is Tri.UNKNOWN or finding.status == TRUE:
+    if not ctx.answers.any_unreadable or decided.result is Tri.UNKNOWN or finding.status == TRUE:
         return decided
     lost = [q for q in leaf.questions if ctx.answers.unreadable_source(q) is not None]
     if not lost:
