@@ -121,6 +121,8 @@ class Answers:
                 known = self._groups.get(link_id)
                 if known and known[0].source.split("#")[0] != source:
                     continue  # a more recent response already holds this group
+                if any(self._child_unreadable(child) for child in arr(children)):
+                    self._unreadable.setdefault(link_id, source)  # a lost date would lose a prior session
                 self._groups.setdefault(link_id, []).append(
                     GroupAnswer(link_id, _collect(children), f"{source}#{link_id}")
                 )
@@ -139,6 +141,12 @@ class Answers:
                     )
                 if raw.get("item"):
                     self._walk(raw["item"], source, authored)
+
+    def _child_unreadable(self, child: Any) -> bool:
+        """Whether one item of a group instance is not an item or holds an answer that cannot be read."""
+        if not isinstance(child, Mapping) or not isinstance(child.get("linkId"), str):
+            return True
+        return _unreadable(child.get("answer"), self._kinds.get(child["linkId"]))
 
     def _settled_by_newer(self, link_id: str, source: str) -> bool:
         """Whether a more recent response than ``source`` answered ``link_id``, readably or not.

@@ -258,3 +258,30 @@ def test_the_prefilled_form_sent_back_untouched_never_approves(scenario: Scenari
     again = decide_again(scenario, decision, untouched)
     assert not again.auto_approval, f"approved on the service's own pre-fill: {sorted(decision.prefill)}"
     assert again.outcome is not Outcome.CRITERIA_MET or not open_questions(decision)
+
+
+@pytest.mark.parametrize(
+    "date_answer",
+    [{"valueString": "March"}, {"valueBoolean": True}, {"valueDate": "2024-03-01"}],
+    ids=["date-as-text", "date-as-boolean", "readable-date"],
+)
+def test_a_prior_session_whose_date_cannot_be_read_still_blocks_an_initial_request(date_answer: dict) -> None:
+    """A documented prior facet injection counts against "no facet injection in the past year".
+
+    When its date cannot be read, the session cannot be placed in the window: before, the
+    instance was dropped, no prior session was counted, and the initial request was approved.
+    """
+    scenario = next(s for s in iter_scenarios() if s.name == "facet-initial/conservative-care-85-days")
+    decision = next(d for d in run_scenario(scenario, carepaths()) if d.service_id == "facet-initial")
+    assert decision.auto_approval, "the scenario no longer approves: pick another"
+    group = {
+        "linkId": "hx.proc",
+        "item": [
+            {"linkId": "hx.proc.date", "answer": [date_answer]},
+            {"linkId": "hx.proc.type", "answer": [{"valueCoding": {"code": "facet"}}]},
+            {"linkId": "hx.proc.region", "answer": [{"valueCoding": {"code": "cervical"}}]},
+        ],
+    }
+    history = {**response(decision, {}, "qr-hx", "2024-06-01T10:00:00Z"), "item": [group]}
+    again = decide_again(scenario, decision, history)
+    assert again.outcome is not Outcome.CRITERIA_MET and not again.auto_approval

@@ -121,10 +121,13 @@ def _unless_unreadable(leaf: Leaf, ctx: EvalContext, finding: Finding, decided: 
     """A criterion whose documentation holds an answer that cannot be read is not understood.
 
     The unreadable answer may be the clinician's correction of what decided the criterion
-    (product-decisions.md §1: what cannot be read is not understood, never absent), so only
-    the record's proof, which outranks any answer, still decides.
+    (product-decisions.md §1: what cannot be read is not understood, never absent). Operators
+    that merge answers with the record (prior sessions, conservative care) cannot tell which
+    part of their finding the lost answer would change, so whatever decided the leaf, it is
+    unknown and asked again. Unknown is monotone in the criteria's logic: it never turns an
+    outcome into an approval.
     """
-    if not ctx.answers.any_unreadable or decided.result is Tri.UNKNOWN or finding.status == TRUE:
+    if not ctx.answers.any_unreadable or decided.result is Tri.UNKNOWN:
         return decided
     lost = [q for q in leaf.questions if ctx.answers.unreadable_source(q) is not None]
     if not lost:
