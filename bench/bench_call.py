@@ -45,6 +45,17 @@ TIMED = {
     "engine": ("cds_server.pipeline.decide", ("PatientRecord", "evaluate_orders")),
     "cards": ("cds_server.pipeline.keep", ("answer",)),
 }
+# With --stages, the request path's stages too, each timed where it is called and inclusive of
+# what it calls (``decide`` holds the engine, ``answer_and_keep`` the cards): where the rest goes.
+STAGES = {
+    "auth (token, signature, jti)": ("cds_server.web.auth.Authenticator", ("check",)),
+    "request checks": ("cds_server.pipeline.invoke", ("validate_request",)),
+    "orders (scope, FHIR models)": ("cds_server.pipeline.invoke", ("find_orders",)),
+    "record data and Coverage": ("cds_server.pipeline.invoke", ("gather", "check_coverage", "history_problem")),
+    "decide (with the engine)": ("cds_server.pipeline.invoke", ("decide",)),
+    "answer and keep (with cards)": ("cds_server.pipeline.invoke", ("answer_and_keep",)),
+    "invocation row (audit copy)": ("cds_server.web.api", ("_invocation_row",)),
+}
 
 
 def bodies() -> list[bytes]:
@@ -53,12 +64,21 @@ def bodies() -> list[bytes]:
     return [json.dumps(hook_request(load_scenario(p)), separators=(",", ":")).encode() for p in paths]
 
 
-@contextlib.contextmanager
-def part_timers() -> Iterator[dict[str, list[float]]]:
-    """Time each part of ``TIMED`` where the pipeline calls it; yields its running total (CPU seconds)."""
+def _site(path: str) -> Any:
+    """The module, or the class inside a module (``package.module.Class``), whose attribute is timed."""
     import importlib
 
-    spent = {part: [0.0] for part in TIMED}
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError:
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+
+@contextlib.contextmanager
+def part_timers(parts: dict[str, tuple[str, tuple[str, ...]]]) -> Iterator[dict[str, list[float]]]:
+    """Time each of ``parts`` where the pipeline calls it; yields its running total (CPU seconds)."""
+    spent = {part: [0.0] for part in parts}
     originals = []
 
     def timed(fn: Callable[..., Any], total: list[float]) -> Callable[..., Any]:
@@ -71,8 +91,8 @@ def part_timers() -> Iterator[dict[str, list[float]]]:
 
         return wrapper
 
-    for part, (module, names) in TIMED.items():
-        site = importlib.import_module(module)
+    for part, (module, names) in parts.items():
+        site = _site(module)
         for name in names:
             originals.append((site, name, getattr(site, name)))
             setattr(site, name, timed(getattr(site, name), spent[part]))
@@ -83,7 +103,7 @@ def part_timers() -> Iterator[dict[str, list[float]]]:
             setattr(site, name, fn)
 
 
-def measure(rounds: int, warmup: int, profile: str | None, alg: str = "ES384") -> dict[str, Any]:
+def measure(rounds: int, warmup: int, profile: str | None, alg: str = "ES384", stages: bool = False) -> dict[str, Any]:
     """Run every body ``warmup + rounds`` times; return the per-call figures of the measured rounds."""
     from cds_server.web.app import create_app
 
@@ -93,7 +113,8 @@ def measure(rounds: int, warmup: int, profile: str | None, alg: str = "ES384") -
         app = create_app(client.app_settings(tmp))
         tokens = iter(client.tokens(PATH, len(payloads) * (rounds + warmup)))
         profiler = cProfile.Profile() if profile else None
-        figures, skipped = run(app.test_client(), payloads, tokens, warmup, rounds, profiler)
+        parts = TIMED | (STAGES if stages else {})
+        figures, skipped = run(app.test_client(), payloads, tokens, warmup, rounds, profiler, parts)
         if profiler and profile:
             profiler.dump_stats(profile)
         app.extensions["cds"].store.close()
@@ -104,12 +125,18 @@ def measure(rounds: int, warmup: int, profile: str | None, alg: str = "ES384") -
 
 
 def run(
-    http: Any, payloads: list[bytes], tokens: Iterator[str], warmup: int, rounds: int, profiler: Any
+    http: Any,
+    payloads: list[bytes],
+    tokens: Iterator[str],
+    warmup: int,
+    rounds: int,
+    profiler: Any,
+    parts: dict[str, tuple[str, tuple[str, ...]]] = TIMED,
 ) -> tuple[dict[str, list[float]], set[int]]:
     """Send the payloads round after round; per measured call: CPU, wall, and the CPU of each timed part."""
-    figures: dict[str, list[float]] = {"cpu": [], "wall": [], **{part: [] for part in TIMED}}
+    figures: dict[str, list[float]] = {"cpu": [], "wall": [], **{part: [] for part in parts}}
     skipped: set[int] = set()
-    with part_timers() as spent:
+    with part_timers(parts) as spent:
         for round_ in range(warmup + rounds):
             measured = round_ >= warmup
             for number, body in enumerate(payloads):
@@ -150,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="write a cProfile of the measured rounds to this file")
     parser.add_argument("--alg", choices=ALGORITHMS, default="ES384", help="the tokens' algorithm (default ES384)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--stages", action="store_true", help="also time the request path's stages (inclusive)")
     args = parser.parse_args(argv)
-    result = measure(args.rounds, args.warmup, args.profile, args.alg)
+    result = measure(args.rounds, args.warmup, args.profile, args.alg, args.stages)
     if args.json:
         print(json.dumps({"python": platform.python_version(), **result}, indent=2))
         return 0 if result["calls"] else 1
@@ -169,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         row = result[key]
         print(f"{label:<28}{row['min']:>8.3f}{row['median']:>8.3f}{row['p90']:>8.3f}{row['mean']:>8.3f}")
+    for stage in STAGES if args.stages else ():
+        row = result[f"{stage}_ms"]
+        print(f"  {stage:<30}{row['min']:>8.3f}{row['median']:>8.3f}{row['p90']:>8.3f}{row['mean']:>8.3f}")
     return 0 if result["calls"] else 1
 
 

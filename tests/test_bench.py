@@ -69,3 +69,22 @@ def test_the_engine_benchmark_runs_at_every_record_size() -> None:
         assert set(size["services"]) == {"mri", "facet"}
         for row in [size["record_read"], *size["services"].values()]:
             assert 0 < row["min_ms"] <= row["median_ms"] <= row["p90_ms"]
+
+
+def test_the_call_benchmark_times_every_stage_it_names() -> None:
+    """Every stage ``--stages`` names is still where the pipeline calls it (a rename would time nothing)."""
+    result = subprocess.run(
+        [sys.executable, "bench/bench_call.py", "--rounds", "1", "--warmup", "0", "--stages", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["calls"] > 300 and report["skipped"] == 0
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_call import STAGES
+
+    for stage in STAGES:
+        assert report[f"{stage}_ms"]["median"] > 0, f"{stage} timed nothing: its function moved"
