@@ -14,7 +14,7 @@ from cds_server.pipeline.call import Call, Runtime
 from cds_server.pipeline.coverage import CoverageCheck, select_coverage
 from cds_server.pipeline.fhir_client import FhirError
 from cds_server.pipeline.orders import governed
-from cds_server.pipeline.prefetch import HISTORY_KEYS, PatientData, fetch_referenced_medications, resolve, templates_for
+from cds_server.pipeline.prefetch import HISTORY_KEYS, PatientData, ReferencedMedications, resolve, templates_for
 from fhir_mappings.codes import arr
 from fhir_mappings.orders import Order
 
@@ -23,9 +23,19 @@ def gather(runtime: Runtime, call: Call, orders: Sequence[Order]) -> PatientData
     """Get the Coverage and, when some order needs a decision, the patient's history."""
     keys = ("coverage", *HISTORY_KEYS) if governed(runtime.carepaths, orders) else ("coverage", "patient")
     prefetch = call.body.get("prefetch") or {}
-    data = resolve(templates_for(call.service), keys, call.context, prefetch, call.client, runtime.pool)
-    if "medicationRequests" in keys:
-        fetch_referenced_medications(data, call.client, runtime.pool)
+    medications = ReferencedMedications(call.client, runtime.pool)
+    history = "medicationRequests" in keys
+    data = resolve(
+        templates_for(call.service),
+        keys,
+        call.context,
+        prefetch,
+        call.client,
+        runtime.pool,
+        on_fetched=medications.start if history else None,
+    )  # the Medications a search names are read while the other searches run
+    if history:
+        medications.finish(data)
     _supporting_info(call, orders, data)
     return data
 
