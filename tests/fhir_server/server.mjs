@@ -10,6 +10,7 @@
 // GET /__requests lists the requests seen (method, url, whether a bearer
 // token came with it) so tests can check what the service asked for and
 // where its token went; DELETE /__requests clears that log.
+// Every FHIR answer says how long the server worked on it: Server-Timing: app;dur=<ms>.
 import http from 'node:http';
 import {
   getResourceTypes, getStatus, globalSchema, indexSearchParameterBundle, indexStructureDefinitionBundle,
@@ -133,12 +134,18 @@ const CORS_HEADERS = {
   'Access-Control-Allow-Headers': 'Authorization, Content-Type, Accept, Prefer',
 };
 
-function send(res, status, body) {
-  res.writeHead(status, { 'Content-Type': 'application/fhir+json', ...(cors ? { 'Access-Control-Allow-Origin': '*' } : {}) });
-  res.end(JSON.stringify(body));
+// started: when the request was whole; the answer then says how long the server worked on it
+// (Server-Timing: app;dur=<ms>, from then to the body serialised), which bench/bench_fallback.py sums.
+function send(res, status, body, started) {
+  const text = JSON.stringify(body);
+  const headers = { 'Content-Type': 'application/fhir+json', ...(cors ? { 'Access-Control-Allow-Origin': '*' } : {}) };
+  if (started !== undefined) headers['Server-Timing'] = `app;dur=${(performance.now() - started).toFixed(3)}`;
+  res.writeHead(status, headers);
+  res.end(text);
 }
 
 async function handle(req, res, body) {
+  const started = performance.now();
   if (cors && req.method === 'OPTIONS') {
     res.writeHead(204, CORS_HEADERS);
     return res.end();
@@ -169,7 +176,7 @@ async function handle(req, res, body) {
       if (typeof link.url === 'string' && !link.url.startsWith('http')) link.url = `${base}/${link.url.replace(/^\//, '')}`;
     }
   }
-  send(res, getStatus(result), payload);
+  send(res, getStatus(result), payload, started);
 }
 
 const server = http.createServer((req, res) => {
