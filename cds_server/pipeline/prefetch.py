@@ -113,12 +113,12 @@ def resolve(
     prefetch: Mapping[str, Any],
     client: FhirClient | None,
     pool: ThreadPoolExecutor,
-    on_fetched: Callable[[list[Mapping[str, Any]]], None] | None = None,
+    on_fetched: Callable[[str, list[Mapping[str, Any]]], None] | None = None,
 ) -> PatientData:
     """Get the data of ``keys``: from prefetch when given, else from the FHIR server in parallel.
 
-    ``on_fetched`` is given the resources of each read as it comes in (the reads of the
-    Medications they name can start before the slowest search is done).
+    ``on_fetched`` is given each key and its resources as they come in (the reads of what they
+    name or miss can start before the slowest search is done), the prefetched keys first.
     """
     data = PatientData()
     to_fetch: dict[str, str] = {}
@@ -142,8 +142,8 @@ def resolve(
         return data
     futures = {key: pool.submit(_fetch, client, query) for key, query in to_fetch.items()}
     if on_fetched is not None:
-        for resources in list(data.resources.values()):  # what was prefetched names Medications too
-            on_fetched(resources)
+        for key, resources in list(data.resources.items()):  # what was prefetched names Medications too
+            on_fetched(key, resources)
     _collect(data, futures, client, on_fetched)
     return data
 
@@ -158,7 +158,7 @@ def _collect(
     data: PatientData,
     futures: Mapping[str, Future[list[Mapping[str, Any]]]],
     client: FhirClient,
-    on_fetched: Callable[[list[Mapping[str, Any]]], None] | None,
+    on_fetched: Callable[[str, list[Mapping[str, Any]]], None] | None,
 ) -> None:
     """Wait for the reads, handing each search's resources to ``on_fetched`` as soon as it is in.
 
@@ -175,7 +175,7 @@ def _collect(
                 results[keys[future]] = str(exc)
                 continue
             if on_fetched is not None:
-                on_fetched(resources)
+                on_fetched(keys[future], resources)
     except FutureTimeout:
         pass
     for key in futures:
@@ -241,7 +241,7 @@ class ReferencedMedications:
         self.pool = pool
         self.reads: dict[str, Future[Mapping[str, Any] | None]] = {}
 
-    def start(self, resources: list[Mapping[str, Any]]) -> None:
+    def start(self, key: str, resources: list[Mapping[str, Any]]) -> None:
         for path in _wanted(resources, set()):
             if self.client is not None and path not in self.reads and len(self.reads) < MAX_REFERENCED_READS:
                 self.reads[path] = self.pool.submit(self.client.read, path)
