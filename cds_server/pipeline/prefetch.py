@@ -279,8 +279,3 @@ def _wanted(resources: list[Mapping[str, Any]], known: set[str]) -> list[str]:
             if path not in wanted:
                 wanted.append(path)
     return wanted
-
-
-def fetch_referenced_medications(data: PatientData, client: FhirClient | None, pool: ThreadPoolExecutor) -> None:
-    """Read the Medications the record names and does not hold, none started early (:class:`ReferencedMedications`)."""
-    ReferencedMedications(client, pool).finish(data)
