@@ -143,3 +143,19 @@ def test_an_adapter_of_its_own_is_used_instead_of_the_pool(keep_alive: KeepAlive
     with pytest.raises(FhirError, match="ConnectionError"):
         client_for(session, keep_alive.base).read("Patient/p")
     assert keep_alive.requests == [], "nothing reached the server"
+
+
+def test_an_adapter_of_its_own_that_answers_is_read_like_the_pool(keep_alive: KeepAliveFhir) -> None:
+    sent: list[str] = []
+
+    class Counting(HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(request.url)
+            return super().send(request, *args, **kwargs)
+
+    session = pooled_session()
+    session.mount("http://", Counting())
+    client = client_for(session, keep_alive.base)
+    assert client.read("Patient/p") == PATIENT and client.read("Patient/p") == PATIENT
+    assert sent == [keep_alive.base + "/Patient/p"] * 2
+    assert keep_alive.requests[-1]["authorization"] == "Bearer token-1"

@@ -50,6 +50,25 @@ class _SendFailed(Exception):
         super().__init__(self.name)
 
 
+class _Sent:
+    """A ``requests.Response`` from an adapter of its own, read as urllib3's response is."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+        self.headers = response.headers
+
+    def read1(self, amount: int, decode_content: bool = True) -> bytes:
+        chunk: bytes = self.response.raw.read1(amount, decode_content=decode_content)
+        return chunk
+
+    def close(self) -> None:
+        self.response.close()
+
+    def release_conn(self) -> None:
+        self.response.close()
+
+
 @dataclass
 class CircuitBreaker:
     """Stops calling a FHIR server that keeps failing, so one dead EHR cannot tie up the workers.
@@ -141,7 +160,7 @@ class FhirClient:
     def _send(self, url: str, budget: float) -> Any:
         """Send the GET through the session's mounted adapter and its connection pool; no redirects, no retry.
 
-        Returns urllib3's response, its body not yet read. ``Session.get`` would cost about 0.5 ms of
+        Returns urllib3's response, its body not yet read. ``Session.get`` would cost about 0.3 ms of
         CPU more a read (14 reads a call, under the GIL): merging cookies, environment settings and
         hooks, then building a ``requests.Response``; none of it applies (no proxy from the
         environment, no auth but the token, no hooks). The URL is prepared by requests as before and
@@ -160,7 +179,7 @@ class FhirClient:
             sent = adapter.send(
                 prepared, stream=True, timeout=budget, verify=session.verify, cert=session.cert, proxies=session.proxies
             )
-            return sent.raw
+            return _Sent(sent)
         pool = adapter.get_connection_with_tls_context(prepared, session.verify, None, session.cert)
         adapter.cert_verify(pool, prepared.url, session.verify, session.cert)
         try:
