@@ -9,8 +9,8 @@ with the hook's token, all missing keys in parallel.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,8 +113,13 @@ def resolve(
     prefetch: Mapping[str, Any],
     client: FhirClient | None,
     pool: ThreadPoolExecutor,
+    on_fetched: Callable[[str, list[Mapping[str, Any]]], None] | None = None,
 ) -> PatientData:
-    """Get the data of ``keys``: from prefetch when given, else from the FHIR server in parallel."""
+    """Get the data of ``keys``: from prefetch when given, else from the FHIR server in parallel.
+
+    ``on_fetched`` is given each key and its resources as they come in (the reads of what they
+    name or miss can start before the slowest search is done), the prefetched keys first.
+    """
     data = PatientData()
     to_fetch: dict[str, str] = {}
     for key in keys:
@@ -136,15 +141,50 @@ def resolve(
             data.unavailable[key] = "not prefetched and no fhirServer to query"
         return data
     futures = {key: pool.submit(_fetch, client, query) for key, query in to_fetch.items()}
-    for key, future in futures.items():
-        try:
-            data.resources[key] = future.result(timeout=max(0.0, client.remaining()) + 0.5)
-            data.fetched.append(key)
-        except FhirError as exc:
-            data.unavailable[key] = str(exc)
-        except FutureTimeout:
-            data.unavailable[key] = "the time budget of the hook call is spent"
+    if on_fetched is not None:
+        for key, resources in list(data.resources.items()):  # what was prefetched names Medications too
+            on_fetched(key, resources)
+    _collect(data, futures, client, on_fetched)
     return data
+
+
+def wait_budget(client: FhirClient) -> float | None:
+    """How long to wait for the reads: what is left of the call's budget and half a second; None without a deadline."""
+    left = client.remaining()
+    return None if left == float("inf") else max(0.0, left) + 0.5
+
+
+def _collect(
+    data: PatientData,
+    futures: Mapping[str, Future[list[Mapping[str, Any]]]],
+    client: FhirClient,
+    on_fetched: Callable[[str, list[Mapping[str, Any]]], None] | None,
+) -> None:
+    """Wait for the reads, handing each search's resources to ``on_fetched`` as soon as it is in.
+
+    The keys still go into ``data`` in template order, whatever order the answers came in, so the
+    record is read the same way every time.
+    """
+    keys = {future: key for key, future in futures.items()}
+    results: dict[str, list[Mapping[str, Any]] | str] = {}
+    try:
+        for future in as_completed(keys, timeout=wait_budget(client)):
+            try:
+                results[keys[future]] = resources = future.result()
+            except FhirError as exc:
+                results[keys[future]] = str(exc)
+                continue
+            if on_fetched is not None:
+                on_fetched(keys[future], resources)
+    except FutureTimeout:
+        pass
+    for key in futures:
+        found = results.get(key, "the time budget of the hook call is spent")
+        if isinstance(found, str):
+            data.unavailable[key] = found
+        else:
+            data.resources[key] = found
+            data.fetched.append(key)
 
 
 def _continue_pages(data: PatientData, key: str, value: Any, client: FhirClient | None) -> None:
@@ -182,17 +222,54 @@ def _fetch(client: FhirClient, query: str) -> list[Mapping[str, Any]]:
 MAX_REFERENCED_READS = 50  # Medications read one by one; past this the rest stay unresolved (not understood)
 
 
-def fetch_referenced_medications(data: PatientData, client: FhirClient | None, pool: ThreadPoolExecutor) -> None:
-    """Read the Medications that requests name by ``medicationReference`` and the prefetch does not hold.
+class ReferencedMedications:
+    """Read the Medications that requests name by ``medicationReference`` and the record does not hold.
 
     EHRs often send MedicationRequests whose drug is a separate Medication resource. One that is
     neither contained, nor anywhere in the prefetch, nor readable from the EHR stays unresolved,
     and the record reader counts the request as not understood (product-decisions.md §1).
+
+    :meth:`start` begins the reads of what one search brought (``resolve``'s ``on_fetched``), so
+    they overlap the searches still running; :meth:`finish` decides which Medications are wanted
+    from the whole record, exactly as if nothing had started early, reads any not started yet and
+    keeps the answers of those only. (So a record naming more than the cap of Medications, in a
+    different order in different searches, may cost up to twice the cap in reads, never fewer answers.)
     """
-    if client is None:
-        return
-    resources = data.all_resources()
-    known = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
+
+    def __init__(self, client: FhirClient | None, pool: ThreadPoolExecutor) -> None:
+        self.client = client
+        self.pool = pool
+        self.reads: dict[str, Future[Mapping[str, Any] | None]] = {}
+
+    def start(self, key: str, resources: list[Mapping[str, Any]]) -> None:
+        for path in _wanted(resources, set()):
+            if self.client is not None and path not in self.reads and len(self.reads) < MAX_REFERENCED_READS:
+                self.reads[path] = self.pool.submit(self.client.read, path)
+
+    def finish(self, data: PatientData) -> None:
+        client = self.client
+        if client is None:
+            return
+        resources = data.all_resources()
+        wanted = _wanted(resources, {f"{r.get('resourceType')}/{r.get('id')}" for r in resources})
+        if not wanted:
+            return
+        for path in wanted[:MAX_REFERENCED_READS]:
+            if path not in self.reads:
+                self.reads[path] = self.pool.submit(client.read, path)
+        found = []
+        for path in wanted[:MAX_REFERENCED_READS]:
+            try:
+                medication = self.reads[path].result(timeout=wait_budget(client))
+            except (FhirError, FutureTimeout):
+                continue  # unresolved: the request is not understood, never taken for "no drug"
+            if isinstance(medication, Mapping) and medication.get("resourceType") == "Medication":
+                found.append(medication)
+        data.resources["medications"] = found
+
+
+def _wanted(resources: list[Mapping[str, Any]], known: set[str]) -> list[str]:
+    """The ``Medication/id`` paths the resources name by ``medicationReference``, in order, not in ``known``."""
     wanted: list[str] = []
     for resource in resources:
         ref = obj(resource.get("medicationReference")).get("reference")
@@ -201,15 +278,4 @@ def fetch_referenced_medications(data: PatientData, client: FhirClient | None, p
             path = f"{target[0]}/{target[1]}"
             if path not in wanted:
                 wanted.append(path)
-    if not wanted:
-        return
-    futures = [pool.submit(client.read, path) for path in wanted[:MAX_REFERENCED_READS]]
-    found = []
-    for future in futures:
-        try:
-            medication = future.result(timeout=max(0.0, client.remaining()) + 0.5)
-        except (FhirError, FutureTimeout):
-            continue  # unresolved: the request is not understood, never taken for "no drug"
-        if isinstance(medication, Mapping) and medication.get("resourceType") == "Medication":
-            found.append(medication)
-    data.resources["medications"] = found
+    return wanted
