@@ -11,7 +11,7 @@ from cds_server.carepath_store import load_carepaths, terminology_for
 from fhir_mappings.codes import CodeMatcher, concept_codes
 from fhir_mappings.dates import age_in_years, parse_date
 from fhir_mappings.orders import InvalidOrderError, read_order, validate_order
-from fhir_mappings.questionnaire import Answers
+from fhir_mappings.questionnaire import Answers, ItemKind
 from fhir_mappings.record import PatientRecord
 from fhir_mappings.systems import HCPCS, ICD10CM, normalize_icd10
 from tests import builders as b
@@ -184,7 +184,7 @@ def test_an_unreadable_newer_answer_is_not_replaced_by_an_older_one(unreadable: 
 
 def test_an_answer_that_does_not_fit_its_item_is_not_read() -> None:
     """A string "true" for a yes/no item, or a code the choice does not offer, is not taken for "no"."""
-    kinds = {"rf.fever": ("boolean", frozenset()), "cc.classes": ("choice", frozenset({"nsaid", "none"}))}
+    kinds = {"rf.fever": ItemKind("boolean"), "cc.classes": ItemKind("choice", frozenset({"nsaid", "none"}))}
     qr = b.answers(
         "q",
         "2024-01-01",

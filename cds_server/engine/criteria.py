@@ -129,13 +129,27 @@ def _unless_unreadable(leaf: Leaf, ctx: EvalContext, finding: Finding, decided: 
     """
     if not ctx.answers.any_unreadable or decided.result is Tri.UNKNOWN:
         return decided
-    lost = [q for q in leaf.questions if ctx.answers.unreadable_source(q) is not None]
+    lost = [q for q in _items_read(leaf, ctx) if ctx.answers.unreadable_source(q) is not None]
     if not lost:
         return decided
     question = ctx.carepath.questions.get(lost[0])
     decided.result = Tri.UNKNOWN
     decided.reason = f"the answer to “{question.text if question else lost[0]}” could not be read"
     return decided
+
+
+def _items_read(leaf: Leaf, ctx: EvalContext) -> list[str]:
+    """The items a leaf asks, and those the CarePath's facts its operator reads take answers from (``svc.region``)."""
+    linked: list[str] = list(leaf.questions)
+    for fact in REGISTRY[leaf.op].facts:
+        cfg = ctx.carepath.facts.get(fact)
+        for key in ("answer", "answers"):
+            found = cfg.get(key) if isinstance(cfg, dict) else None
+            if isinstance(found, str):
+                linked.append(found)
+            elif isinstance(found, dict):
+                linked += [v for v in found.values() if isinstance(v, str)]
+    return linked
 
 
 def _contradicts(leaf: Leaf, finding: Finding, answered: Tri, ctx: EvalContext) -> bool:

@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from fhir_mappings.codes import CodeMatcher
+from fhir_mappings.questionnaire import ItemKind
 
 # Default reading of the record's silence per criterion group kind
 # (product-decisions.md §1): indications need positive evidence; non-indications
@@ -178,15 +179,14 @@ class CarePath:
     _matchers: dict[tuple[str, ...], CodeMatcher] = field(repr=False, default_factory=dict, compare=False)
 
     @cached_property
-    def answer_kinds(self) -> Mapping[str, tuple[str, frozenset[str]]]:
-        """Each item's type and offered codes, so that an answer that does not fit its item is not read."""
-        kinds: dict[str, tuple[str, frozenset[str]]] = {}
+    def answer_kinds(self) -> Mapping[str, ItemKind]:
+        """What each item takes (type, codes, repeats, unit), so that an answer that does not fit is not read."""
+        kinds: dict[str, ItemKind] = {}
         pending = list(self.questions.values())
         while pending:
-            question = pending.pop()
-            codes = frozenset(str(o.get("code")) for o in question.options)
-            kinds[question.link_id] = (question.type, codes)
-            pending.extend(question.items)
+            q = pending.pop()
+            kinds[q.link_id] = ItemKind(q.type, frozenset(str(o.get("code")) for o in q.options), q.repeats, q.unit)
+            pending.extend(q.items)
         return kinds
 
     def service(self, service_id: str) -> Service:

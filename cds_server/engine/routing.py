@@ -152,6 +152,8 @@ def _disambiguated(ctx: EvalContext, service: Service) -> bool:
     spec = service.disambiguation
     if spec is None:
         return False
+    if ctx.answers.unreadable_source(spec.link_id) is not None:
+        return False  # the kind was answered unreadably: not inferred from the text either, so it is asked again
     answer = ctx.answers.first(spec.link_id)
     if answer is not None:
         return answer.value == spec.answer_code
