@@ -123,3 +123,21 @@ def test_a_supporting_response_that_cannot_be_read_leaves_the_decision_open(
     ehr.failing.add("QuestionnaireResponse/qr-doc")
     info = sign(app, supporting="QuestionnaireResponse/qr-doc")
     assert info["covered"] == "indeterminate" and info["reason"]["coding"][0]["code"] == "technical", info
+
+
+def test_a_medication_the_same_search_brought_is_not_read_again(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MedicationRequest search with ``_include`` brings its Medications: each read would be wasted, token and all."""
+    pid = patient_id(load_scenario(SCENARIO_DIR / f"{SCENARIO}.json"))
+    referencing = {"resourceType": "MedicationRequest", "id": "mr-ref", "status": "active", "intent": "order"}
+    referencing |= {"subject": {"reference": f"Patient/{pid}"}, "medicationReference": {"reference": "Medication/m1"}}
+    ehr = serve(monkeypatch, "nothing", (referencing,))
+    ehr.opened.set()
+    searched = ehr.search
+    included = [MEDICATION]
+    monkeypatch.setattr(
+        FhirClient,
+        "search",
+        lambda self, query: searched(query) + (included if query.startswith("MedicationRequest") else []),
+    )
+    sign(app)
+    assert "Medication/m1" not in ehr.reads

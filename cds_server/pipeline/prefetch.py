@@ -242,7 +242,9 @@ class ReferencedMedications:
         self.reads: dict[str, Future[Mapping[str, Any] | None]] = {}
 
     def start(self, key: str, resources: list[Mapping[str, Any]]) -> None:
-        for path in _wanted(resources, set()):
+        """Begin reading what one search's resources name and do not hold themselves (``_include``)."""
+        held = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
+        for path in _wanted(resources, held):
             if self.client is not None and path not in self.reads and len(self.reads) < MAX_REFERENCED_READS:
                 self.reads[path] = self.pool.submit(self.client.read, path)
 
