@@ -147,11 +147,12 @@ class _Reader:
     def __init__(self, kinds: Mapping[str, ItemKind]) -> None:
         self.kinds = kinds
 
-    def read(self, qr: Mapping[str, Any]) -> _Reading:
+    def read(self, qr: Mapping[str, Any], whole: bool = True) -> _Reading:
+        """One response's reading; ``whole=False``: the response as a whole cannot be read."""
         source = f"QuestionnaireResponse/{qr.get('id') or 'contained'}"
         reading = _Reading(source, str(qr.get("authored") or ""), _instant(qr.get("authored")))
         items = qr.get("item")
-        reading.whole_unreadable = items is not None and not self._items(items, reading)
+        reading.whole_unreadable = not whole or (items is not None and not self._items(items, reading))
         return reading
 
     def _items(self, items: Any, reading: _Reading) -> bool:
@@ -236,11 +237,18 @@ class Answers:
     """All usable answers of a set of QuestionnaireResponses, by linkId."""
 
     def __init__(
-        self, responses: Iterable[Mapping[str, Any]] = (), kinds: Mapping[str, ItemKind] | None = None
+        self,
+        responses: Iterable[Mapping[str, Any]] = (),
+        kinds: Mapping[str, ItemKind] | None = None,
+        unreadable: Iterable[Mapping[str, Any]] = (),
     ) -> None:
-        """Read ``responses``; with ``kinds`` (linkId -> :class:`ItemKind`) an answer must also fit its item."""
+        """Read ``responses``; with ``kinds`` (linkId -> :class:`ItemKind`) an answer must also fit its item.
+
+        ``unreadable``: responses that cannot be read at all (a status not understood); each may
+        have answered any item, as a response whose item list cannot be read.
+        """
         reader = _Reader(kinds or {})
-        self._readings = [reader.read(qr) for qr in responses]
+        self._readings = [reader.read(qr) for qr in responses] + [reader.read(qr, whole=False) for qr in unreadable]
         self._answers: dict[str, list[Answer]] = {}
         self._groups: dict[str, list[GroupAnswer]] = {}
         self._unreadable: dict[str, str] = {}  # linkId -> the response whose answer to it could not be read

@@ -109,6 +109,7 @@ class PatientRecord:
         self._slots: dict[str, list[Slot]] = {}
         self._by_ref: dict[str, Mapping[str, Any]] = {}
         self.questionnaire_responses: list[Mapping[str, Any]] = []
+        self.unreadable_responses: list[Mapping[str, Any]] = []  # a status not understood: may correct any answer
         self.ignored: list[str] = []
         self.unread: dict[str, list[Unread]] = {}
         self.incomplete: dict[str, str] = dict(incomplete or {})
@@ -151,6 +152,8 @@ class PatientRecord:
         if rtype == "QuestionnaireResponse":
             if reading == COUNTS:
                 self.questionnaire_responses.append(resource)
+            elif reading == UNKNOWN:
+                self.unreadable_responses.append(resource)
             else:
                 self.ignored.append(ref)
             return

@@ -211,3 +211,20 @@ def test_an_unreadable_answer_naming_an_unlisted_procedure_is_not_replaced_by_th
     item = {"linkId": "svc.unlisted-kind", "answer": [{"valueCoding": {"code": "Cyst"}}]}
     again = decide_again(scenario, decision, _late(decision, item))
     assert not _approves(again) and again.service_id is None
+
+
+@pytest.mark.parametrize("status", ["Completed", "final", None], ids=["capitalised", "unknown", "missing"])
+def test_a_correction_whose_status_is_not_understood_does_not_let_the_no_stand(status: Any) -> None:
+    """A status the service does not know is not "ignore this response": it may be the correction."""
+    scenario, decision, answers = _esi_case()
+    late = _late(decision, {"linkId": LINK, "answer": [{"valueBoolean": True}]}, status=status)
+    if status is None:
+        del late["status"]
+    assert not _approves(decide_again(scenario, decision, response(decision, answers, "qr-early", E), late))
+
+
+def test_an_in_progress_response_is_still_not_evidence() -> None:
+    """Known statuses keep their meaning: an unfinished form neither answers nor blocks."""
+    scenario, decision, answers = _esi_case()
+    late = _late(decision, {"linkId": LINK, "answer": [{"valueBoolean": True}]}, status="in-progress")
+    assert _approves(decide_again(scenario, decision, response(decision, answers, "qr-early", E), late))

@@ -48,7 +48,7 @@ def evaluate_orders(
         tuple(carepaths),
         record,
         record_available,
-        {cp.id: Answers(_responses_for(cp, record), cp.answer_kinds) for cp in carepaths},
+        {cp.id: _answers_for(cp, record) for cp in carepaths},
     )
     orders = [_read_with(record, order) for order in orders]
     decisions = []
@@ -124,7 +124,16 @@ def _proposed(order: Order, code: dict[str, Any]) -> Order:
     )
 
 
-def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
+def _answers_for(carepath: CarePath, record: PatientRecord) -> Answers:
+    """This CarePath's answers; a response to it whose status is not understood makes what it may say unreadable."""
+    return Answers(
+        _responses_for(carepath, record.questionnaire_responses),
+        carepath.answer_kinds,
+        _responses_for(carepath, record.unreadable_responses),
+    )
+
+
+def _responses_for(carepath: CarePath, responses: list[Any]) -> list[Any]:
     """Responses to this CarePath's questionnaires, and to this version of them (or unversioned).
 
     Its questionnaires are exactly ``{canonicalBase}/{carepath id}-{service id}``; two CarePaths
@@ -134,7 +143,7 @@ def _responses_for(carepath: CarePath, record: PatientRecord) -> list[Any]:
     base = carepath.questionnaire_base.rstrip("/")
     own = {f"{base}/{carepath.id}-{service.id}" for service in carepath.services}
     found = []
-    for qr in record.questionnaire_responses:
+    for qr in responses:
         canonical = answered_canonical(qr)  # an adaptive response answers the Questionnaire it derives from
         if not isinstance(canonical, str):
             continue
