@@ -9,12 +9,17 @@ at all: orjson's bytes are used only when they are exactly ``json.dumps``'s cano
 from __future__ import annotations
 
 import json
+import random
+import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from cds_server.records import audit
 from cds_server.records.store import Store, _as_json
+from cds_server.scenarios import EXEMPTIONS_NAME, SCENARIO_DIR, hook_request, load_scenario
 
 ODD_VALUES: list[Any] = [
     0,
@@ -87,3 +92,77 @@ def _row(assertion_id: str, decision: Any) -> dict[str, Any]:
         "decision": decision,
         "created_at": datetime(2024, 3, 20, tzinfo=UTC),
     }
+
+
+def json_dumps_canonical(value: Any) -> bytes:
+    """What every audit digest was made of before orjson (``audit.digest``), unchanged."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def test_a_digest_is_the_sha256_of_json_dumps_canonical_form() -> None:
+    import hashlib
+
+    value = {"b": [1, 2.5, "é"], "a": None}
+    assert audit.digest(value) == hashlib.sha256(json_dumps_canonical(value)).hexdigest()
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=repr)
+def test_the_canonical_form_is_json_dumps_for_odd_values(value: Any) -> None:
+    for wrapped in (value, [value], {"k": value, "a": [value, {"z": value}]}, {str(value)[:20]: value}):
+        assert audit.canonical_json(wrapped) == json_dumps_canonical(wrapped)
+
+
+def test_the_canonical_form_is_json_dumps_for_other_types() -> None:
+    from dataclasses import dataclass
+    from datetime import date
+    from uuid import UUID
+
+    @dataclass
+    class Point:
+        x: int
+
+    for value in (date(2024, 1, 2), datetime(2024, 1, 2, 3, 4, tzinfo=UTC), Point(1), _Text("t"), (1, "a"), {1: "a"}):
+        assert audit.canonical_json({"v": value}) == json_dumps_canonical({"v": value})
+    uuid = UUID("3f1d2c8e-0000-4000-8000-000000000000")
+    assert audit.canonical_json([uuid]) == json_dumps_canonical([uuid])
+
+
+def test_the_canonical_form_is_json_dumps_for_every_character() -> None:
+    for start in range(0, 0x110000, 0x400):
+        text = "".join(chr(c) for c in range(start, start + 0x400))
+        value = {text: [text], text[::-1]: 1}
+        assert audit.canonical_json(value) == json_dumps_canonical(value)
+
+
+def test_the_canonical_form_is_json_dumps_for_floats() -> None:
+    """Random doubles of every magnitude, and every power of ten with a few mantissas, both signs."""
+    rng = random.Random(12)
+    values = [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(20_000)]
+    values += [float(f"{m}e{e}") for e in range(-325, 309) for m in ("1", "1.5", "9.999999", "3.14159")]
+    values += [i / 7 for i in range(-3000, 3000)] + [i / 1000 for i in range(-3000, 3000)]
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    for chunk in range(0, len(finite), 50):
+        value = {"n": finite[chunk : chunk + 50], "one": finite[chunk]}
+        assert audit.canonical_json(value) == json_dumps_canonical(value)
+    for value in (float("nan"), float("inf"), -float("inf")):
+        assert audit.canonical_json({"x": value}) == json_dumps_canonical({"x": value})
+
+
+def request_values() -> Iterator[Any]:
+    """Every prefetch value, context member and draft-order bundle of every scenario's order-sign request."""
+    for path in sorted(SCENARIO_DIR.glob("*/**/*.json")):
+        if path.name == EXEMPTIONS_NAME:
+            continue
+        body = hook_request(load_scenario(path))
+        yield body
+        yield from body.get("prefetch", {}).values()
+        yield from body["context"].values()
+
+
+def test_the_canonical_form_is_json_dumps_for_every_scenario_request() -> None:
+    checked = 0
+    for value in request_values():
+        assert audit.canonical_json(value) == json_dumps_canonical(value)
+        checked += 1
+    assert checked > 1000
