@@ -105,6 +105,11 @@ jti_seen = sa.Table(  # JWT ids already used, until their token expires (auth.Jt
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 
+# The numbers of some assertions, built once (an expanding IN: one statement whatever the number of ids).
+_AUTHORIZATIONS_OF = sa.select(
+    authorizations.c.assertion_id, authorizations.c.pa_id, authorizations.c.expires_on
+).where(authorizations.c.assertion_id.in_(sa.bindparam("ids", expanding=True)))
+
 # Authorization numbers: a prefix and 10 characters from an alphabet without look-alikes.
 _ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 
@@ -156,6 +161,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._inserts_once: dict[tuple[str, str], Any] = {}
         self.engine: Engine = sa.create_engine(url, pool_pre_ping=True, future=True, json_serializer=_as_json)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -229,11 +235,7 @@ class Store:
     def authorizations_of(self, assertion_ids: list[str]) -> dict[str, tuple[str, date]]:
         """Return (number, expiry) of each of these assertions that has an authorization number, by assertion id."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(authorizations.c.assertion_id, authorizations.c.pa_id, authorizations.c.expires_on).where(
-                    authorizations.c.assertion_id.in_(assertion_ids)
-                )
-            )
+            rows = conn.execute(_AUTHORIZATIONS_OF, {"ids": list(assertion_ids)})
             return {row[0]: (row[1], row[2]) for row in rows}
 
     def keep_call(
@@ -265,10 +267,16 @@ class Store:
         return True
 
     def _insert_once(self, table: sa.Table) -> Any:
-        """An INSERT that leaves a row whose primary key is already there as it is (SQLite and PostgreSQL)."""
-        if self.engine.dialect.name == "postgresql":
-            return postgresql_insert(table).on_conflict_do_nothing()
-        return sqlite_insert(table).on_conflict_do_nothing()
+        """An INSERT that leaves a row whose primary key is already there as it is (SQLite and PostgreSQL).
+
+        Built once per table and kept: building it again for every call cost more than running it.
+        """
+        key = (self.engine.dialect.name, table.name)
+        built = self._inserts_once.get(key)
+        if built is None:
+            insert = postgresql_insert if key[0] == "postgresql" else sqlite_insert
+            built = self._inserts_once[key] = insert(table).on_conflict_do_nothing()
+        return built
 
     def _authorization(self, assertion_id: str) -> tuple[str, date] | None:
         with self.engine.connect() as conn:
