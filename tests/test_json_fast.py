@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from cds_server.records import audit
-from cds_server.records.store import Store, _as_json
+from cds_server.records.json_text import compact_json
+from cds_server.records.json_text import stored_json as _as_json
+from cds_server.records.store import Store
 from cds_server.scenarios import EXEMPTIONS_NAME, SCENARIO_DIR, hook_request, load_scenario
 
 ODD_VALUES: list[Any] = [
@@ -100,6 +102,20 @@ def json_dumps_canonical(value: Any) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def assert_written_as_json_dumps(value: Any) -> None:
+    """The digest's canonical form and an answer's body are ``json.dumps``'s bytes (or its error)."""
+    assert audit.canonical_json(value) == json_dumps_canonical(value)
+    try:
+        expected: Any = json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+    except (TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        written: Any = compact_json(value)
+    except (TypeError, ValueError) as exc:
+        written = type(exc)
+    assert written == expected
+
+
 def test_a_digest_is_the_sha256_of_json_dumps_canonical_form() -> None:
     import hashlib
 
@@ -108,12 +124,12 @@ def test_a_digest_is_the_sha256_of_json_dumps_canonical_form() -> None:
 
 
 @pytest.mark.parametrize("value", ODD_VALUES, ids=repr)
-def test_the_canonical_form_is_json_dumps_for_odd_values(value: Any) -> None:
+def test_written_as_json_dumps_for_odd_values(value: Any) -> None:
     for wrapped in (value, [value], {"k": value, "a": [value, {"z": value}]}, {str(value)[:20]: value}):
-        assert audit.canonical_json(wrapped) == json_dumps_canonical(wrapped)
+        assert_written_as_json_dumps(wrapped)
 
 
-def test_the_canonical_form_is_json_dumps_for_other_types() -> None:
+def test_written_as_json_dumps_for_other_types() -> None:
     from dataclasses import dataclass
     from datetime import date
     from uuid import UUID
@@ -123,19 +139,21 @@ def test_the_canonical_form_is_json_dumps_for_other_types() -> None:
         x: int
 
     for value in (date(2024, 1, 2), datetime(2024, 1, 2, 3, 4, tzinfo=UTC), Point(1), _Text("t"), (1, "a"), {1: "a"}):
-        assert audit.canonical_json({"v": value}) == json_dumps_canonical({"v": value})
+        assert_written_as_json_dumps({"v": value})
     uuid = UUID("3f1d2c8e-0000-4000-8000-000000000000")
     assert audit.canonical_json([uuid]) == json_dumps_canonical([uuid])
+    # json.dumps refuses a UUID without ``default``; orjson writes it as a string: no answer holds one.
+    assert compact_json([uuid]) == json.dumps([str(uuid)], separators=(",", ":")).encode()
 
 
-def test_the_canonical_form_is_json_dumps_for_every_character() -> None:
+def test_written_as_json_dumps_for_every_character() -> None:
     for start in range(0, 0x110000, 0x400):
         text = "".join(chr(c) for c in range(start, start + 0x400))
         value = {text: [text], text[::-1]: 1}
-        assert audit.canonical_json(value) == json_dumps_canonical(value)
+        assert_written_as_json_dumps(value)
 
 
-def test_the_canonical_form_is_json_dumps_for_floats() -> None:
+def test_written_as_json_dumps_for_floats() -> None:
     """Random doubles of every magnitude, and every power of ten with a few mantissas, both signs."""
     rng = random.Random(12)
     values = [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(20_000)]
@@ -144,9 +162,9 @@ def test_the_canonical_form_is_json_dumps_for_floats() -> None:
     finite = [v for v in values if v == v and abs(v) != float("inf")]
     for chunk in range(0, len(finite), 50):
         value = {"n": finite[chunk : chunk + 50], "one": finite[chunk]}
-        assert audit.canonical_json(value) == json_dumps_canonical(value)
+        assert_written_as_json_dumps(value)
     for value in (float("nan"), float("inf"), -float("inf")):
-        assert audit.canonical_json({"x": value}) == json_dumps_canonical({"x": value})
+        assert_written_as_json_dumps({"x": value})
 
 
 def request_values() -> Iterator[Any]:
@@ -160,9 +178,28 @@ def request_values() -> Iterator[Any]:
         yield from body["context"].values()
 
 
-def test_the_canonical_form_is_json_dumps_for_every_scenario_request() -> None:
+def test_written_as_json_dumps_for_every_scenario_request() -> None:
     checked = 0
     for value in request_values():
-        assert audit.canonical_json(value) == json_dumps_canonical(value)
+        assert_written_as_json_dumps(value)
         checked += 1
     assert checked > 1000
+
+
+def test_every_scenario_answer_is_written_as_json_dumps(tmp_path: Any) -> None:
+    """The answers themselves: cards with ✓ and …, coverage information, system actions."""
+    from cds_server.web.app import create_app
+
+    app = create_app({"AUTH_REQUIRED": False, "DATABASE_URL": f"sqlite:///{tmp_path / 'answers.sqlite'}"})
+    client = app.test_client()
+    checked = 0
+    for path in sorted(SCENARIO_DIR.glob("*/**/*.json"))[::4]:
+        if path.name == EXEMPTIONS_NAME:
+            continue
+        response = client.post("/cds-services/crd-order-sign", json=hook_request(load_scenario(path)))
+        assert response.status_code == 200
+        assert response.data == json.dumps(response.get_json(), separators=(",", ":")).encode("ascii")
+        assert_written_as_json_dumps(response.get_json())
+        checked += 1
+    app.extensions["cds"].store.close()
+    assert checked > 50

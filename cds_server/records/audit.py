@@ -15,13 +15,10 @@ never stored.
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
+from cds_server.records.json_text import canonical_json
 from fhir_mappings.codes import arr, obj
 from fhir_mappings.orders import ORDER_TYPES
 
@@ -104,44 +101,13 @@ def summarise(value: Any) -> dict[str, Any] | None:
 
 
 def digest(value: Any) -> str:
-    """SHA-256 of the value's canonical JSON (sorted keys, no spaces): stable across key order."""
-    return hashlib.sha256(canonical_json(value)).hexdigest()
+    """SHA-256 of the value's canonical JSON (sorted keys, no spaces): stable across key order.
 
-
-def canonical_json(value: Any) -> bytes:
-    """``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)`` in UTF-8.
-
-    That is the form every digest was made of, and it stays so. orjson writes the same bytes about
-    eight times faster for what a request holds (strings, integers, most floats, lists, objects), so
-    its bytes are taken when they are certainly those: orjson refuses an integer beyond 64 bits, a
-    lone surrogate and a key that is not a string, and hands dates, dataclasses and subclasses to
-    ``_refuse``; a ``null`` (a NaN would be written so), a float below 1e-4 (orjson spells ``1e-05``
-    as ``0.00001`` and ``1e-07`` as ``1e-7``) or text that looks like one sends the value to
-    ``json.dumps``. Values are what JSON parsing gives (no enums: orjson writes an enum's value).
-    ``tests/test_json_fast.py`` holds both to the same bytes.
+    The canonical JSON is ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False, default=str)`` in UTF-8, as it always was (``json_text.canonical_json``
+    writes those bytes with orjson when it can).
     """
-    try:
-        fast = orjson.dumps(value, default=_refuse, option=_SORTED)
-    except TypeError:
-        fast = None
-    if fast is not None and not _may_differ(fast):
-        return fast
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return canonical.encode("utf-8", "surrogatepass")
-
-
-_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-_SORTED |= orjson.OPT_PASSTHROUGH_SUBCLASS
-_SHORT_EXPONENT = re.compile(rb"e-[0-9](?![0-9])")  # orjson's 1e-7; Python writes 1e-07
-
-
-def _may_differ(fast: bytes) -> bool:
-    """Whether orjson's bytes may not be ``json.dumps``'s (a NaN, a float below 1e-4, or text like them)."""
-    return b"null" in fast or b"0.0000" in fast or (b"e-" in fast and _SHORT_EXPONENT.search(fast) is not None)
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(type(value).__name__)
+    return hashlib.sha256(canonical_json(value)).hexdigest()
 
 
 def _ref(resource: Mapping[str, Any]) -> str:
