@@ -109,6 +109,11 @@ _AUTHORIZATIONS_OF = sa.select(
     authorizations.c.assertion_id, authorizations.c.pa_id, authorizations.c.expires_on
 ).where(authorizations.c.assertion_id.in_(sa.bindparam("ids", expanding=True)))
 
+# The inserts of a call's unit of work, built once.
+_INSERT_INVOCATION = invocations.insert()
+_INSERT_AUTHORIZATION = authorizations.insert()
+_INSERT_CARDS = cards_issued.insert()
+
 # Authorization numbers: a prefix and 10 characters from an alphabet without look-alikes.
 _ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 
@@ -138,7 +143,9 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self._inserts_once: dict[tuple[str, str], Any] = {}
-        self.engine: Engine = sa.create_engine(url, pool_pre_ping=True, future=True, json_serializer=stored_json)
+        # A pooled connection to a server is checked before use (it may have gone away); a SQLite file's cannot.
+        ping = not url.startswith("sqlite")
+        self.engine: Engine = sa.create_engine(url, pool_pre_ping=ping, future=True, json_serializer=stored_json)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
@@ -163,7 +170,7 @@ class Store:
     def record_invocation(self, row: Mapping[str, Any]) -> None:
         """Keep one hook invocation and the response given (CRD found-37)."""
         with self.engine.begin() as conn:
-            conn.execute(invocations.insert(), [row])
+            conn.execute(_INSERT_INVOCATION, [row])
 
     def save_assertion(self, row: Mapping[str, Any]) -> None:
         """Keep a coverage assertion; the same assertion id is stored once."""
@@ -232,12 +239,12 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 if authorization_rows:
-                    conn.execute(authorizations.insert(), authorization_rows)
+                    conn.execute(_INSERT_AUTHORIZATION, authorization_rows)
                 if assertion_rows:
                     conn.execute(self._insert_once(assertions), assertion_rows)
-                conn.execute(invocations.insert(), [invocation])
+                conn.execute(_INSERT_INVOCATION, [invocation])
                 if card_rows:
-                    conn.execute(cards_issued.insert(), card_rows)
+                    conn.execute(_INSERT_CARDS, card_rows)
         except sa.exc.IntegrityError:
             return False
         return True
