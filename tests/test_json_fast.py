@@ -203,3 +203,39 @@ def test_every_scenario_answer_is_written_as_json_dumps(tmp_path: Any) -> None:
         checked += 1
     app.extensions["cds"].store.close()
     assert checked > 50
+
+
+def _has_empty(value: Any) -> bool:
+    if value is None or value == "" or value == [] or value == {}:
+        return True
+    if isinstance(value, dict):
+        return any(_has_empty(k) or _has_empty(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_empty(v) for v in value)
+    return False
+
+
+def test_surely_without_empties_is_never_wrong() -> None:
+    from cds_server.records.json_text import surely_without_empties
+
+    rng = random.Random(5)
+    atoms: list[Any] = [None, "", [], {}, "x", 'say "x"', "[]", "{}", "null", 0, 1.5, True, "é"]
+
+    def draw(depth: int) -> Any:
+        kind = rng.random()
+        if depth == 0 or kind < 0.4:
+            return rng.choice(atoms)
+        if kind < 0.7:
+            return [draw(depth - 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(["a", "", "b", "null"]): draw(depth - 1) for _ in range(rng.randint(0, 3))}
+
+    seen = {True: 0, False: 0}
+    for _ in range(20_000):
+        value = draw(4)
+        verdict = surely_without_empties(value)
+        seen[verdict] += 1
+        assert not (verdict and _has_empty(value))
+    for value in request_values():
+        if isinstance(value, dict) and not _has_empty(value):
+            assert surely_without_empties(value) or b"\\" in json.dumps(value).encode()
+    assert seen[True] > 100

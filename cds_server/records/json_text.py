@@ -59,6 +59,16 @@ def compact_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
+def surely_without_empties(value: Any) -> bool:
+    """True only when no ``null``, ``""``, ``[]`` or ``{}`` is anywhere in ``value``; False says nothing.
+
+    orjson writes each of them so, and nothing else contains those bytes outside a string (inside
+    one, e.g. ``"say \\"x\\""``, they only send the value to the slow walk that answers exactly).
+    """
+    fast = _orjson(value, _PASSTHROUGH)
+    return fast is not None and b'""' not in fast and b"[]" not in fast and b"{}" not in fast and b"null" not in fast
+
+
 def _orjson(value: Any, option: int) -> bytes | None:
     try:
         return orjson.dumps(value, default=_refuse, option=option)
