@@ -31,7 +31,8 @@ import orjson
 
 _PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 _SORTED = orjson.OPT_SORT_KEYS | _PASSTHROUGH
-_SHORT_EXPONENT = re.compile(rb"e-[0-9](?![0-9])")  # orjson's 1e-7; Python writes 1e-07
+# orjson's 1e-7 (Python writes 1e-07): a number ends at a comma, a bracket or the end; a UUID's "3e-4b" does not
+_SHORT_EXPONENT = re.compile(rb"[0-9]e-[0-9](?=[,\]}]|\Z)")
 
 
 def stored_json(value: Any) -> str:
