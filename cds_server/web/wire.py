@@ -16,7 +16,6 @@ from flask import Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from cds_server.errors import InvalidRequest, Issue, PayloadTooLarge, UnsupportedMediaType
-from cds_server.records.json_text import compact_json
 from cds_server.urls import public_base_urls
 
 JSON_TYPES = ("application/json", "application/fhir+json")
@@ -25,8 +24,10 @@ JSON_TYPES = ("application/json", "application/fhir+json")
 def json_response(body: Any, status: int = 200) -> Response:
     """Serialise ``body`` as the response (application/json)."""
     # allow_nan=False: whatever happens, never answer with NaN/Infinity, which are not JSON.
-    # compact_json: json.dumps(body, separators=(",", ":"), allow_nan=False)'s bytes, mostly from orjson.
-    return Response(compact_json(body), status=status, mimetype="application/json")
+    # (orjson and ensure_ascii's escapes rebuilt after it saved 0.01 ms of 0.04: not worth a second spelling.)
+    return Response(
+        json.dumps(body, separators=(",", ":"), allow_nan=False), status=status, mimetype="application/json"
+    )
 
 
 def base_url() -> str:
