@@ -73,6 +73,28 @@ def test_the_store_reads_back_what_it_was_given(tmp_path: Any) -> None:
         store.close()
 
 
+def test_the_store_keeps_what_json_dumps_kept(database_url: str) -> None:
+    """On SQLite and PostgreSQL (JSONB normalises numbers): the values read back are those kept before orjson."""
+    import sqlalchemy as sa
+
+    from cds_server.records.store import assertions
+
+    store = Store(database_url)
+    before = sa.create_engine(database_url, json_serializer=json.dumps)  # how the store wrote JSON before
+    storable = [v for v in ODD_VALUES if not (isinstance(v, str) and ("\x00" in v or "\ud800" in v))]
+    try:
+        for i, value in enumerate(storable):
+            store.save_assertion(_row(f"new-{i}", {"value": value, "in": [value, {"k": value}]}))
+            with before.begin() as conn:
+                conn.execute(assertions.insert(), [_row(f"old-{i}", {"value": value, "in": [value, {"k": value}]})])
+            new, old = store.assertion(f"new-{i}"), store.assertion(f"old-{i}")
+            assert new is not None and old is not None
+            assert json.dumps(new["decision"]) == json.dumps(old["decision"])
+    finally:
+        before.dispose()
+        store.close()
+
+
 def test_what_orjson_refuses_is_written_by_json_dumps() -> None:
     for value in (2**64, -(2**63) - 1, "\ud800", {1: "a"}, _Text("subclass")):
         assert _as_json(value) == json.dumps(value)
