@@ -17,6 +17,7 @@ from typing import Any
 
 from fhir_mappings.codes import Code, arr, concept_codes, concept_text
 from fhir_mappings.dates import parse_date
+from fhir_mappings.order_shape import surely_valid
 from fhir_mappings.systems import BILLING_SYSTEMS
 
 ORDER_TYPES = (
@@ -83,8 +84,13 @@ class Order:
 def validate_order(resource: Mapping[str, Any]) -> None:
     """Validate a draft order against its FHIR R4B model.
 
+    An order of a plain shape the model certainly accepts (``order_shape.surely_valid``) is not
+    handed to it: the same verdict, about ten times cheaper. Any other order is.
+
     :raises InvalidOrderError: naming the resource and the first problems found.
     """
+    if surely_valid(resource):
+        return
     rtype = resource.get("resourceType") if isinstance(resource, Mapping) else None
     if rtype not in _MODULES:
         raise InvalidOrderError(f"resourceType {rtype!r} is not an order type ({', '.join(ORDER_TYPES)})")

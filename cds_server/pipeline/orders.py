@@ -14,6 +14,7 @@ from cds_server.engine import CarePath, governs
 from cds_server.errors import CrdViolation, DataUnavailable, InvalidRequest, Issue, Problems, TooManyOrders
 from cds_server.pipeline.call import Call
 from cds_server.pipeline.fhir_client import FhirError
+from cds_server.records.json_text import surely_without_empties
 from fhir_mappings.codes import arr, obj
 from fhir_mappings.orders import ORDER_TYPES, InvalidOrderError, Order, read_order, validate_order
 from fhir_mappings.record import foreign_patient_elements
@@ -80,7 +81,7 @@ def _checked(
     field_ = call.service.orders_field
     bundle = isinstance(call.context.get(field_), Mapping)
     where = f"$.context.{field_}.entry[{index}].resource" if bundle else _where(call, target)
-    empty = _first_empty(target.order, where)
+    empty = None if surely_without_empties(target.order) else _first_empty(target.order, where)
     if empty:
         problems.add("FHIR JSON allows no null or empty values", empty)
         return None
@@ -131,7 +132,7 @@ def _reader(call: Call) -> Callable[[str], Mapping[str, Any] | None]:
     only when its ``Type/id`` is in the prefetch this EHR sent with the call.
     """
     client = call.client
-    prefetched = _prefetched_by_ref(call.body.get("prefetch"))
+    found_by_ref: list[dict[str, Mapping[str, Any]]] = []  # indexed on the first read only: most calls read none
     server = call.body.get("fhirServer")
     base = server.rstrip("/") + "/" if isinstance(server, str) and server else None
 
@@ -141,8 +142,10 @@ def _reader(call: Call) -> Callable[[str], Mapping[str, Any] | None]:
             tail = "/".join(ref.rstrip("/").split("/")[-2:])
             on_server = base is not None and ref.startswith(base) and ref[len(base) :].rstrip("/") == tail
             ref = tail
-        if ref in prefetched:
-            return prefetched[ref]
+        if not found_by_ref:
+            found_by_ref.append(_prefetched_by_ref(call.body.get("prefetch")))
+        if ref in found_by_ref[0]:
+            return found_by_ref[0][ref]
         if client is None or not on_server:
             return None
         try:

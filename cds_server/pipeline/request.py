@@ -17,6 +17,7 @@ from cds_server.pipeline.call import Call, Runtime
 from cds_server.pipeline.fhir_client import FhirClient
 from cds_server.pipeline.options import CONFIGURATION_OPTIONS
 from cds_server.pipeline.request_schema import ENVELOPE, check
+from cds_server.records.json_text import surely_without_empties
 from cds_server.urls import http_url_problem
 from hooks import HookService
 
@@ -81,7 +82,7 @@ def drop_empty_values(body: Any) -> Any:
             out["fhirAuthorization"] = kept
     context = body.get("context")
     orders = context.get("draftOrders") if isinstance(context, Mapping) else None
-    if isinstance(orders, Mapping) and isinstance(orders.get("entry"), list):
+    if isinstance(orders, Mapping) and isinstance(orders.get("entry"), list) and not surely_without_empties(orders):
         out["context"] = {**context, "draftOrders": {**orders, "entry": _orders_without_empties(orders, dropped)}}
     if not dropped:
         return body

@@ -15,10 +15,10 @@ never stored.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from cds_server.records.json_text import canonical_json
 from fhir_mappings.codes import arr, obj
 from fhir_mappings.orders import ORDER_TYPES
 
@@ -101,9 +101,13 @@ def summarise(value: Any) -> dict[str, Any] | None:
 
 
 def digest(value: Any) -> str:
-    """SHA-256 of the value's canonical JSON (sorted keys, no spaces): stable across key order."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    """SHA-256 of the value's canonical JSON (sorted keys, no spaces): stable across key order.
+
+    The canonical JSON is ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False, default=str)`` in UTF-8, as it always was (``json_text.canonical_json``
+    writes those bytes with orjson when it can).
+    """
+    return hashlib.sha256(canonical_json(value)).hexdigest()
 
 
 def _ref(resource: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
+from cds_server.records.json_text import stored_json
 from cds_server.records.migrations import migrate
 from fhir_mappings.dates import canonical_instant
 
@@ -103,6 +104,16 @@ jti_seen = sa.Table(  # JWT ids already used, until their token expires (auth.Jt
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 
+# The numbers of some assertions, built once (an expanding IN: one statement whatever the number of ids).
+_AUTHORIZATIONS_OF = sa.select(
+    authorizations.c.assertion_id, authorizations.c.pa_id, authorizations.c.expires_on
+).where(authorizations.c.assertion_id.in_(sa.bindparam("ids", expanding=True)))
+
+# The inserts of a call's unit of work, built once.
+_INSERT_INVOCATION = invocations.insert()
+_INSERT_AUTHORIZATION = authorizations.insert()
+_INSERT_CARDS = cards_issued.insert()
+
 # Authorization numbers: a prefix and 10 characters from an alphabet without look-alikes.
 _ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 
@@ -131,7 +142,10 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: Engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+        self._inserts_once: dict[tuple[str, str], Any] = {}
+        # A pooled connection to a server is checked before use (it may have gone away); a SQLite file's cannot.
+        ping = not url.startswith("sqlite")
+        self.engine: Engine = sa.create_engine(url, pool_pre_ping=ping, future=True, json_serializer=stored_json)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
@@ -156,7 +170,7 @@ class Store:
     def record_invocation(self, row: Mapping[str, Any]) -> None:
         """Keep one hook invocation and the response given (CRD found-37)."""
         with self.engine.begin() as conn:
-            conn.execute(invocations.insert(), [row])
+            conn.execute(_INSERT_INVOCATION, [row])
 
     def save_assertion(self, row: Mapping[str, Any]) -> None:
         """Keep a coverage assertion; the same assertion id is stored once."""
@@ -204,11 +218,7 @@ class Store:
     def authorizations_of(self, assertion_ids: list[str]) -> dict[str, tuple[str, date]]:
         """Return (number, expiry) of each of these assertions that has an authorization number, by assertion id."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(authorizations.c.assertion_id, authorizations.c.pa_id, authorizations.c.expires_on).where(
-                    authorizations.c.assertion_id.in_(assertion_ids)
-                )
-            )
+            rows = conn.execute(_AUTHORIZATIONS_OF, {"ids": list(assertion_ids)})
             return {row[0]: (row[1], row[2]) for row in rows}
 
     def keep_call(
@@ -229,21 +239,27 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 if authorization_rows:
-                    conn.execute(authorizations.insert(), authorization_rows)
+                    conn.execute(_INSERT_AUTHORIZATION, authorization_rows)
                 if assertion_rows:
                     conn.execute(self._insert_once(assertions), assertion_rows)
-                conn.execute(invocations.insert(), [invocation])
+                conn.execute(_INSERT_INVOCATION, [invocation])
                 if card_rows:
-                    conn.execute(cards_issued.insert(), card_rows)
+                    conn.execute(_INSERT_CARDS, card_rows)
         except sa.exc.IntegrityError:
             return False
         return True
 
     def _insert_once(self, table: sa.Table) -> Any:
-        """An INSERT that leaves a row whose primary key is already there as it is (SQLite and PostgreSQL)."""
-        if self.engine.dialect.name == "postgresql":
-            return postgresql_insert(table).on_conflict_do_nothing()
-        return sqlite_insert(table).on_conflict_do_nothing()
+        """An INSERT that leaves a row whose primary key is already there as it is (SQLite and PostgreSQL).
+
+        Built once per table and kept: building it again for every call cost more than running it.
+        """
+        key = (self.engine.dialect.name, table.name)
+        built = self._inserts_once.get(key)
+        if built is None:
+            insert = postgresql_insert if key[0] == "postgresql" else sqlite_insert
+            built = self._inserts_once[key] = insert(table).on_conflict_do_nothing()
+        return built
 
     def _authorization(self, assertion_id: str) -> tuple[str, date] | None:
         with self.engine.connect() as conn:
