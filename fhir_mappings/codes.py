@@ -61,9 +61,18 @@ def concept_keys(concept: Any) -> tuple[set[Code], int]:
     The codes are the ones :func:`concept_codes` reads; the count is of non-empty codings without one.
     """
     codes: set[Code] = set()
+    if type(concept) is dict:
+        uncoded = _plain_keys(concept.get("coding"), codes)
+        if uncoded is not None:
+            return codes, uncoded
+        codes = set()
+    elif type(concept) is list:
+        uncoded = _plain_list_keys(concept, codes)
+        if uncoded is not None:
+            return codes, uncoded
+        codes = set()
     uncoded = 0
-    codings = _plain_codings(concept)
-    for coding in _codings(concept) if codings is None else codings:
+    for coding in _codings(concept):
         raw = coding.get("code")
         if isinstance(raw, str):
             system = coding.get("system")
@@ -75,28 +84,40 @@ def concept_keys(concept: Any) -> tuple[set[Code], int]:
     return codes, uncoded
 
 
-def _plain_codings(concept: Any) -> list[dict[str, Any]] | None:
-    """The codings of a concept (or of a list of concepts) shaped as JSON usually is, else None.
-
-    The same list :func:`_codings` gives, without its checks, for a CodeableConcept whose
-    ``coding`` is a list of objects, or a list of such concepts (an Encounter's ``type``).
-    """
-    if type(concept) is dict:
-        codings = concept.get("coding")
-        if type(codings) is list and all(type(c) is dict for c in codings):
-            return codings
+def _plain_keys(codings: Any, codes: set[Code]) -> int | None:
+    """Add to ``codes`` the keys of a concept's ``coding`` when it is absent or a list of objects (JSON's usual
+    shape), in one loop, and return how many codings have no code; None for any other shape (``codes`` is then
+    partly filled and the general path reads the concept again)."""
+    if codings is None:
+        return 0
+    if type(codings) is not list:
         return None
-    if type(concept) is list and all(type(item) is dict for item in concept):
-        found: list[dict[str, Any]] = []
-        for item in concept:
-            codings = item.get("coding")
-            if codings is None:
-                continue
-            if type(codings) is not list or not all(type(c) is dict for c in codings):
-                return None
-            found.extend(codings)
-        return found
-    return None
+    uncoded = 0
+    for coding in codings:
+        if type(coding) is not dict:
+            return None
+        raw = coding.get("code")
+        if isinstance(raw, str):
+            system = coding.get("system")
+            key = normalised_key(system if isinstance(system, str) else None, raw)
+            if key:
+                codes.add(key)
+        elif coding:
+            uncoded += 1
+    return uncoded
+
+
+def _plain_list_keys(concepts: list[Any], codes: set[Code]) -> int | None:
+    """:func:`_plain_keys` over a list of concepts (an Encounter's ``type``), each of JSON's usual shape."""
+    uncoded = 0
+    for concept in concepts:
+        if type(concept) is not dict:
+            return None
+        more = _plain_keys(concept.get("coding"), codes)
+        if more is None:
+            return None
+        uncoded += more
+    return uncoded
 
 
 def _codings(concept: Any) -> list[Mapping[str, Any]]:

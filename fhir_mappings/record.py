@@ -28,7 +28,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from fhir_mappings.code_index import CodeIndex
-from fhir_mappings.codes import Code, CodeMatcher, concept_keys
+from fhir_mappings.codes import Code, CodeMatcher, concept_keys, normalised_key
 from fhir_mappings.entries import Deferred, Entry, Unread, describe_code
 from fhir_mappings.readers import READERS
 from fhir_mappings.references import (
@@ -75,6 +75,28 @@ __all__ = [
 
 Slot = Entry | Deferred
 _NOTHING: frozenset[Code] = frozenset()
+
+
+_MANY: Any = object()  # _single_key: not a concept of one plain coding
+
+
+def _single_key(concept: Any) -> Any:
+    """The key ``concept_keys`` reads from a concept of exactly one coding with a string code (JSON's usual
+    shape: a dict, or a list of one such dict), None when that key is not a code; else :data:`_MANY`."""
+    if type(concept) is list and len(concept) == 1:
+        concept = concept[0]
+    if type(concept) is not dict:
+        return _MANY
+    codings = concept.get("coding")
+    if type(codings) is not list or len(codings) != 1:
+        return _MANY
+    coding = codings[0]
+    if type(coding) is not dict:
+        return _MANY
+    raw, system = coding.get("code"), coding.get("system")
+    if type(raw) is not str or not (system is None or type(system) is str):
+        return _MANY
+    return normalised_key(system, raw)
 
 
 def _sort_key(entry: Entry) -> tuple[date, str]:
@@ -157,13 +179,20 @@ class PatientRecord:
         reader = READERS.get(rtype)
         if reader is None:
             return
-        self._parts = []
+        parts: list[Slot | Unread] = []
+        self._parts = parts
         read = reader(self, ref, resource)
         if read is None:
             self.ignored.append(ref)  # read, and not evidence itself (a resolved allergy, a panel read by its parts)
+        elif reading == COUNTS and type(read) is not Unread and self._code_index is None and not self._sorted:
+            slots = self._slots.get(read.type)  # keep(read), without its checks: the usual case
+            if slots is None:
+                self._slots[read.type] = [read]
+            else:
+                slots.append(read)
         else:
             self._file(ref, rtype, read, reading, why)
-        for part in self._parts:  # a panel's components are read under the panel's status, never on their own
+        for part in parts:  # a panel's components are read under the panel's status, never on their own
             self._file(ref, rtype, part, reading, why)
 
     def add_part(self, part: Slot | Unread) -> None:
@@ -298,6 +327,12 @@ class PatientRecord:
         in another. The concept is understood when at least one coding is known; when none
         is, the list names each coding the terminology does not know (it is empty otherwise).
         """
+        key = _single_key(concept)
+        if key is not _MANY:  # one coding, as JSON usually sends it: its key (or None) without the general walk
+            if key is None:
+                return frozenset(), []
+            known = self.terminology.with_classes(key)
+            return (known, []) if known else (frozenset(), [describe_code(key)])
         if concept is None:
             return frozenset(), []
         codes, uncoded = concept_keys(concept)
@@ -310,6 +345,9 @@ class PatientRecord:
 
     def classes(self, concept: Any) -> frozenset[Code]:
         """``read_concept(concept)[0]``: the known codes with their classes, without naming the unknown ones."""
+        key = _single_key(concept)
+        if key is not _MANY:
+            return (self.terminology.with_classes(key) or _NOTHING) if key is not None else _NOTHING
         if concept is None:
             return _NOTHING
         return self._known(concept_keys(concept)[0])
