@@ -68,3 +68,29 @@ def test_lookups_by_value_set_list_what_a_scan_of_every_entry_finds(seed: int) -
             scanned = [e.ref for t in TYPES for e in everything[t] if any(matcher.matches(c) for c in codes(e))]
             assert got == scanned
     assert [e.ref for e in lazy.entries(*TYPES)] == [e.ref for t in TYPES for e in everything[t]]
+
+
+def test_the_index_finds_the_members_a_matcher_tests_one_by_one() -> None:
+    # The index answers a value set's prefixes by looking each one up among the record's codes by prefix;
+    # that must find what ``CodeMatcher.matches`` finds, for the CarePath's value sets and for odd ones
+    # (an empty prefix, a prefix with dots or longer than any code, an exclusion inside a prefix, a union).
+    from fhir_mappings.code_index import CodeIndex
+    from fhir_mappings.systems import ATC, ICD10CM
+
+    record = PatientRecord(sized_record(1800), "p", TERMINOLOGY)
+    index = CodeIndex.build([slot for of_type in record._slots.values() for slot in of_type])
+    odd = [
+        CodeMatcher(prefixes={ICD10CM: ("",)}),
+        CodeMatcher(prefixes={ICD10CM: ("M54.", "M5", "Z9999999999")}),
+        CodeMatcher(prefixes={ATC: ("N02", "M01A")}, excluded=frozenset({(ATC, "N02BA01")})),
+        CodeMatcher.from_members([{"system": ICD10CM, "code": "M54", "match": "prefix"}]).union(
+            CodeMatcher(prefixes={ATC: ("B01",)}, excluded=frozenset({(ATC, "B01AC06")}))
+        ),
+    ]
+    everything = [slot for of_type in record._slots.values() for slot in of_type]
+    for matcher in [*_matchers(), *odd]:
+        for use_values in (True, False):
+            got = index.positions(matcher, use_values, narrower=False)
+            codes = (lambda s: s.codes | s.value_codes) if use_values else (lambda s: s.codes)
+            scanned = {i for i, s in enumerate(everything) if any(matcher.matches(c) for c in codes(s))}
+            assert got == scanned
