@@ -39,10 +39,19 @@ class _Codes:
     _by_system: dict[str, list[Code]] | None = None
     _prefixed: dict[str, dict[str, list[Code]]] = field(default_factory=dict)
     _undotted: dict[str, dict[str, list[Code]]] | None = None
+    _members: dict[int, tuple[CodeMatcher, set[Code]]] = field(default_factory=dict)
 
     def members(self, matcher: CodeMatcher) -> set[Code]:
         """``matcher.members_among(keys, by system)``: exact members by set intersection, prefix members by
-        looking each prefix up (:meth:`prefixed`)."""
+        looking each prefix up (:meth:`prefixed`). Kept per matcher: proof, denials and doubts ask again."""
+        kept = self._members.get(id(matcher))
+        if kept is not None and kept[0] is matcher:
+            return kept[1]
+        found = self._members_of(matcher)
+        self._members[id(matcher)] = (matcher, found)
+        return found
+
+    def _members_of(self, matcher: CodeMatcher) -> set[Code]:
         if matcher.others:
             return set().union(*(self.members(m) for m in matcher.others))
         found = set(matcher.exact & self.keys)

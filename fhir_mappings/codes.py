@@ -225,11 +225,31 @@ class CodeMatcher:
         return found
 
     def first_match(self, codes: Iterable[Code]) -> Code | None:
-        """Return the first member among ``codes`` (sorted for stable explanations)."""
-        for code in sorted(codes):
-            if self.matches(code):
-                return code
-        return None
+        """Return the first member among ``codes`` (sorted for stable explanations).
+
+        The least member, found without sorting: the exact members by one set intersection, then
+        only the codes of a system with prefix rows tested one by one (a union asks each part).
+        """
+        if type(codes) is not frozenset and type(codes) is not set:
+            codes = frozenset(codes)
+        if self.others:
+            found = [hit for m in self.others if (hit := m.first_match(codes)) is not None]
+            return min(found) if found else None
+        hits = self.exact.intersection(codes)
+        best = min(hits) if hits else None
+        prefixes = self.prefixes
+        if prefixes:
+            excluded = self.excluded
+            for code in codes:
+                rows = prefixes.get(code[0])
+                if (
+                    rows
+                    and (best is None or code < best)
+                    and code not in excluded
+                    and code[1].replace(".", "").startswith(rows)
+                ):
+                    best = code
+        return best
 
     def narrower_members(self, code: Code) -> bool:
         """Return True when ``code`` is a less specific code of a hierarchy whose descendants are members.

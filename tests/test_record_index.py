@@ -94,3 +94,30 @@ def test_the_index_finds_the_members_a_matcher_tests_one_by_one() -> None:
             codes = (lambda s: s.codes | s.value_codes) if use_values else (lambda s: s.codes)
             scanned = {i for i, s in enumerate(everything) if any(matcher.matches(c) for c in codes(s))}
             assert got == scanned
+
+
+def test_first_match_is_the_least_member_whatever_the_matcher() -> None:
+    # first_match finds the least member by set intersection and a test of the prefixed systems' codes only;
+    # it must name the code a walk of the sorted codes names, for every value set and odd matchers.
+    from fhir_mappings.systems import ATC, ICD10CM
+
+    record = PatientRecord(sized_record(1800), "p", TERMINOLOGY)
+    code_sets = [slot.codes | slot.value_codes for of_type in record._slots.values() for slot in of_type]
+    everything = frozenset().union(*code_sets)
+    rng = random.Random(7)
+    code_sets += [frozenset(rng.sample(sorted(everything), k)) for k in (2, 5, 20, 200) for _ in range(20)]
+    odd = [
+        CodeMatcher(
+            exact=frozenset({(ICD10CM, "M54.2")}), prefixes={ICD10CM: ("M5",)}, excluded=frozenset({(ICD10CM, "M50.1")})
+        ),
+        CodeMatcher(prefixes={ATC: ("", "N02")}),
+        CodeMatcher(others=(CodeMatcher(prefixes={ATC: ("B01",)}), CodeMatcher(exact=frozenset({(ICD10CM, "M54.2")})))),
+    ]
+
+    def walked(matcher: CodeMatcher, codes: frozenset[Any]) -> Any:
+        return next((code for code in sorted(codes) if matcher.matches(code)), None)
+
+    for matcher in [*_matchers(), *odd]:
+        for codes in code_sets:
+            assert matcher.first_match(codes) == walked(matcher, codes)
+            assert matcher.first_match(list(codes)) == walked(matcher, codes)
