@@ -19,7 +19,7 @@ Code = tuple[str, str]
 
 def coding_key(coding: Mapping[str, Any]) -> Code | None:
     """Return the normalised (system, code) of a Coding, or None when either is missing."""
-    if not isinstance(coding, Mapping):
+    if type(coding) is not dict and not isinstance(coding, Mapping):  # the type test first: ABC checks are slow
         return None
     raw = coding.get("code")
     if not isinstance(raw, str):
@@ -44,7 +44,7 @@ def concept_codes(concept: Any) -> set[Code]:
         for item in concept:
             out |= concept_codes(item)
         return out
-    if not isinstance(concept, Mapping):
+    if type(concept) is not dict and not isinstance(concept, Mapping):
         return out
     codings = concept.get("coding")
     if isinstance(codings, list):
@@ -130,7 +130,7 @@ def _codings(concept: Any) -> list[Mapping[str, Any]]:
 
 def concept_text(concept: Any) -> str:
     """Return the human text of a CodeableConcept: its text, else its codings' displays."""
-    if not isinstance(concept, Mapping):
+    if type(concept) is not dict and not isinstance(concept, Mapping):
         return ""
     text = concept.get("text")
     if isinstance(text, str) and text.strip():
@@ -138,7 +138,7 @@ def concept_text(concept: Any) -> str:
     displays = [
         c.get("display")
         for c in arr(concept.get("coding"))
-        if isinstance(c, Mapping) and isinstance(c.get("display"), str)
+        if (type(c) is dict or isinstance(c, Mapping)) and isinstance(c.get("display"), str)
     ]
     return "; ".join(d for d in displays if d)
 

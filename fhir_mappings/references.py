@@ -84,7 +84,7 @@ def contained(resource: Mapping[str, Any], reference: str) -> Mapping[str, Any] 
     if not reference.startswith("#"):
         return None
     for item in arr(resource.get("contained")):
-        if isinstance(item, Mapping) and item.get("id") == reference[1:]:
+        if (type(item) is dict or isinstance(item, Mapping)) and item.get("id") == reference[1:]:
             return item
     return None
 

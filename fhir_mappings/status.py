@@ -86,10 +86,10 @@ _VERIFICATION_EXCLUDED = frozenset({"refuted", "entered-in-error"})
 
 def status_code(concept: Any) -> str | None:
     """Return the first code of a status CodeableConcept (clinicalStatus etc.)."""
-    if not isinstance(concept, Mapping):
+    if type(concept) is not dict and not isinstance(concept, Mapping):  # the type test first: ABC checks are slow
         return None
     for coding in arr(concept.get("coding")):
-        if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
+        if (type(coding) is dict or isinstance(coding, Mapping)) and isinstance(coding.get("code"), str):
             return coding["code"]
     return None
 

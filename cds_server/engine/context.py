@@ -38,7 +38,8 @@ class EvalContext:
 
     def matcher(self, value_set_ids: list[str] | tuple[str, ...]) -> CodeMatcher:
         """Return the compiled union of these value sets."""
-        return self.carepath.matcher(tuple(value_set_ids))
+        known = self.carepath._matchers.get(value_set_ids) if type(value_set_ids) is tuple else None
+        return known if known is not None else self.carepath.matcher(tuple(value_set_ids))
 
     def fact(self, key: Hashable, compute: Callable[[], T]) -> T:
         """Return a derived fact, computing it once per order."""

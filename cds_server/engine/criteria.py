@@ -87,6 +87,9 @@ def _group_reason(op: str, result: Tri, children: list[CriterionResult]) -> str:
     return f"{label}: " + "; ".join(c.text for c in deciding[:4])
 
 
+_RECORDED = {TRUE: Tri.MET, FALSE: Tri.NOT_MET}
+
+
 def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
     """Combine record evidence, documentation answers and silence for one criterion.
 
@@ -104,7 +107,7 @@ def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
             leaf.id, leaf.text, leaf.cite, label, value, reason, evidence, list(leaf.questions), dict(leaf.parameters)
         )
 
-    recorded = {TRUE: Tri.MET, FALSE: Tri.NOT_MET}.get(finding.status)
+    recorded = _RECORDED.get(finding.status)
     if recorded is not None and answered is not None and _contradicts(leaf, finding, answered[0], ctx):
         # The record outranks an answer on a fact it states (product-decisions.md §7): the record
         # decides, and the contradiction is named so that no authorization rests on either.

@@ -98,7 +98,7 @@ def matching_entries(
     for entry in ctx.record.entries_matching(tuple(types), matcher, use_values):
         if entry.suspected or entry.absent or not counts_in_window(entry, ctx.as_of, lookback_days):
             continue
-        codes = entry.codes | entry.value_codes if use_values else entry.codes
+        codes = entry.codes | entry.value_codes if use_values and entry.value_codes else entry.codes
         hit = matcher.first_match(codes)
         if hit:
             found.append((entry, hit))
@@ -142,7 +142,7 @@ def doubts(
         if not item.codes or matcher.first_match(item.codes):
             found.append(item.describe())
     for entry in ctx.record.entries_matching(types, matcher, use_values, narrower=True):
-        codes = entry.codes | entry.value_codes if use_values else entry.codes
+        codes = entry.codes | entry.value_codes if use_values and entry.value_codes else entry.codes
         if entry.absent:
             continue
         if not matcher.first_match(codes):
