@@ -140,13 +140,17 @@ class PatientRecord:
         self._code_index: CodeIndex | None = None
         self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
         self._hits: dict[tuple[Any, ...], tuple[CodeMatcher, set[int]]] = {}
-        pending = [(ref, r) for r in flatten(resources, self.incomplete) if (ref := self._index(r))]
-        for _, resource in pending:
-            if resource["resourceType"] == "Patient" and patient_matches(resource, patient_id, own=True):
+        pending = []  # every other resource, in reading order, read once the Patient is known
+        for resource in flatten(resources, self.incomplete):
+            ref = self._index(resource)
+            if ref is None:
+                continue
+            if resource["resourceType"] != "Patient":
+                pending.append((ref, resource))
+            elif patient_matches(resource, patient_id, own=True):
                 self.patient = self.patient or resource
         for ref, resource in pending:
-            if resource["resourceType"] != "Patient":
-                self._add(ref, resource)
+            self._add(ref, resource)
 
     def _index(self, resource: Mapping[str, Any]) -> str | None:
         """Index a resource by its reference; None for a duplicate or one without a type."""
@@ -345,11 +349,11 @@ class PatientRecord:
 
     def classes(self, concept: Any) -> frozenset[Code]:
         """``read_concept(concept)[0]``: the known codes with their classes, without naming the unknown ones."""
+        if concept is None:
+            return _NOTHING
         key = _single_key(concept)
         if key is not _MANY:
             return (self.terminology.with_classes(key) or _NOTHING) if key is not None else _NOTHING
-        if concept is None:
-            return _NOTHING
         return self._known(concept_keys(concept)[0])
 
     def _known(self, codes: set[Code]) -> frozenset[Code]:

@@ -112,6 +112,10 @@ def status_reading(resource: Mapping[str, Any]) -> tuple[str, str]:
         return _clinical_reading(resource)
     if rtype == "MedicationRequest" and resource.get("doNotPerform") is True:
         return IGNORED, "do not perform"
+    if type(status) is str:
+        known = _READINGS.get((rtype, status)) if type(rtype) is str else None
+        if known is not None:  # a listed status of a type with a rule: its reading, worked out at import
+            return known
     rule = _STATUS_RULES.get(str(rtype))
     if rule is None:
         return COUNTS, ""
@@ -123,6 +127,22 @@ def status_reading(resource: Mapping[str, Any]) -> tuple[str, str]:
     if value in rule.ignored:
         return IGNORED, f"status {value}"
     return UNKNOWN, f"status {value!r} not understood" if value else "no status"
+
+
+def _rule_reading(rule: StatusRule, value: str) -> tuple[str, str]:
+    if value in rule.counts:
+        return COUNTS, ""
+    if value in rule.pending:
+        return PENDING, f"status {value}: not a final result"
+    return IGNORED, f"status {value}"
+
+
+_READINGS: dict[tuple[str, str], tuple[str, str]] = {
+    (rtype, value): _rule_reading(rule, value)
+    for rtype, rule in _STATUS_RULES.items()
+    for value in (*rule.counts, *rule.pending, *rule.ignored)
+    if value is not None and rtype not in ("Condition", "AllergyIntolerance")
+}
 
 
 def _clinical_reading(resource: Mapping[str, Any]) -> tuple[str, str]:
