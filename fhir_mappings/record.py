@@ -140,6 +140,7 @@ class PatientRecord:
         self._code_index: CodeIndex | None = None
         self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
         self._hits: dict[tuple[Any, ...], tuple[CodeMatcher, set[int]]] = {}
+        self._known_sets: dict[frozenset[Code], frozenset[Code]] = {}  # _known of several codes
         pending = []  # every other resource, in reading order, read once the Patient is known
         for resource in flatten(resources, self.incomplete):
             ref = self._index(resource)
@@ -361,6 +362,14 @@ class PatientRecord:
         with_classes = self.terminology.with_classes
         if len(codes) == 1:  # the common case: one coding, its classes remembered as one set
             return with_classes(next(iter(codes))) or _NOTHING
+        key = frozenset(codes)
+        known = self._known_sets.get(key)
+        if known is None:  # remembered for the record: entries coded alike share one set, indexed once
+            known = self._known_sets[key] = self._merged_classes(codes)
+        return known
+
+    def _merged_classes(self, codes: set[Code]) -> frozenset[Code]:
+        with_classes = self.terminology.with_classes
         first: frozenset[Code] | None = None
         merged: set[Code] | None = None
         for code in codes:
