@@ -136,11 +136,13 @@ def doubts(
     types = tuple(types)
     matcher = ctx.matcher(tuple(value_sets))
     found = [f"record incomplete for {', '.join(types)}: {why}" for why in ctx.record.incomplete_for(*types)]
-    for item in ctx.record.unread_of(*types):
-        if item.day is not None and not within(min(item.day, ctx.as_of), ctx.as_of, lookback_days):
-            continue
-        if not item.codes or matcher.first_match(item.codes):
-            found.append(item.describe())
+    unread, any_coded = ctx.fact(
+        ("unread-in-window", types, lookback_days), lambda: _unread_in_window(ctx, types, lookback_days)
+    )
+    if any_coded:
+        found += [text for codes, text in unread if not codes or matcher.first_match(codes)]
+    else:
+        found += [text for _, text in unread]
     for entry in ctx.record.entries_matching(types, matcher, use_values, narrower=True):
         codes = entry.codes | entry.value_codes if use_values and entry.value_codes else entry.codes
         if entry.absent:
@@ -155,6 +157,20 @@ def doubts(
         elif entry.start is None and lookback_days is not None and entry.type not in _STATEFUL:
             found.append(f"{entry.ref}: undated, so its place in the {lookback_days}-day window is unknown")
     return found
+
+
+def _unread_in_window(
+    ctx: EvalContext, types: tuple[str, ...], lookback_days: int | None
+) -> tuple[list[tuple[frozenset[Code], str]], bool]:
+    """The resources of these types not understood that may lie in the window, each with its codes and
+    description (in the record's order), and whether any has codes. The same for every criterion that
+    reads these types over this window: worked out once per evaluation (``ctx.fact``)."""
+    window = [
+        (item.codes, item.describe())
+        for item in ctx.record.unread_of(*types)
+        if item.day is None or within(min(item.day, ctx.as_of), ctx.as_of, lookback_days)
+    ]
+    return window, any(codes for codes, _ in window)
 
 
 def _status_word(entry: Entry) -> str:
