@@ -34,6 +34,7 @@ class EvalContext:
     record_available: bool = True
     cache: dict[Hashable, Any] = field(default_factory=dict)  # derived facts, by key (``fact``)
     memo: dict[tuple[str, str], Any] = field(default_factory=dict)  # decided criteria, by (node id, kind)
+    findings: dict[str, Any] = field(default_factory=dict)  # a leaf's record evidence (its operator's Finding), by id
     brief: bool = False  # only the outcome is read (an alternative's verdict): no explanation is built
 
     def matcher(self, value_set_ids: list[str] | tuple[str, ...]) -> CodeMatcher:

@@ -8,6 +8,7 @@ not) and references combine their parts (:func:`evaluate`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -98,7 +99,7 @@ def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
     evidence needing confirmation (unknown); then silence, read by the
     criterion's kind (absent for non-indications, unknown otherwise).
     """
-    finding = REGISTRY[leaf.op].fn(ctx, leaf.args)
+    finding = _finding(leaf, ctx)
     answered = answer_result(leaf.answer, ctx)
     label = _KIND_LABEL[kind]
 
@@ -117,6 +118,20 @@ def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
     decided = _precedence(leaf, ctx, kind, finding, answered, result)
     decided.conflict = decided.conflict or finding.conflict
     return decided
+
+
+def _finding(leaf: Leaf, ctx: EvalContext) -> Finding:
+    """The leaf's operator on this evaluation's record, once per evaluation.
+
+    A leaf is decided once per kind that reaches it (a non-indication that an indication's group
+    also names), and the operator never reads the kind: its Finding is the same each time. Later
+    uses get their own evidence list, so no two criterion results share one.
+    """
+    found: Finding | None = ctx.findings.get(leaf.id)
+    if found is None:
+        found = ctx.findings[leaf.id] = REGISTRY[leaf.op].fn(ctx, leaf.args)
+        return found
+    return replace(found, evidence=list(found.evidence))
 
 
 def _contradicts(leaf: Leaf, finding: Finding, answered: Tri, ctx: EvalContext) -> bool:
