@@ -42,6 +42,7 @@ from fhir_mappings.references import (
 from fhir_mappings.status import (
     COUNTS,
     IGNORED,
+    LISTED_READINGS,
     PENDING,
     UNKNOWN,
     StatusRule,
@@ -141,40 +142,43 @@ class PatientRecord:
         self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
         self._hits: dict[tuple[Any, ...], tuple[CodeMatcher, set[int]]] = {}
         self._known_sets: dict[frozenset[Code], frozenset[Code]] = {}  # _known of several codes
-        pending = []  # every other resource, in reading order, read once the Patient is known
+        for ref, rtype, resource in self._indexed(resources, patient_id):
+            self._add(ref, rtype, resource)
+
+    def _indexed(self, resources: Iterable[Mapping[str, Any]], patient_id: str | None) -> list[tuple[str, str, Any]]:
+        """Index every resource by its reference and find the Patient; the others, in reading order.
+
+        A resource without a type is skipped, a duplicate (the same resource from prefetch and from
+        a search) counted once.
+        """
+        by_ref = self._by_ref
+        pending = []
         for resource in flatten(resources, self.incomplete):
-            ref = self._index(resource)
-            if ref is None:
+            rtype = resource.get("resourceType")
+            if not isinstance(rtype, str):
                 continue
-            if resource["resourceType"] != "Patient":
-                pending.append((ref, resource))
+            ref = f"{rtype}/{resource.get('id') or '#' + str(len(by_ref))}"
+            if ref in by_ref:
+                continue
+            by_ref[ref] = resource
+            if rtype != "Patient":
+                pending.append((ref, rtype, resource))
             elif patient_matches(resource, patient_id, own=True):
                 self.patient = self.patient or resource
-        for ref, resource in pending:
-            self._add(ref, resource)
+        return pending
 
-    def _index(self, resource: Mapping[str, Any]) -> str | None:
-        """Index a resource by its reference; None for a duplicate or one without a type."""
-        rtype = resource.get("resourceType")
-        if not isinstance(rtype, str):
-            return None
-        ref = f"{rtype}/{resource.get('id') or '#' + str(len(self._by_ref))}"
-        if ref in self._by_ref:
-            return None  # the same resource from prefetch and from a search: count it once
-        self._by_ref[ref] = resource
-        return ref
-
-    def _add(self, ref: str, resource: Mapping[str, Any]) -> None:
+    def _add(self, ref: str, rtype: str, resource: Mapping[str, Any]) -> None:
         subject = resource.get("subject")
         own = type(subject) is dict and subject.get("reference") == self._own_ref  # patient_matches' first test
         if not own and not patient_matches(resource, self.patient_id):
             self.ignored.append(ref)
             return
-        reading, why = status_reading(resource)
+        status = resource.get("status")
+        listed = LISTED_READINGS.get((rtype, status)) if type(status) is str else None
+        reading, why = listed if listed is not None else status_reading(resource)  # = status_reading(resource)
         if reading == IGNORED:
             self.ignored.append(ref)
             return
-        rtype = resource["resourceType"]
         if rtype == "QuestionnaireResponse":
             if reading == COUNTS:
                 self.questionnaire_responses.append(resource)

@@ -145,6 +145,15 @@ _READINGS: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 
+LISTED_READINGS: dict[tuple[str, str], tuple[str, str]] = {
+    key: reading
+    for key, reading in _READINGS.items()
+    if key[1] != "entered-in-error" and key[0] != "MedicationRequest"  # status_reading decides these first
+}
+"""``status_reading`` of a resource of this type with this listed status, for the types whose status
+alone decides (not Conditions or allergies, nor a MedicationRequest, which may say doNotPerform)."""
+
+
 def _clinical_reading(resource: Mapping[str, Any]) -> tuple[str, str]:
     verification = status_code(resource.get("verificationStatus"))
     clinical = status_code(resource.get("clinicalStatus"))
