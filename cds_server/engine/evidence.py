@@ -95,14 +95,30 @@ def matching_entries(
     if not matcher:
         return []
     found = []
+    as_of = ctx.as_of
+    oldest = None  # the window's first day, worked out when an entry first needs it (as counts_in_window does)
+    first: dict[frozenset[Code], Code | None] = {}  # entries share code sets: each set's first member once
     for entry in ctx.record.entries_matching(tuple(types), matcher, use_values):
-        if entry.suspected or entry.absent or not counts_in_window(entry, ctx.as_of, lookback_days):
+        if entry.suspected or entry.absent:
             continue
+        start = entry.start
+        if start is None or start > as_of or entry.type in _STATEFUL:
+            if not counts_in_window(entry, as_of, lookback_days):
+                continue
+        elif lookback_days is not None:  # counts_in_window of a dated entry in the past
+            oldest = oldest or as_of - timedelta(days=lookback_days)
+            if start < oldest:
+                continue
         codes = entry.codes | entry.value_codes if use_values and entry.value_codes else entry.codes
-        hit = matcher.first_match(codes)
+        hit = first.get(codes, _UNSEEN)
+        if hit is _UNSEEN:
+            hit = first[codes] = matcher.first_match(codes)
         if hit:
             found.append((entry, hit))
     return found
+
+
+_UNSEEN: Any = object()
 
 
 def denials(
