@@ -288,15 +288,22 @@ class PatientRecord:
             return cached[1]
         index = self._code_index_built()
         hits = self._positions(index, matcher, use_values, narrower)
-        by_type: dict[str, list[int]] = {}
+        slots = index.slots
+        by_type: dict[str, list[Any]] = {}  # the hit slots (Entry or Deferred) of each type
         for i in sorted(hits):  # reading order within each type
-            by_type.setdefault(index.slots[i].type, []).append(i)
+            slot = slots[i]
+            at = by_type.get(slot.type)
+            if at is None:
+                by_type[slot.type] = [slot]
+            else:
+                at.append(slot)
         found: list[Entry] = []
         for rtype in types:
-            positions = by_type.get(rtype)
-            if positions:
+            of_type = by_type.get(rtype)
+            if of_type:  # only the types asked for are read in full (self._entry, inline)
+                entries = [(s.entry or s.built(self)) if type(s) is Deferred else s for s in of_type]
                 # Sorting the hits the way entries() sorts (a stable sort) keeps its order.
-                found.extend(sorted([self._entry(index.slots[i]) for i in positions], key=_sort_key))
+                found.extend(sorted(entries, key=_sort_key))
         self._matched[key] = (matcher, found)
         return found
 
