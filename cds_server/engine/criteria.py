@@ -32,9 +32,10 @@ _KIND_LABEL = {
 
 def evaluate(node: Node, ctx: EvalContext, kind: str, memo: dict[tuple[str, str], CriterionResult]) -> CriterionResult:
     key = (node.id, kind)
-    if key not in memo:
-        memo[key] = _evaluate_uncached(node, ctx, kind, memo)
-    return memo[key]
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _evaluate_uncached(node, ctx, kind, memo)
+    return found
 
 
 def _evaluate_uncached(
