@@ -175,7 +175,9 @@ class PatientRecord:
             return
         status = resource.get("status")
         listed = LISTED_READINGS.get((rtype, status)) if type(status) is str else None
-        reading, why = listed if listed is not None else status_reading(resource)  # = status_reading(resource)
+        if listed is None or (rtype == "MedicationRequest" and resource.get("doNotPerform") is True):
+            listed = status_reading(resource)
+        reading, why = listed  # = status_reading(resource)
         if reading == IGNORED:
             self.ignored.append(ref)
             return

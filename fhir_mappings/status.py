@@ -148,10 +148,10 @@ _READINGS: dict[tuple[str, str], tuple[str, str]] = {
 LISTED_READINGS: dict[tuple[str, str], tuple[str, str]] = {
     key: reading
     for key, reading in _READINGS.items()
-    if key[1] != "entered-in-error" and key[0] != "MedicationRequest"  # status_reading decides these first
+    if key[1] != "entered-in-error"  # status_reading decides it first
 }
-"""``status_reading`` of a resource of this type with this listed status, for the types whose status
-alone decides (not Conditions or allergies, nor a MedicationRequest, which may say doNotPerform)."""
+"""``status_reading`` of a resource of this type with this listed status (Conditions and allergies are
+not listed: their clinical statuses decide), except a MedicationRequest that says doNotPerform."""
 
 
 def _clinical_reading(resource: Mapping[str, Any]) -> tuple[str, str]:

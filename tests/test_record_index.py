@@ -121,3 +121,18 @@ def test_first_match_is_the_least_member_whatever_the_matcher() -> None:
         for codes in code_sets:
             assert matcher.first_match(codes) == walked(matcher, codes)
             assert matcher.first_match(list(codes)) == walked(matcher, codes)
+
+
+def test_a_listed_status_reads_as_status_reading_reads_it() -> None:
+    # The reader answers a status its type's rule lists from LISTED_READINGS; each answer must be
+    # status_reading's, and a MedicationRequest that says doNotPerform is left to status_reading.
+    from fhir_mappings.status import LISTED_READINGS, status_reading
+
+    assert LISTED_READINGS
+    for (rtype, status), reading in LISTED_READINGS.items():
+        assert status_reading({"resourceType": rtype, "status": status}) == reading
+        assert reading[0] != "ignored" or status != "entered-in-error"
+    assert not {t for t, _ in LISTED_READINGS} & {"Condition", "AllergyIntolerance"}
+    refused = b.patient(), {"resourceType": "MedicationRequest", "id": "m", "status": "active", "doNotPerform": True}
+    record = PatientRecord(list(refused), None, TERMINOLOGY)
+    assert record.ignored == ["MedicationRequest/m"]
