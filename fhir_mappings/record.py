@@ -78,26 +78,40 @@ Slot = Entry | Deferred
 _NOTHING: frozenset[Code] = frozenset()
 
 
-_MANY: Any = object()  # _single_key: not a concept of one plain coding
+_MANY: Any = object()  # _plain_keys: not a concept of JSON's usual shape
 
 
-def _single_key(concept: Any) -> Any:
-    """The key ``concept_keys`` reads from a concept of exactly one coding with a string code (JSON's usual
-    shape: a dict, or a list of one such dict), None when that key is not a code; else :data:`_MANY`."""
+def _plain_keys(concept: Any) -> Any:
+    """The codes ``concept_keys`` reads from a concept of JSON's usual shape (a dict, or a list of one such
+    dict, whose codings are objects with a string code and a string or absent system): for one coding its key
+    (None when that is not a code), for several the set of their keys (in concept_keys' order); for any other
+    shape (a coding without a code among them) :data:`_MANY`, and the general walk reads it."""
     if type(concept) is list and len(concept) == 1:
         concept = concept[0]
     if type(concept) is not dict:
         return _MANY
     codings = concept.get("coding")
-    if type(codings) is not list or len(codings) != 1:
+    if type(codings) is not list or not codings:
         return _MANY
-    coding = codings[0]
-    if type(coding) is not dict:
-        return _MANY
-    raw, system = coding.get("code"), coding.get("system")
-    if type(raw) is not str or not (system is None or type(system) is str):
-        return _MANY
-    return normalised_key(system, raw)
+    if len(codings) == 1:
+        coding = codings[0]
+        if type(coding) is not dict:
+            return _MANY
+        raw, system = coding.get("code"), coding.get("system")
+        if type(raw) is not str or not (system is None or type(system) is str):
+            return _MANY
+        return normalised_key(system, raw)
+    codes: set[Code] = set()
+    for coding in codings:
+        if type(coding) is not dict:
+            return _MANY
+        raw, system = coding.get("code"), coding.get("system")
+        if type(raw) is not str or not (system is None or type(system) is str):
+            return _MANY
+        key = normalised_key(system, raw)
+        if key:
+            codes.add(key)
+    return codes
 
 
 def _sort_key(entry: Entry) -> tuple[date, str]:
@@ -345,8 +359,14 @@ class PatientRecord:
         in another. The concept is understood when at least one coding is known; when none
         is, the list names each coding the terminology does not know (it is empty otherwise).
         """
-        key = _single_key(concept)
-        if key is not _MANY:  # one coding, as JSON usually sends it: its key (or None) without the general walk
+        key = _plain_keys(concept)
+        if type(key) is set:  # several codings, as JSON usually sends them
+            known = self._known(key)
+            if known:
+                return known, []
+            with_classes = self.terminology.with_classes
+            return frozenset(), [describe_code(code) for code in key if with_classes(code) is None]
+        if key is not _MANY:  # one coding: its key (or None) without the general walk
             if key is None:
                 return frozenset(), []
             known = self.terminology.with_classes(key)
@@ -365,7 +385,9 @@ class PatientRecord:
         """``read_concept(concept)[0]``: the known codes with their classes, without naming the unknown ones."""
         if concept is None:
             return _NOTHING
-        key = _single_key(concept)
+        key = _plain_keys(concept)
+        if type(key) is set:
+            return self._known(key)
         if key is not _MANY:
             return (self.terminology.with_classes(key) or _NOTHING) if key is not None else _NOTHING
         return self._known(concept_keys(concept)[0])

@@ -136,3 +136,43 @@ def test_a_listed_status_reads_as_status_reading_reads_it() -> None:
     refused = b.patient(), {"resourceType": "MedicationRequest", "id": "m", "status": "active", "doNotPerform": True}
     record = PatientRecord(list(refused), None, TERMINOLOGY)
     assert record.ignored == ["MedicationRequest/m"]
+
+
+def test_a_concept_of_the_usual_shape_reads_as_the_general_walk_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # read_concept and classes read a concept of JSON's usual shape without the general walk; the codes, the
+    # unknown codings named (and their order) must be the general walk's, whatever the codings hold.
+    from fhir_mappings import record as record_module
+
+    icd, snomed, loinc = "http://hl7.org/fhir/sid/icd-10-cm", "http://snomed.info/sct", "http://loinc.org"
+    codings = [
+        {"system": icd, "code": "M54.2"},
+        {"system": snomed, "code": "81680005"},
+        {"system": loinc, "code": "72514-3"},
+        {"system": LOCAL, "code": "X1"},
+        {"system": LOCAL, "code": "X2", "display": "local"},
+        {"system": LOCAL, "code": "X3"},
+        {"system": "urn:oid:9.8.7", "code": "X1"},
+        {"system": "", "code": "M54.2"},
+        {"code": "M54.2"},
+        {"system": icd, "code": " "},
+        {"system": icd},
+        {"display": "text only"},
+        {"system": 7, "code": "M54.2"},
+        {"system": icd, "code": 12},
+        {},
+        "not a coding",
+    ]
+    rng = random.Random(11)
+    concepts: list[Any] = [None, {}, {"coding": []}, {"coding": "x"}, [], [{}], "text"]
+    unknown = [c for c in codings if isinstance(c, dict) and str(c.get("system", "")).startswith("urn:")]
+    for _ in range(20):  # several codings none of which is known: each is named, in the general walk's order
+        concepts.append({"coding": rng.sample(unknown, rng.randint(2, len(unknown)))})
+    for _ in range(400):
+        picked = [rng.choice(codings) for _ in range(rng.randint(1, 4))]
+        concept = {"coding": picked, "text": "t"}
+        concepts += [concept, [concept], [concept, {"coding": [rng.choice(codings)]}]]
+    record = PatientRecord([], None, TERMINOLOGY)
+    fast = [(record.read_concept(c), record.classes(c)) for c in concepts]
+    monkeypatch.setattr(record_module, "_plain_keys", lambda concept: record_module._MANY)
+    general = PatientRecord([], None, TERMINOLOGY)
+    assert fast == [(general.read_concept(c), general.classes(c)) for c in concepts]
