@@ -149,7 +149,7 @@ class PatientRecord:
         self.ignored: list[str] = []
         self.unread: dict[str, list[Unread]] = {}
         self.incomplete: dict[str, str] = dict(incomplete or {})
-        self._parts: list[Slot | Unread] = []  # parts of the resource being read (see add_part)
+        self._parts: list[Slot | Unread] | None = None  # parts of the resource being read (see add_part)
         # Lookups built on first use (see entries_matching), kept for the record's lifetime.
         self._sorted: dict[str, list[Entry]] = {}
         self._code_index: CodeIndex | None = None
@@ -204,9 +204,9 @@ class PatientRecord:
         reader = READERS.get(rtype)
         if reader is None:
             return
-        parts: list[Slot | Unread] = []
-        self._parts = parts
+        self._parts = None  # a list only for a resource that has parts (add_part)
         read = reader(self, ref, resource)
+        parts = self._parts
         if read is None:
             self.ignored.append(ref)  # read, and not evidence itself (a resolved allergy, a panel read by its parts)
         elif reading == COUNTS and type(read) is not Unread and self._code_index is None and not self._sorted:
@@ -217,7 +217,7 @@ class PatientRecord:
                 slots.append(read)
         else:
             self._file(ref, rtype, read, reading, why)
-        for part in parts:  # a panel's components are read under the panel's status, never on their own
+        for part in parts or ():  # a panel's components are read under the panel's status, never on their own
             self._file(ref, rtype, part, reading, why)
 
     def add_part(self, part: Slot | Unread) -> None:
@@ -226,7 +226,10 @@ class PatientRecord:
         The part is filed with its resource's status: a component of a preliminary panel is
         pending like the panel, never a final result of its own.
         """
-        self._parts.append(part)
+        if self._parts is None:
+            self._parts = [part]
+        else:
+            self._parts.append(part)
 
     def _file(self, ref: str, rtype: str, read: Slot | Unread, reading: str, why: str) -> None:
         """Keep what was read when its status counts; otherwise keep it as not understood, naming why."""
