@@ -19,7 +19,7 @@ Code = tuple[str, str]
 
 def coding_key(coding: Mapping[str, Any]) -> Code | None:
     """Return the normalised (system, code) of a Coding, or None when either is missing."""
-    if not isinstance(coding, Mapping):
+    if type(coding) is not dict and not isinstance(coding, Mapping):  # the type test first: ABC checks are slow
         return None
     raw = coding.get("code")
     if not isinstance(raw, str):
@@ -44,7 +44,7 @@ def concept_codes(concept: Any) -> set[Code]:
         for item in concept:
             out |= concept_codes(item)
         return out
-    if not isinstance(concept, Mapping):
+    if type(concept) is not dict and not isinstance(concept, Mapping):
         return out
     codings = concept.get("coding")
     if isinstance(codings, list):
@@ -61,9 +61,18 @@ def concept_keys(concept: Any) -> tuple[set[Code], int]:
     The codes are the ones :func:`concept_codes` reads; the count is of non-empty codings without one.
     """
     codes: set[Code] = set()
+    if type(concept) is dict:
+        uncoded = _plain_keys(concept.get("coding"), codes)
+        if uncoded is not None:
+            return codes, uncoded
+        codes = set()
+    elif type(concept) is list:
+        uncoded = _plain_list_keys(concept, codes)
+        if uncoded is not None:
+            return codes, uncoded
+        codes = set()
     uncoded = 0
-    codings = _plain_codings(concept)
-    for coding in _codings(concept) if codings is None else codings:
+    for coding in _codings(concept):
         raw = coding.get("code")
         if isinstance(raw, str):
             system = coding.get("system")
@@ -75,28 +84,40 @@ def concept_keys(concept: Any) -> tuple[set[Code], int]:
     return codes, uncoded
 
 
-def _plain_codings(concept: Any) -> list[dict[str, Any]] | None:
-    """The codings of a concept (or of a list of concepts) shaped as JSON usually is, else None.
-
-    The same list :func:`_codings` gives, without its checks, for a CodeableConcept whose
-    ``coding`` is a list of objects, or a list of such concepts (an Encounter's ``type``).
-    """
-    if type(concept) is dict:
-        codings = concept.get("coding")
-        if type(codings) is list and all(type(c) is dict for c in codings):
-            return codings
+def _plain_keys(codings: Any, codes: set[Code]) -> int | None:
+    """Add to ``codes`` the keys of a concept's ``coding`` when it is absent or a list of objects (JSON's usual
+    shape), in one loop, and return how many codings have no code; None for any other shape (``codes`` is then
+    partly filled and the general path reads the concept again)."""
+    if codings is None:
+        return 0
+    if type(codings) is not list:
         return None
-    if type(concept) is list and all(type(item) is dict for item in concept):
-        found: list[dict[str, Any]] = []
-        for item in concept:
-            codings = item.get("coding")
-            if codings is None:
-                continue
-            if type(codings) is not list or not all(type(c) is dict for c in codings):
-                return None
-            found.extend(codings)
-        return found
-    return None
+    uncoded = 0
+    for coding in codings:
+        if type(coding) is not dict:
+            return None
+        raw = coding.get("code")
+        if isinstance(raw, str):
+            system = coding.get("system")
+            key = normalised_key(system if isinstance(system, str) else None, raw)
+            if key:
+                codes.add(key)
+        elif coding:
+            uncoded += 1
+    return uncoded
+
+
+def _plain_list_keys(concepts: list[Any], codes: set[Code]) -> int | None:
+    """:func:`_plain_keys` over a list of concepts (an Encounter's ``type``), each of JSON's usual shape."""
+    uncoded = 0
+    for concept in concepts:
+        if type(concept) is not dict:
+            return None
+        more = _plain_keys(concept.get("coding"), codes)
+        if more is None:
+            return None
+        uncoded += more
+    return uncoded
 
 
 def _codings(concept: Any) -> list[Mapping[str, Any]]:
@@ -109,7 +130,7 @@ def _codings(concept: Any) -> list[Mapping[str, Any]]:
 
 def concept_text(concept: Any) -> str:
     """Return the human text of a CodeableConcept: its text, else its codings' displays."""
-    if not isinstance(concept, Mapping):
+    if type(concept) is not dict and not isinstance(concept, Mapping):
         return ""
     text = concept.get("text")
     if isinstance(text, str) and text.strip():
@@ -117,7 +138,7 @@ def concept_text(concept: Any) -> str:
     displays = [
         c.get("display")
         for c in arr(concept.get("coding"))
-        if isinstance(c, Mapping) and isinstance(c.get("display"), str)
+        if (type(c) is dict or isinstance(c, Mapping)) and isinstance(c.get("display"), str)
     ]
     return "; ".join(d for d in displays if d)
 
@@ -204,11 +225,31 @@ class CodeMatcher:
         return found
 
     def first_match(self, codes: Iterable[Code]) -> Code | None:
-        """Return the first member among ``codes`` (sorted for stable explanations)."""
-        for code in sorted(codes):
-            if self.matches(code):
-                return code
-        return None
+        """Return the first member among ``codes`` (sorted for stable explanations).
+
+        The least member, found without sorting: the exact members by one set intersection, then
+        only the codes of a system with prefix rows tested one by one (a union asks each part).
+        """
+        if type(codes) is not frozenset and type(codes) is not set:
+            codes = frozenset(codes)
+        if self.others:
+            found = [hit for m in self.others if (hit := m.first_match(codes)) is not None]
+            return min(found) if found else None
+        hits = self.exact.intersection(codes)
+        best = min(hits) if hits else None
+        prefixes = self.prefixes
+        if prefixes:
+            excluded = self.excluded
+            for code in codes:
+                rows = prefixes.get(code[0])
+                if (
+                    rows
+                    and (best is None or code < best)
+                    and code not in excluded
+                    and code[1].replace(".", "").startswith(rows)
+                ):
+                    best = code
+        return best
 
     def narrower_members(self, code: Code) -> bool:
         """Return True when ``code`` is a less specific code of a hierarchy whose descendants are members.

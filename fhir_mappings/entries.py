@@ -122,17 +122,24 @@ def describe_code(code: Code) -> str:
     return f"{_SYSTEM_NAMES.get(code[0], code[0] or 'no system')} {code[1]}"
 
 
+_NO_DATES: tuple[None, None] = (None, None)
+
+
 def entry_dates(value: Any) -> tuple[date | None, date | None]:
     """(latest, earliest) day of a date value; both None when it does not parse."""
+    if value is None:  # the usual absent element, without asking the parser
+        return _NO_DATES
     bounds = date_bounds(value)
     return (bounds[1], bounds[0]) if bounds else (None, None)
 
 
 def first_bounds(*values: Any) -> tuple[date | None, date | None]:
+    """``entry_dates`` of the first value that parses."""
     for value in values:
-        late, early = entry_dates(value)
-        if late:
-            return late, early
+        if value is not None:
+            bounds = date_bounds(value)
+            if bounds:
+                return bounds[1], bounds[0]
     return None, None
 
 
@@ -142,6 +149,8 @@ def first_date(*values: Any) -> date | None:
 
 def period(value: Any) -> tuple[tuple[date | None, date | None], date | None]:
     """((latest start, earliest start), latest end) of a FHIR Period."""
+    if value is None:
+        return _NO_DATES, None
     span = obj(value)
     return entry_dates(span.get("start")), entry_dates(span.get("end"))[0]
 
@@ -149,6 +158,6 @@ def period(value: Any) -> tuple[tuple[date | None, date | None], date | None]:
 def references(items: Any) -> tuple[str, ...]:
     refs = []
     for item in arr(items):
-        if isinstance(item, Mapping) and isinstance(item.get("reference"), str):
+        if (type(item) is dict or isinstance(item, Mapping)) and isinstance(item.get("reference"), str):
             refs.append(item["reference"])
     return tuple(refs)

@@ -47,7 +47,11 @@ def medication_codes(rec: PatientRecord, r: Mapping[str, Any]) -> tuple[frozense
         return frozenset(), "no medication given"
     codes: set[Code] = set()
     unknown: list[str] = []
-    for concept in concepts:
+    if len(concepts) == 1:  # a code of its own: the terminology's set as is (shared, so indexed once)
+        found, unknown = rec.read_concept(concepts[0])
+        if found:
+            return found, None
+    for concept in concepts if len(concepts) > 1 else ():
         found, missing = rec.read_concept(concept)
         codes |= found
         unknown += missing

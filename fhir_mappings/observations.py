@@ -96,7 +96,7 @@ def read_value(resource: Mapping[str, Any], record: PatientRecord) -> Value:
     """Read ``value[x]`` (and, when there is no value, the interpretation) of an Observation or component."""
     plain = "valueQuantity" in resource and "valueBoolean" not in resource and "valueCodeableConcept" not in resource
     if plain and "interpretation" not in resource:
-        return _numeric("valueQuantity", resource["valueQuantity"], set())  # the usual result, read directly
+        return _plain_quantity(resource["valueQuantity"])  # the usual result, read directly
     interpretation = concept_codes(resource.get("interpretation"))
     present_flag = bool(interpretation & PRESENT_CODES)
     absent_flag = bool(interpretation & ABSENT_CODES) and not present_flag
@@ -117,6 +117,20 @@ def read_value(resource: Mapping[str, Any], record: PatientRecord) -> Value:
         return Value(absent=True, unreadable="no result (dataAbsentReason)")
     # No value: the code itself states the finding ("Hyperreflexia"), unless interpreted as negative.
     return Value(codes=frozenset(interpretation) | (PRESENT_CODES if present_flag else frozenset()), absent=absent_flag)
+
+
+_new = tuple.__new__  # a NamedTuple made from its fields in order, without its Python-level __new__
+
+
+def _plain_quantity(raw: Any) -> Value:
+    """``_numeric("valueQuantity", raw, no interpretation)``: the usual number and unit read at once, any
+    other shape by ``_numeric``."""
+    if type(raw) is dict:
+        value = raw.get("value")
+        if (type(value) is float or type(value) is int) and raw.get("comparator") is None:
+            unit = raw.get("code") or raw.get("unit") or ""
+            return _new(Value, (_NO_CODES, _new(Quantity, (float(value), str(unit))), False, ""))
+    return _numeric("valueQuantity", raw, set())
 
 
 def _coded(concept: Any, record: PatientRecord, absent_flag: bool) -> Value:
@@ -181,7 +195,7 @@ def observation(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred 
     """
     codes, unknown = rec.read_concept(r.get("code"))
     understood_parts = 0
-    for component in arr(r.get("component")):
+    for component in arr(r.get("component")) if "component" in r else ():
         part = _component(rec, ref, obj(component), r)
         rec.add_part(part)
         understood_parts += not isinstance(part, Unread)

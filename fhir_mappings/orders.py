@@ -81,6 +81,9 @@ class Order:
         return frozenset(c for c in self.codes if c[0] in BILLING_SYSTEMS)
 
 
+_MODELS: dict[str, Any] = {}
+
+
 def validate_order(resource: Mapping[str, Any]) -> None:
     """Validate a draft order against its FHIR R4B model.
 
@@ -94,8 +97,9 @@ def validate_order(resource: Mapping[str, Any]) -> None:
     rtype = resource.get("resourceType") if isinstance(resource, Mapping) else None
     if rtype not in _MODULES:
         raise InvalidOrderError(f"resourceType {rtype!r} is not an order type ({', '.join(ORDER_TYPES)})")
-    module = importlib.import_module(f"fhir.resources.R4B.{_MODULES[rtype]}")
-    model = getattr(module, rtype)
+    model = _MODELS.get(rtype)
+    if model is None:  # imported on first use (the models are large), then kept: import_module costs per call
+        model = _MODELS[rtype] = getattr(importlib.import_module(f"fhir.resources.R4B.{_MODULES[rtype]}"), rtype)
     try:
         model.model_validate(dict(resource))
     except Exception as exc:  # pydantic.ValidationError and fhir-core's own errors

@@ -12,6 +12,7 @@ modules; this one holds the rest and the table :data:`READERS`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -136,9 +137,16 @@ def imaging(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Entry:
 
 def encounter(rec: PatientRecord, ref: str, r: Mapping[str, Any]) -> Deferred:
     """An Encounter. Its type is often a local code: that only means it adds no evidence, not that it hides any."""
-    codes = rec.classes(r.get("type")) | rec.classes(r.get("serviceType"))
-    cls = coding_key(obj(r.get("class")))
-    return Deferred(ref, "Encounter", r, codes, frozenset({cls} if cls else ()), _encounter_entry)
+    kinds, services = rec.classes(r.get("type")), rec.classes(r.get("serviceType"))
+    # The terminology's own set when there is one part (no copy): entries sharing a set are indexed once.
+    codes = kinds | services if services else kinds
+    return Deferred(ref, "Encounter", r, codes, _one_code(coding_key(obj(r.get("class")))), _encounter_entry)
+
+
+@functools.lru_cache(maxsize=1024)
+def _one_code(code: Code | None) -> frozenset[Code]:
+    """``{code}`` (empty for None), one set per code: an Encounter's class, shared by every Encounter of it."""
+    return frozenset({code} if code else ())
 
 
 def _encounter_entry(rec: PatientRecord, item: Deferred) -> Entry:

@@ -28,7 +28,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from fhir_mappings.code_index import CodeIndex
-from fhir_mappings.codes import Code, CodeMatcher, concept_keys
+from fhir_mappings.codes import Code, CodeMatcher, concept_keys, normalised_key
 from fhir_mappings.entries import Deferred, Entry, Unread, describe_code
 from fhir_mappings.readers import READERS
 from fhir_mappings.references import (
@@ -42,6 +42,7 @@ from fhir_mappings.references import (
 from fhir_mappings.status import (
     COUNTS,
     IGNORED,
+    LISTED_READINGS,
     PENDING,
     UNKNOWN,
     StatusRule,
@@ -75,6 +76,42 @@ __all__ = [
 
 Slot = Entry | Deferred
 _NOTHING: frozenset[Code] = frozenset()
+
+
+_MANY: Any = object()  # _plain_keys: not a concept of JSON's usual shape
+
+
+def _plain_keys(concept: Any) -> Any:
+    """The codes ``concept_keys`` reads from a concept of JSON's usual shape (a dict, or a list of one such
+    dict, whose codings are objects with a string code and a string or absent system): for one coding its key
+    (None when that is not a code), for several the set of their keys (in concept_keys' order); for any other
+    shape (a coding without a code among them) :data:`_MANY`, and the general walk reads it."""
+    if type(concept) is list and len(concept) == 1:
+        concept = concept[0]
+    if type(concept) is not dict:
+        return _MANY
+    codings = concept.get("coding")
+    if type(codings) is not list or not codings:
+        return _MANY
+    if len(codings) == 1:
+        coding = codings[0]
+        if type(coding) is not dict:
+            return _MANY
+        raw, system = coding.get("code"), coding.get("system")
+        if type(raw) is not str or not (system is None or type(system) is str):
+            return _MANY
+        return normalised_key(system, raw)
+    codes: set[Code] = set()
+    for coding in codings:
+        if type(coding) is not dict:
+            return _MANY
+        raw, system = coding.get("code"), coding.get("system")
+        if type(raw) is not str or not (system is None or type(system) is str):
+            return _MANY
+        key = normalised_key(system, raw)
+        if key:
+            codes.add(key)
+    return codes
 
 
 def _sort_key(entry: Entry) -> tuple[date, str]:
@@ -113,42 +150,52 @@ class PatientRecord:
         self.ignored: list[str] = []
         self.unread: dict[str, list[Unread]] = {}
         self.incomplete: dict[str, str] = dict(incomplete or {})
-        self._parts: list[Slot | Unread] = []  # parts of the resource being read (see add_part)
+        self._parts: list[Slot | Unread] | None = None  # parts of the resource being read (see add_part)
         # Lookups built on first use (see entries_matching), kept for the record's lifetime.
         self._sorted: dict[str, list[Entry]] = {}
         self._code_index: CodeIndex | None = None
         self._matched: dict[tuple[Any, ...], tuple[CodeMatcher, list[Entry]]] = {}
         self._hits: dict[tuple[Any, ...], tuple[CodeMatcher, set[int]]] = {}
-        pending = [(ref, r) for r in flatten(resources, self.incomplete) if (ref := self._index(r))]
-        for _, resource in pending:
-            if resource["resourceType"] == "Patient" and patient_matches(resource, patient_id, own=True):
+        self._known_sets: dict[frozenset[Code], frozenset[Code]] = {}  # _known of several codes
+        for ref, rtype, resource in self._indexed(resources, patient_id):
+            self._add(ref, rtype, resource)
+
+    def _indexed(self, resources: Iterable[Mapping[str, Any]], patient_id: str | None) -> list[tuple[str, str, Any]]:
+        """Index every resource by its reference and find the Patient; the others, in reading order.
+
+        A resource without a type is skipped, a duplicate (the same resource from prefetch and from
+        a search) counted once.
+        """
+        by_ref = self._by_ref
+        pending = []
+        for resource in flatten(resources, self.incomplete):
+            rtype = resource.get("resourceType")
+            if not isinstance(rtype, str):
+                continue
+            ref = f"{rtype}/{resource.get('id') or '#' + str(len(by_ref))}"
+            if ref in by_ref:
+                continue
+            by_ref[ref] = resource
+            if rtype != "Patient":
+                pending.append((ref, rtype, resource))
+            elif patient_matches(resource, patient_id, own=True):
                 self.patient = self.patient or resource
-        for ref, resource in pending:
-            if resource["resourceType"] != "Patient":
-                self._add(ref, resource)
+        return pending
 
-    def _index(self, resource: Mapping[str, Any]) -> str | None:
-        """Index a resource by its reference; None for a duplicate or one without a type."""
-        rtype = resource.get("resourceType")
-        if not isinstance(rtype, str):
-            return None
-        ref = f"{rtype}/{resource.get('id') or '#' + str(len(self._by_ref))}"
-        if ref in self._by_ref:
-            return None  # the same resource from prefetch and from a search: count it once
-        self._by_ref[ref] = resource
-        return ref
-
-    def _add(self, ref: str, resource: Mapping[str, Any]) -> None:
+    def _add(self, ref: str, rtype: str, resource: Mapping[str, Any]) -> None:
         subject = resource.get("subject")
         own = type(subject) is dict and subject.get("reference") == self._own_ref  # patient_matches' first test
         if not own and not patient_matches(resource, self.patient_id):
             self.ignored.append(ref)
             return
-        reading, why = status_reading(resource)
+        status = resource.get("status")
+        listed = LISTED_READINGS.get((rtype, status)) if type(status) is str else None
+        if listed is None or (rtype == "MedicationRequest" and resource.get("doNotPerform") is True):
+            listed = status_reading(resource)
+        reading, why = listed  # = status_reading(resource)
         if reading == IGNORED:
             self.ignored.append(ref)
             return
-        rtype = resource["resourceType"]
         if rtype == "QuestionnaireResponse":
             if reading == COUNTS:
                 self.questionnaire_responses.append(resource)
@@ -160,13 +207,20 @@ class PatientRecord:
         reader = READERS.get(rtype)
         if reader is None:
             return
-        self._parts = []
+        self._parts = None  # a list only for a resource that has parts (add_part)
         read = reader(self, ref, resource)
+        parts = self._parts
         if read is None:
             self.ignored.append(ref)  # read, and not evidence itself (a resolved allergy, a panel read by its parts)
+        elif reading == COUNTS and type(read) is not Unread and self._code_index is None and not self._sorted:
+            slots = self._slots.get(read.type)  # keep(read), without its checks: the usual case
+            if slots is None:
+                self._slots[read.type] = [read]
+            else:
+                slots.append(read)
         else:
             self._file(ref, rtype, read, reading, why)
-        for part in self._parts:  # a panel's components are read under the panel's status, never on their own
+        for part in parts or ():  # a panel's components are read under the panel's status, never on their own
             self._file(ref, rtype, part, reading, why)
 
     def add_part(self, part: Slot | Unread) -> None:
@@ -175,7 +229,10 @@ class PatientRecord:
         The part is filed with its resource's status: a component of a preliminary panel is
         pending like the panel, never a final result of its own.
         """
-        self._parts.append(part)
+        if self._parts is None:
+            self._parts = [part]
+        else:
+            self._parts.append(part)
 
     def _file(self, ref: str, rtype: str, read: Slot | Unread, reading: str, why: str) -> None:
         """Keep what was read when its status counts; otherwise keep it as not understood, naming why."""
@@ -253,15 +310,22 @@ class PatientRecord:
             return cached[1]
         index = self._code_index_built()
         hits = self._positions(index, matcher, use_values, narrower)
-        by_type: dict[str, list[int]] = {}
+        slots = index.slots
+        by_type: dict[str, list[Any]] = {}  # the hit slots (Entry or Deferred) of each type
         for i in sorted(hits):  # reading order within each type
-            by_type.setdefault(index.slots[i].type, []).append(i)
+            slot = slots[i]
+            at = by_type.get(slot.type)
+            if at is None:
+                by_type[slot.type] = [slot]
+            else:
+                at.append(slot)
         found: list[Entry] = []
         for rtype in types:
-            positions = by_type.get(rtype)
-            if positions:
+            of_type = by_type.get(rtype)
+            if of_type:  # only the types asked for are read in full (self._entry, inline)
+                entries = [(s.entry or s.built(self)) if type(s) is Deferred else s for s in of_type]
                 # Sorting the hits the way entries() sorts (a stable sort) keeps its order.
-                found.extend(sorted([self._entry(index.slots[i]) for i in positions], key=_sort_key))
+                found.extend(sorted(entries, key=_sort_key))
         self._matched[key] = (matcher, found)
         return found
 
@@ -301,6 +365,18 @@ class PatientRecord:
         in another. The concept is understood when at least one coding is known; when none
         is, the list names each coding the terminology does not know (it is empty otherwise).
         """
+        key = _plain_keys(concept)
+        if type(key) is set:  # several codings, as JSON usually sends them
+            known = self._known(key)
+            if known:
+                return known, []
+            with_classes = self.terminology.with_classes
+            return frozenset(), [describe_code(code) for code in key if with_classes(code) is None]
+        if key is not _MANY:  # one coding: its key (or None) without the general walk
+            if key is None:
+                return frozenset(), []
+            known = self.terminology.with_classes(key)
+            return (known, []) if known else (frozenset(), [describe_code(key)])
         if concept is None:
             return frozenset(), []
         codes, uncoded = concept_keys(concept)
@@ -315,6 +391,11 @@ class PatientRecord:
         """``read_concept(concept)[0]``: the known codes with their classes, without naming the unknown ones."""
         if concept is None:
             return _NOTHING
+        key = _plain_keys(concept)
+        if type(key) is set:
+            return self._known(key)
+        if key is not _MANY:
+            return (self.terminology.with_classes(key) or _NOTHING) if key is not None else _NOTHING
         return self._known(concept_keys(concept)[0])
 
     def _known(self, codes: set[Code]) -> frozenset[Code]:
@@ -322,6 +403,14 @@ class PatientRecord:
         with_classes = self.terminology.with_classes
         if len(codes) == 1:  # the common case: one coding, its classes remembered as one set
             return with_classes(next(iter(codes))) or _NOTHING
+        key = frozenset(codes)
+        known = self._known_sets.get(key)
+        if known is None:  # remembered for the record: entries coded alike share one set, indexed once
+            known = self._known_sets[key] = self._merged_classes(codes)
+        return known
+
+    def _merged_classes(self, codes: set[Code]) -> frozenset[Code]:
+        with_classes = self.terminology.with_classes
         first: frozenset[Code] | None = None
         merged: set[Code] | None = None
         for code in codes:

@@ -84,7 +84,7 @@ def contained(resource: Mapping[str, Any], reference: str) -> Mapping[str, Any] 
     if not reference.startswith("#"):
         return None
     for item in arr(resource.get("contained")):
-        if isinstance(item, Mapping) and item.get("id") == reference[1:]:
+        if (type(item) is dict or isinstance(item, Mapping)) and item.get("id") == reference[1:]:
             return item
     return None
 
@@ -112,12 +112,19 @@ def bundle_types(bundle: Mapping[str, Any]) -> set[str]:
     return {t for t in types if isinstance(t, str) and t not in ("OperationOutcome", "Bundle")}
 
 
-def flatten(resources: Iterable[Any], incomplete: dict[str, str]) -> Iterable[Mapping[str, Any]]:
-    """Yield resources, unpacking Bundles and noting in ``incomplete`` what a Bundle says it lacks.
+def flatten(resources: Iterable[Any], incomplete: dict[str, str]) -> list[Mapping[str, Any]]:
+    """The resources in order, Bundles unpacked, noting in ``incomplete`` what a Bundle says it lacks.
 
     A Bundle whose entries name no type leaves every type in doubt (``"*"``); so does an
-    error OperationOutcome given in place of a resource.
+    error OperationOutcome given in place of a resource. A list, not a generator: a long
+    history is read once, and a generator per Bundle cost more than the list.
     """
+    out: list[Mapping[str, Any]] = []
+    _flatten_into(resources, incomplete, out)
+    return out
+
+
+def _flatten_into(resources: Iterable[Any], incomplete: dict[str, str], out: list[Mapping[str, Any]]) -> None:
     for item in resources:
         if type(item) is not dict and not isinstance(item, Mapping):  # the type test first: it is faster
             continue
@@ -127,10 +134,9 @@ def flatten(resources: Iterable[Any], incomplete: dict[str, str]) -> Iterable[Ma
             if problems:
                 for t in bundle_types(item) or {"*"}:
                     incomplete.setdefault(t, "; ".join(problems))
-            entries = arr(item.get("entry"))
-            yield from flatten((obj(e).get("resource") for e in entries), incomplete)
+            _flatten_into([obj(e).get("resource") for e in arr(item.get("entry"))], incomplete, out)
         elif rtype == "OperationOutcome":
             if any(obj(i).get("severity") in ("error", "fatal") for i in arr(item.get("issue"))):
                 incomplete.setdefault("*", "a search answered with an error (OperationOutcome)")
         else:
-            yield item
+            out.append(item)

@@ -86,10 +86,10 @@ _VERIFICATION_EXCLUDED = frozenset({"refuted", "entered-in-error"})
 
 def status_code(concept: Any) -> str | None:
     """Return the first code of a status CodeableConcept (clinicalStatus etc.)."""
-    if not isinstance(concept, Mapping):
+    if type(concept) is not dict and not isinstance(concept, Mapping):  # the type test first: ABC checks are slow
         return None
     for coding in arr(concept.get("coding")):
-        if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
+        if (type(coding) is dict or isinstance(coding, Mapping)) and isinstance(coding.get("code"), str):
             return coding["code"]
     return None
 
@@ -112,6 +112,10 @@ def status_reading(resource: Mapping[str, Any]) -> tuple[str, str]:
         return _clinical_reading(resource)
     if rtype == "MedicationRequest" and resource.get("doNotPerform") is True:
         return IGNORED, "do not perform"
+    if type(status) is str:
+        known = _READINGS.get((rtype, status)) if type(rtype) is str else None
+        if known is not None:  # a listed status of a type with a rule: its reading, worked out at import
+            return known
     rule = _STATUS_RULES.get(str(rtype))
     if rule is None:
         return COUNTS, ""
@@ -123,6 +127,31 @@ def status_reading(resource: Mapping[str, Any]) -> tuple[str, str]:
     if value in rule.ignored:
         return IGNORED, f"status {value}"
     return UNKNOWN, f"status {value!r} not understood" if value else "no status"
+
+
+def _rule_reading(rule: StatusRule, value: str) -> tuple[str, str]:
+    if value in rule.counts:
+        return COUNTS, ""
+    if value in rule.pending:
+        return PENDING, f"status {value}: not a final result"
+    return IGNORED, f"status {value}"
+
+
+_READINGS: dict[tuple[str, str], tuple[str, str]] = {
+    (rtype, value): _rule_reading(rule, value)
+    for rtype, rule in _STATUS_RULES.items()
+    for value in (*rule.counts, *rule.pending, *rule.ignored)
+    if value is not None and rtype not in ("Condition", "AllergyIntolerance")
+}
+
+
+LISTED_READINGS: dict[tuple[str, str], tuple[str, str]] = {
+    key: reading
+    for key, reading in _READINGS.items()
+    if key[1] != "entered-in-error"  # status_reading decides it first
+}
+"""``status_reading`` of a resource of this type with this listed status (Conditions and allergies are
+not listed: their clinical statuses decide), except a MedicationRequest that says doNotPerform."""
 
 
 def _clinical_reading(resource: Mapping[str, Any]) -> tuple[str, str]:

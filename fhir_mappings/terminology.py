@@ -77,9 +77,10 @@ def _unit_key(unit: str) -> str:
 
 _CLASSIFIED_LIMIT = 65536  # distinct codes remembered per terminology before the memory is cleared
 _UNSEEN: Any = object()
+_SAME: Any = object()  # convert(): the value is already in a wanted unit
 
 
-def _remember(memory: dict[Code, Any], code: Code, answer: Any) -> Any:
+def _remember(memory: dict[Any, Any], code: Any, answer: Any) -> Any:
     """Keep ``answer`` for ``code`` (the memory is cleared when full: odd inputs cannot grow it without bound)."""
     if len(memory) >= _CLASSIFIED_LIMIT:
         memory.clear()
@@ -110,6 +111,10 @@ class Terminology:
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
     _with_classes: dict[Code, frozenset[Code] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    # convert()'s conversion per (unit, targets): the same few a record's results repeat; bounded like the above.
+    _conversions: dict[tuple[str, tuple[str, ...]], Any] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
@@ -201,14 +206,29 @@ class Terminology:
         A criterion names the units its threshold is written in; a result in another
         spelling or scale of the same quantity is converted, any other is left unread.
         """
+        key = (unit, tuple(targets))
+        conversion = self._conversions.get(key, _UNSEEN)
+        if conversion is _UNSEEN:
+            conversion = _remember(self._conversions, key, self._conversion(unit, key[1]))
+        if conversion is _SAME:
+            return value
+        if conversion is None:
+            return None
+        factor, offset = conversion
+        return value * factor + offset
+
+    def _conversion(self, unit: str, targets: tuple[str, ...]) -> Any:
+        """What :meth:`convert` does to a value in ``unit``: nothing (``_SAME``), the ``(factor, offset)`` of
+        the first quantity whose canonical unit is wanted and that lists ``unit`` (as :meth:`to_unit`), or
+        None."""
         wanted = [_unit_key(t) for t in targets]
         if _unit_key(unit or "") in wanted:
-            return value
+            return _SAME
         for quantity, canonical in self.canonical_units.items():
             if _unit_key(canonical) in wanted:
-                converted = self.to_unit(quantity, value, unit)
-                if converted is not None:
-                    return converted
+                conversion = self.units.get((quantity, _unit_key(unit or "")))
+                if conversion is not None:
+                    return conversion
         return None
 
     def canonical_unit(self, quantity: str) -> str | None:

@@ -199,3 +199,27 @@ def test_carepath_ingredients_are_listed_with_matching_name(doc, vs_id, rxcui, d
     by_rxcui = {i["rxcui"]: i for i in doc["ingredients"]}
     assert rxcui in by_rxcui, f"{vs_id}: RxCUI {rxcui} ({display}) is not an ingredient"
     assert by_rxcui[rxcui]["name"] == display.split("(")[0].strip().lower(), vs_id
+
+
+def test_a_conversion_remembered_per_unit_converts_as_the_unit_table_says() -> None:
+    # convert() remembers, per unit and targets, which conversion applies; every answer must be the one the
+    # table gives when asked afresh (the first quantity whose canonical unit is wanted and lists the unit).
+    term = load_terminology()
+
+    def afresh(value: float, unit: str, targets: list[str]) -> float | None:
+        key = "".join((unit or "").split()).lower()
+        wanted = ["".join(t.split()).lower() for t in targets]
+        if key in wanted:
+            return value
+        for quantity, canonical in term.canonical_units.items():
+            if "".join(canonical.split()).lower() in wanted and term.to_unit(quantity, value, unit) is not None:
+                return term.to_unit(quantity, value, unit)
+        return None
+
+    spellings = sorted({unit for _, unit in term.units} | {"", "mg", "K/uL", "10^3/UL", "% ", "nonsense"})
+    canonicals = sorted(set(term.canonical_units.values())) + ["mg/dL", "nonsense"]
+    for unit in spellings:
+        for targets in ([c] for c in canonicals):
+            for value in (0.0, 7.25, 250.0):
+                assert term.convert(value, unit, targets) == afresh(value, unit, targets)
+                assert term.convert(value, unit, targets) == afresh(value, unit, targets)  # remembered

@@ -142,6 +142,7 @@ def _component(
     comp = Component(name, Tri.UNKNOWN)
     classes: set[str] = set()
     routes = spec.get("routes") or {}
+    newest = oldest = None  # the window's last and first day, each worked out when first needed
     for class_name, value_sets in spec["classes"].items():
         matcher = ctx.matcher(tuple(value_sets))
         route_matcher = ctx.matcher(tuple(routes[class_name])) if class_name in routes else None
@@ -149,7 +150,9 @@ def _component(
             if route_matcher and entry.route_codes and not route_matcher.first_match(entry.route_codes):
                 continue  # e.g. an intramuscular steroid is not an oral one
             day = entry.start
-            if day is None or day > as_of - timedelta(days=min_days) or day < as_of - timedelta(days=lookback):
+            if day is None or day > (newest := newest or as_of - timedelta(days=min_days)):
+                continue
+            if day < (oldest := oldest or as_of - timedelta(days=lookback)):
                 continue
             # An exposure still running (active, no end) lasts until the evaluation date.
             last = entry.end or (as_of if entry.active_now else day)

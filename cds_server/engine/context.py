@@ -34,11 +34,13 @@ class EvalContext:
     record_available: bool = True
     cache: dict[Hashable, Any] = field(default_factory=dict)  # derived facts, by key (``fact``)
     memo: dict[tuple[str, str], Any] = field(default_factory=dict)  # decided criteria, by (node id, kind)
+    findings: dict[str, Any] = field(default_factory=dict)  # a leaf's record evidence (its operator's Finding), by id
     brief: bool = False  # only the outcome is read (an alternative's verdict): no explanation is built
 
     def matcher(self, value_set_ids: list[str] | tuple[str, ...]) -> CodeMatcher:
         """Return the compiled union of these value sets."""
-        return self.carepath.matcher(tuple(value_set_ids))
+        known = self.carepath._matchers.get(value_set_ids) if type(value_set_ids) is tuple else None
+        return known if known is not None else self.carepath.matcher(tuple(value_set_ids))
 
     def fact(self, key: Hashable, compute: Callable[[], T]) -> T:
         """Return a derived fact, computing it once per order."""

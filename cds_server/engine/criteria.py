@@ -8,6 +8,7 @@ not) and references combine their parts (:func:`evaluate`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -31,9 +32,10 @@ _KIND_LABEL = {
 
 def evaluate(node: Node, ctx: EvalContext, kind: str, memo: dict[tuple[str, str], CriterionResult]) -> CriterionResult:
     key = (node.id, kind)
-    if key not in memo:
-        memo[key] = _evaluate_uncached(node, ctx, kind, memo)
-    return memo[key]
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _evaluate_uncached(node, ctx, kind, memo)
+    return found
 
 
 def _evaluate_uncached(
@@ -87,6 +89,9 @@ def _group_reason(op: str, result: Tri, children: list[CriterionResult]) -> str:
     return f"{label}: " + "; ".join(c.text for c in deciding[:4])
 
 
+_RECORDED = {TRUE: Tri.MET, FALSE: Tri.NOT_MET}
+
+
 def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
     """Combine record evidence, documentation answers and silence for one criterion.
 
@@ -95,7 +100,7 @@ def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
     evidence needing confirmation (unknown); then silence, read by the
     criterion's kind (absent for non-indications, unknown otherwise).
     """
-    finding = REGISTRY[leaf.op].fn(ctx, leaf.args)
+    finding = _finding(leaf, ctx)
     answered = answer_result(leaf.answer, ctx)
     label = _KIND_LABEL[kind]
 
@@ -104,7 +109,7 @@ def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
             leaf.id, leaf.text, leaf.cite, label, value, reason, evidence, list(leaf.questions), dict(leaf.parameters)
         )
 
-    recorded = {TRUE: Tri.MET, FALSE: Tri.NOT_MET}.get(finding.status)
+    recorded = _RECORDED.get(finding.status)
     readable = answered is not None and answered[0] is not Tri.UNKNOWN  # an unreadable answer contradicts nothing
     if recorded is not None and answered is not None and readable and _contradicts(leaf, finding, answered[0], ctx):
         # The record outranks an answer on a fact it states (product-decisions.md §7): the record
@@ -150,6 +155,20 @@ def _items_read(leaf: Leaf, ctx: EvalContext) -> list[str]:
             elif isinstance(found, dict):
                 linked += [v for v in found.values() if isinstance(v, str)]
     return linked
+
+
+def _finding(leaf: Leaf, ctx: EvalContext) -> Finding:
+    """The leaf's operator on this evaluation's record, once per evaluation.
+
+    A leaf is decided once per kind that reaches it (a non-indication that an indication's group
+    also names), and the operator never reads the kind: its Finding is the same each time. Later
+    uses get their own evidence list, so no two criterion results share one.
+    """
+    found: Finding | None = ctx.findings.get(leaf.id)
+    if found is None:
+        found = ctx.findings[leaf.id] = REGISTRY[leaf.op].fn(ctx, leaf.args)
+        return found
+    return replace(found, evidence=list(found.evidence))
 
 
 def _contradicts(leaf: Leaf, finding: Finding, answered: Tri, ctx: EvalContext) -> bool:

@@ -98,7 +98,10 @@ def _pain_scores(ctx: EvalContext) -> list[PainScore]:
 def pain_reduction(ctx: EvalContext, since: date) -> tuple[float, list[str]] | None:
     """Return the percent reduction from the first score on or after ``since`` to the latest."""
     baseline_days = int(ctx.carepath.facts["painRelief"]["baselineDays"])
-    scores = [s for s in pain_scores(ctx) if s.day >= since - timedelta(days=baseline_days)]
+    scores = pain_scores(ctx)
+    if scores:  # the window's first day once, not per score
+        first_day = since - timedelta(days=baseline_days)
+        scores = [s for s in scores if s.day >= first_day]
     if len(scores) < 2 or scores[-1].day <= scores[0].day or scores[0].value <= 0:
         return None
     first, last = scores[0], scores[-1]

@@ -194,6 +194,7 @@ def _reuse(seed: EvalContext, ctx: EvalContext) -> None:
     ctx.cache.update(seed.cache)
     blind = _code_blind(seed.carepath)
     ctx.memo.update((key, result) for key, result in seed.memo.items() if key[0] in blind)
+    ctx.findings.update((leaf_id, found) for leaf_id, found in seed.findings.items() if leaf_id in blind)
 
 
 _CODE_BLIND: WeakKeyDictionary[CarePath, frozenset[str]] = WeakKeyDictionary()

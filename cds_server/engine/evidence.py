@@ -95,14 +95,30 @@ def matching_entries(
     if not matcher:
         return []
     found = []
+    as_of = ctx.as_of
+    oldest = None  # the window's first day, worked out when an entry first needs it (as counts_in_window does)
+    first: dict[frozenset[Code], Code | None] = {}  # entries share code sets: each set's first member once
     for entry in ctx.record.entries_matching(tuple(types), matcher, use_values):
-        if entry.suspected or entry.absent or not counts_in_window(entry, ctx.as_of, lookback_days):
+        if entry.suspected or entry.absent:
             continue
-        codes = entry.codes | entry.value_codes if use_values else entry.codes
-        hit = matcher.first_match(codes)
+        start = entry.start
+        if start is None or start > as_of or entry.type in _STATEFUL:
+            if not counts_in_window(entry, as_of, lookback_days):
+                continue
+        elif lookback_days is not None:  # counts_in_window of a dated entry in the past
+            oldest = oldest or as_of - timedelta(days=lookback_days)
+            if start < oldest:
+                continue
+        codes = entry.codes | entry.value_codes if use_values and entry.value_codes else entry.codes
+        hit = first.get(codes, _UNSEEN)
+        if hit is _UNSEEN:
+            hit = first[codes] = matcher.first_match(codes)
         if hit:
             found.append((entry, hit))
     return found
+
+
+_UNSEEN: Any = object()
 
 
 def denials(
@@ -136,13 +152,15 @@ def doubts(
     types = tuple(types)
     matcher = ctx.matcher(tuple(value_sets))
     found = [f"record incomplete for {', '.join(types)}: {why}" for why in ctx.record.incomplete_for(*types)]
-    for item in ctx.record.unread_of(*types):
-        if item.day is not None and not within(min(item.day, ctx.as_of), ctx.as_of, lookback_days):
-            continue
-        if not item.codes or matcher.first_match(item.codes):
-            found.append(item.describe())
+    unread, any_coded = ctx.fact(
+        ("unread-in-window", types, lookback_days), lambda: _unread_in_window(ctx, types, lookback_days)
+    )
+    if any_coded:
+        found += [text for codes, text in unread if not codes or matcher.first_match(codes)]
+    else:
+        found += [text for _, text in unread]
     for entry in ctx.record.entries_matching(types, matcher, use_values, narrower=True):
-        codes = entry.codes | entry.value_codes if use_values else entry.codes
+        codes = entry.codes | entry.value_codes if use_values and entry.value_codes else entry.codes
         if entry.absent:
             continue
         if not matcher.first_match(codes):
@@ -155,6 +173,20 @@ def doubts(
         elif entry.start is None and lookback_days is not None and entry.type not in _STATEFUL:
             found.append(f"{entry.ref}: undated, so its place in the {lookback_days}-day window is unknown")
     return found
+
+
+def _unread_in_window(
+    ctx: EvalContext, types: tuple[str, ...], lookback_days: int | None
+) -> tuple[list[tuple[frozenset[Code], str]], bool]:
+    """The resources of these types not understood that may lie in the window, each with its codes and
+    description (in the record's order), and whether any has codes. The same for every criterion that
+    reads these types over this window: worked out once per evaluation (``ctx.fact``)."""
+    window = [
+        (item.codes, item.describe())
+        for item in ctx.record.unread_of(*types)
+        if item.day is None or within(min(item.day, ctx.as_of), ctx.as_of, lookback_days)
+    ]
+    return window, any(codes for codes, _ in window)
 
 
 def _status_word(entry: Entry) -> str:
