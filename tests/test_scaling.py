@@ -248,3 +248,25 @@ def test_gunicorn_bounds_request_lines_and_headers() -> None:
     for setting in ("limit_request_line = 8190", "limit_request_field_size = 8190", "limit_request_fields = 100"):
         assert setting in text
     assert "limit_request_field_size" in (ROOT / "docs" / "security.md").read_text()
+
+
+def test_a_worker_freezes_what_the_loaded_app_holds_and_collects_the_young_less_often(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """gunicorn.conf.py's post_worker_init (docs/performance.md, garbage collection); GC_THRESHOLD overrides."""
+    import gc
+    import importlib.util
+
+    before = gc.get_threshold()
+    monkeypatch.setenv("GC_THRESHOLD", "12345,11,12")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # loading the config must not set it for the tests
+    spec = importlib.util.spec_from_file_location("gunicorn_conf_probe", ROOT / "gunicorn.conf.py")
+    assert spec and spec.loader
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    try:
+        conf.post_worker_init(None)
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == (12345, 11, 12)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
