@@ -103,7 +103,27 @@ def part_timers(parts: dict[str, tuple[str, tuple[str, ...]]]) -> Iterator[dict[
             setattr(site, name, fn)
 
 
-def measure(rounds: int, warmup: int, profile: str | None, alg: str = "ES384", stages: bool = False) -> dict[str, Any]:
+def as_a_worker_collects(tmp: str) -> None:
+    """Set the garbage collector as gunicorn.conf.py sets it in each worker once the app is loaded."""
+    import importlib.util
+    import os
+
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tmp)  # loading the config would make one otherwise
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
+    assert spec is not None and spec.loader is not None
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    conf.post_worker_init(None)
+
+
+def measure(
+    rounds: int,
+    warmup: int,
+    profile: str | None,
+    alg: str = "ES384",
+    stages: bool = False,
+    worker_gc: bool = True,
+) -> dict[str, Any]:
     """Run every body ``warmup + rounds`` times; return the per-call figures of the measured rounds."""
     from cds_server.web.app import create_app
 
@@ -111,6 +131,8 @@ def measure(rounds: int, warmup: int, profile: str | None, alg: str = "ES384", s
     payloads = bodies()
     with tempfile.TemporaryDirectory(prefix="cds-bench-call-") as tmp:
         app = create_app(client.app_settings(tmp))
+        if worker_gc:
+            as_a_worker_collects(tmp)
         tokens = iter(client.tokens(PATH, len(payloads) * (rounds + warmup)))
         profiler = cProfile.Profile() if profile else None
         parts = TIMED | (STAGES if stages else {})
@@ -178,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alg", choices=ALGORITHMS, default="ES384", help="the tokens' algorithm (default ES384)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--stages", action="store_true", help="also time the request path's stages (inclusive)")
+    parser.add_argument(
+        "--python-gc", action="store_true", help="CPython's collector settings, not those of a gunicorn worker"
+    )
     args = parser.parse_args(argv)
-    result = measure(args.rounds, args.warmup, args.profile, args.alg, args.stages)
+    result = measure(args.rounds, args.warmup, args.profile, args.alg, args.stages, not args.python_gc)
     if args.json:
         print(json.dumps({"python": platform.python_version(), **result}, indent=2))
         return 0 if result["calls"] else 1
