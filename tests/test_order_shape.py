@@ -1,4 +1,4 @@
-"""The draft-order shortcut never accepts what the FHIR models refuse.
+"""The draft-order and Coverage shortcut never accepts what the FHIR models refuse.
 
 ``orders.validate_order`` skips ``fhir.resources`` for an order ``order_shape.surely_valid``
 recognises. So "surely valid" must imply "the R4B model accepts it": this test mutates the
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from cds_server.scenarios import EXEMPTIONS_NAME, SCENARIO_DIR, hook_request, lo
 from fhir_mappings.order_shape import surely_valid
 from fhir_mappings.orders import InvalidOrderError, validate_order
 
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 ODD_VALUES: list[Any] = [
     None,
     True,
@@ -153,7 +156,36 @@ def model_accepts(order: dict[str, Any]) -> bool:
     return True
 
 
+def known_coverages() -> list[dict[str, Any]]:
+    """The Coverages of the library, of the real clients' requests and of Inferno's fixtures, one per layout."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(SCENARIO_DIR.glob("*/**/*.json")):
+        if path.name != EXEMPTIONS_NAME:
+            for entry in (hook_request(load_scenario(path))["prefetch"].get("coverage") or {}).get("entry", []):
+                found.setdefault(repr(sorted(_paths_of(entry["resource"]))), entry["resource"])
+    for path in sorted(CONFORMANCE.glob("*/*.json")):
+        for resource in _resources_in(json.loads(path.read_text())):
+            if resource.get("resourceType") == "Coverage":
+                plain = {k: v for k, v in resource.items() if k not in ("text", "meta")}
+                found.setdefault(repr(sorted(_paths_of(plain))), plain)
+                fixed = {**plain, "id": str(plain.get("id", "x")).replace("_", "-")}
+                found.setdefault(repr(sorted(_paths_of(fixed))) + "fixed", fixed)
+    return list(found.values())
+
+
+def _resources_in(value: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(value, dict):
+        if isinstance(value.get("resourceType"), str):
+            yield value
+        for item in value.values():
+            yield from _resources_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _resources_in(item)
+
+
 ORDERS = library_orders()
+COVERAGES = known_coverages()
 
 
 def test_the_library_s_plain_orders_are_recognised() -> None:
@@ -162,7 +194,13 @@ def test_the_library_s_plain_orders_are_recognised() -> None:
     assert all(model_accepts(o) for o in plain)
 
 
-@pytest.mark.parametrize("order", ORDERS, ids=lambda o: str(o.get("id")))
+def test_the_known_plain_coverages_are_recognised() -> None:
+    valid = [c for c in COVERAGES if model_accepts(c)]  # Inferno's example has an id with "_": not a FHIR id
+    assert len(valid) >= 2 and all(surely_valid(c) for c in valid)
+    assert not any(surely_valid(c) for c in COVERAGES if c not in valid)
+
+
+@pytest.mark.parametrize("order", ORDERS + COVERAGES, ids=lambda o: f"{o.get('resourceType')}-{o.get('id')}")
 def test_surely_valid_implies_the_model_accepts_on_every_mutation(order: dict[str, Any]) -> None:
     checked = recognised = 0
     for mutated in mutations(order):
