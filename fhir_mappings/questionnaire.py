@@ -57,6 +57,7 @@ class ItemKind(NamedTuple):
     options: frozenset[str] = frozenset()
     repeats: bool = False
     unit: str | None = None
+    system: str | None = None  # the code system of its options: a coding from another system is not read
 
 
 _TYPED: tuple[tuple[str, Any], ...] = (
@@ -69,12 +70,13 @@ _TYPED: tuple[tuple[str, Any], ...] = (
 _UNITS = ({"wk", "week", "weeks", "wks"}, {"%", "percent"}, {"d", "day", "days"}, {"mo", "month", "months"})
 
 
-def _value(answer: Mapping[str, Any], unit: str | None = None) -> AnswerValue | None:
+def _value(answer: Mapping[str, Any], kind: ItemKind | None = None) -> AnswerValue | None:
     """Return the Python value of one answer, or None when it cannot be read.
 
     It must hold exactly one ``value[x]``, of its own JSON type (``valueBoolean: "false"`` is not
     read as a string, which a yes/no criterion would take for "no"); a quantity must be plain (no
-    comparator: "< 12" is not 12) and, when the item declares a unit, in that unit.
+    comparator: "< 12" is not 12) and, when the item declares a unit, in that unit; a coding from
+    another code system than the item's options is not one of them, whatever its code.
     """
     keys = [key for key in answer if key.startswith("value")]
     if len(keys) != 1:
@@ -86,10 +88,17 @@ def _value(answer: Mapping[str, Any], unit: str | None = None) -> AnswerValue | 
     if key in ("valueDate", "valueDateTime"):
         return parse_date(raw)
     if key == "valueCoding":
-        return raw["code"] if isinstance(raw, Mapping) and isinstance(raw.get("code"), str) else None
+        return _coding(raw, kind.system if kind else None)
     if key == "valueQuantity":
-        return _quantity(raw, unit)
+        return _quantity(raw, kind.unit if kind else None)
     return None
+
+
+def _coding(raw: Any, system: str | None) -> AnswerValue | None:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("code"), str):
+        return None
+    given = raw.get("system")
+    return raw["code"] if given is None or system is None or given == system else None
 
 
 def _quantity(raw: Any, unit: str | None) -> AnswerValue | None:
@@ -188,7 +197,7 @@ class _Reader:
             return UNREADABLE  # two answers to a yes/no item: which one is meant is not known
         values = []
         for answer in raw:
-            value = _value(answer, kind.unit if kind else None) if isinstance(answer, Mapping) else None
+            value = _value(answer, kind) if isinstance(answer, Mapping) else None
             if value is None or not fits(value, kind):
                 return UNREADABLE
             if answer.get("item") is not None and not self._items(answer["item"], reading):

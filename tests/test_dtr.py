@@ -165,7 +165,10 @@ UNREADABLE_ANSWERS = (
 )
 
 
-@pytest.mark.parametrize(("scenario", "decision"), CASES, ids=IDS)
+ANSWERABLE = [(s, d) for s, d in CASES if clinician_answers(d, open_questions(d))]  # an open item of a simple type
+
+
+@pytest.mark.parametrize(("scenario", "decision"), ANSWERABLE, ids=[f"{s.name}:{d.order_ref}" for s, d in ANSWERABLE])
 def test_an_unreadable_correction_is_not_understood_and_the_earlier_answer_does_not_count(
     scenario: Scenario, decision: OrderDecision
 ) -> None:
@@ -176,8 +179,6 @@ def test_an_unreadable_correction_is_not_understood_and_the_earlier_answer_does_
     """
     asked = open_questions(decision)
     answers = clinician_answers(decision, asked)
-    if not answers:
-        pytest.skip("no item of a simple type is open")
     link_id = sorted(answers)[0]
     unreadable = UNREADABLE_ANSWERS[len(link_id) % len(UNREADABLE_ANSWERS)]
     earlier = response(decision, answers, "qr-early", "2024-01-01T10:00:00Z")

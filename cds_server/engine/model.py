@@ -178,6 +178,11 @@ class CarePath:
     document: Mapping[str, Any] = field(repr=False, default_factory=dict)
     _matchers: dict[tuple[str, ...], CodeMatcher] = field(repr=False, default_factory=dict, compare=False)
 
+    @property
+    def answer_system(self) -> str:
+        """The code system of the CarePath's answer options (the Questionnaires' answerOption codings)."""
+        return f"{self.questionnaire_base.rsplit('/', 1)[0]}/CodeSystem/{self.id}-answers"
+
     @cached_property
     def answer_kinds(self) -> Mapping[str, ItemKind]:
         """What each item takes (type, codes, repeats, unit), so that an answer that does not fit is not read."""
@@ -185,7 +190,8 @@ class CarePath:
         pending = list(self.questions.values())
         while pending:
             q = pending.pop()
-            kinds[q.link_id] = ItemKind(q.type, frozenset(str(o.get("code")) for o in q.options), q.repeats, q.unit)
+            codes = frozenset(str(o.get("code")) for o in q.options)
+            kinds[q.link_id] = ItemKind(q.type, codes, q.repeats, q.unit, self.answer_system if codes else None)
             pending.extend(q.items)
         return kinds
 

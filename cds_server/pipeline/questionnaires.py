@@ -104,7 +104,7 @@ def _enable_when(cond: Mapping[str, Any], system: str) -> dict[str, Any]:
 
 def answer_system(carepath: CarePath) -> str:
     """The code system of the CarePath's answer options."""
-    return f"{carepath.questionnaire_base.rsplit('/', 1)[0]}/CodeSystem/{carepath.id}-answers"
+    return carepath.answer_system
 
 
 def build_questionnaire(carepath: CarePath, service: Service) -> dict[str, Any]:
