@@ -10,7 +10,9 @@ for its item, so an older answer never counts in its place; the item is then
 *unreadable*. So is an item two responses answer differently when neither can be
 shown to be later (the same ``authored``, or one without a readable ``authored``),
 an item that is not repeating but holds several answers or appears twice, and every
-item of a response whose ``item`` list itself cannot be read.
+item of a response whose ``item`` list itself cannot be read. A response with no
+``authored`` (it is optional) is ordered by ``meta.lastUpdated``; one with neither
+cannot be ordered, so its answers must agree with the latest ones.
 """
 
 from __future__ import annotations
@@ -159,7 +161,10 @@ class _Reader:
     def read(self, qr: Mapping[str, Any], whole: bool = True) -> _Reading:
         """One response's reading; ``whole=False``: the response as a whole cannot be read."""
         source = f"QuestionnaireResponse/{qr.get('id') or 'contained'}"
-        reading = _Reading(source, str(qr.get("authored") or ""), _instant(qr.get("authored")))
+        meta = qr.get("meta")
+        updated = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
+        instant = _instant(qr.get("authored")) if qr.get("authored") is not None else _instant(updated)
+        reading = _Reading(source, str(qr.get("authored") or ""), instant)
         items = qr.get("item")
         reading.whole_unreadable = not whole or (items is not None and not self._items(items, reading))
         return reading

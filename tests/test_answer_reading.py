@@ -243,3 +243,19 @@ def test_a_coding_from_another_system_is_not_one_of_the_item_s_options() -> None
     assert foreign.first("mri.contraindication") is None and foreign.unreadable_source("mri.contraindication")
     assert Answers([qr({"system": own, "code": "none"})], kinds).first("mri.contraindication").value == "none"
     assert Answers([qr({"code": "none"})], kinds).first("mri.contraindication").value == "none", "no system: the code"
+
+
+def test_a_response_without_authored_is_ordered_by_its_last_update() -> None:
+    """``authored`` is optional in R4: the server's ``meta.lastUpdated`` still says which response is later."""
+    scenario, decision, answers = _esi_case()
+    late = _late(decision, {"linkId": LINK, "answer": [{"valueBoolean": True}]}, meta={"lastUpdated": L})
+    del late["authored"]
+    assert not _approves(decide_again(scenario, decision, response(decision, answers, "qr-early", E), late))
+    said_yes = {**answers, LINK: [{"valueBoolean": True}]}
+    early_without = {**response(decision, said_yes, "qr-early", E), "meta": {"lastUpdated": E}}
+    del early_without["authored"]
+    correction = _late(decision, {"linkId": LINK, "answer": [{"valueBoolean": False}]})
+    corrected = decide_again(scenario, decision, early_without, correction)
+    assert corrected.outcome is Outcome.CRITERIA_MET, (
+        "the later 'no' corrects the last-updated 'yes': ordered, not a tie"
+    )
