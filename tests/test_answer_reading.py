@@ -259,3 +259,102 @@ def test_a_response_without_authored_is_ordered_by_its_last_update() -> None:
     assert corrected.outcome is Outcome.CRITERIA_MET, (
         "the later 'no' corrects the last-updated 'yes': ordered, not a tie"
     )
+
+
+# A second review (of the rewrite above) found these; each approved before its fix.
+DEVICE = {"linkId": "mri.contraindication", "answer": [{"valueCoding": {"code": "mr-unsafe-device"}}]}
+NONE = {"linkId": "mri.contraindication", "answer": [{"valueCoding": {"code": "none"}}]}
+
+
+def _mri() -> tuple[Any, Any]:
+    scenario = next(s for s in iter_scenarios() if s.name == "mri/conservative-care-43-days")
+    decision = next(d for d in run_scenario(scenario, carepaths()) if d.service_id == "mri")
+    assert decision.auto_approval, "the scenario no longer approves: pick another"
+    return scenario, decision
+
+
+def _qr(decision: Any, qr_id: str, authored: str, items: list[Any]) -> dict[str, Any]:
+    return {**response(decision, {}, qr_id, authored), "item": items}
+
+
+@pytest.mark.parametrize(
+    "responses",
+    [
+        [[{"linkId": "mri.contraindication", "item": []}, DEVICE]],  # an empty "group" beside the answer
+        [[{"linkId": "s1", "item": [NONE]}, {"linkId": "s2", "item": [DEVICE]}]],  # one item in two sections
+        [[NONE, {"linkId": "s2", "item": [DEVICE]}]],
+    ],
+    ids=["question-shaped-as-empty-group", "two-sections", "item-and-section"],
+)
+def test_one_response_that_says_two_things_of_an_item_is_not_read_as_the_first(responses: list[Any]) -> None:
+    scenario, decision = _mri()
+    again = decide_again(scenario, decision, *(_qr(decision, f"q{i}", L, r) for i, r in enumerate(responses)))
+    assert not _approves(again)
+
+
+@pytest.mark.parametrize(
+    "newer",
+    [
+        [{"linkId": "comment", "answer": [{"valueString": "see below"}], "item": [DEVICE]}],  # qrs-1 broken
+        [{"linkId": "comment", "answer": [{"valueStrin": "typo", "item": [DEVICE]}]}],  # under an unreadable answer
+        [{"linkId": "mri.contraindication", "item": []}],  # shaped as a group, in an older response below
+    ],
+    ids=["under-answer-and-item", "under-unreadable-answer", "older-group-shape"],
+)
+def test_a_correction_below_something_unreadable_is_still_read(newer: list[Any]) -> None:
+    scenario, decision = _mri()
+    if newer[0].get("item") == []:  # the group-shaped item is the older one; the device the newer
+        again = decide_again(scenario, decision, _qr(decision, "q0", E, newer), _qr(decision, "q1", L, [DEVICE]))
+    else:
+        again = decide_again(scenario, decision, _qr(decision, "q0", E, [NONE]), _qr(decision, "q1", L, newer))
+    assert not _approves(again)
+
+
+@pytest.mark.parametrize("authored", ["2024-01-02", "2024-01-02T18:00:00"], ids=["date-only", "no-offset"])
+def test_a_same_day_correction_whose_time_is_not_exact_is_not_ordered_before_the_answer(authored: str) -> None:
+    """A date, or a time with no offset, spans the whole day in every time zone: it cannot be placed before 10:00Z."""
+    scenario, decision = _mri()
+    first = _qr(decision, "q0", "2024-01-02T10:00:00Z", [NONE])
+    assert not _approves(decide_again(scenario, decision, first, _qr(decision, "q1", authored, [DEVICE])))
+
+
+def test_a_prior_session_in_a_second_section_still_counts() -> None:
+    scenario, decision = _facet_initial()
+
+    def proc(day: str, kind: str, region: str) -> dict[str, Any]:
+        answers = {"hx.proc.date": {"valueDate": day}, "hx.proc.type": {"valueCoding": {"code": kind}}}
+        answers["hx.proc.region"] = {"valueCoding": {"code": region}}
+        return {"linkId": "hx.proc", "item": [{"linkId": k, "answer": [v]} for k, v in answers.items()]}
+
+    sections = [{"linkId": "s1", "item": [proc("2015-01-01", "esi", "thoracic")]}]
+    sections.append({"linkId": "s2", "item": [proc("2024-03-01", "facet", "cervical")]})
+    assert not _approves(decide_again(scenario, decision, _qr(decision, "q-hx", "2024-06-01T10:00:00Z", sections)))
+
+
+@pytest.mark.parametrize(
+    ("item", "answer"),
+    [
+        ("cc.weeks", {"valueQuantity": {"value": 8, "unit": "wk", "system": "http://unitsofmeasure.org", "code": "d"}}),
+        ("hx.onset-date", {"valueDate": "2024"}),  # a partial date would pick a day for the clinician
+        ("hx.onset-date", {"valueDate": "2024-03-05garbage"}),
+        ("cc.weeks", {"valueInteger": 10**400}),
+        ("cc.weeks", {"valueDecimal": float("nan")}),
+    ],
+    ids=["code-and-unit-disagree", "partial-date", "date-and-garbage", "huge-integer", "nan"],
+)
+def test_values_that_cannot_be_read_exactly_are_unreadable(item: str, answer: dict[str, Any]) -> None:
+    kinds = carepaths()[0].answer_kinds
+    qr = {
+        "resourceType": "QuestionnaireResponse",
+        "id": "q",
+        "authored": E,
+        "item": [{"linkId": item, "answer": [answer]}],
+    }
+    found = Answers([qr], kinds)
+    assert found.first(item) is None and found.unreadable_source(item) == "QuestionnaireResponse/q"
+
+
+@pytest.mark.parametrize("authored", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_an_authored_at_the_edge_of_the_calendar_is_undated_not_a_crash(authored: str) -> None:
+    qr = {"resourceType": "QuestionnaireResponse", "id": "q", "authored": authored, "item": [NONE]}
+    assert Answers([qr], carepaths()[0].answer_kinds).first("mri.contraindication").value == "none"
