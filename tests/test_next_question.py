@@ -157,3 +157,29 @@ def test_a_form_this_service_did_not_make_is_refused(client: FlaskClient, how: s
     assert response.status_code == status, response.get_json()
     assert response.get_json()["resourceType"] == "OperationOutcome"
     assert "<script>" not in response.get_data(as_text=True), "an error never echoes what the caller sent"
+
+
+@pytest.mark.parametrize(
+    ("answer", "readable"),
+    [
+        ({"valueInteger": 8}, True),
+        ({"valueQuantity": {"value": 8, "unit": "wk", "system": "http://unitsofmeasure.org", "code": "wk"}}, True),
+        ({"valueQuantity": {"value": 8, "unit": "wk", "system": "http://unitsofmeasure.org", "code": "d"}}, False),
+        ({"valueQuantity": {"value": 8, "comparator": "<", "unit": "wk"}}, False),
+        ({"valueDecimal": 8.5}, False),
+    ],
+    ids=["integer", "quantity-in-weeks", "code-and-unit-disagree", "comparator", "fraction-for-an-integer"],
+)
+def test_the_form_takes_what_the_engine_reads_and_refuses_what_it_cannot(
+    client: FlaskClient, answer: dict[str, Any], readable: bool
+) -> None:
+    """One rule for both: an answer the form took but the engine could not read left its criterion open
+    while the form counted the item as asked, so the form ended and the next sign asked again."""
+    form, _ = adaptive_form(client, "mri/conservative-care-exactly-42-days")
+    qr = start(copy.deepcopy(form))
+    qr["contained"][0]["item"] = [{"linkId": "cc.weeks", "type": "integer", "text": "weeks"}]
+    qr["item"] = [{"linkId": "cc.weeks", "answer": [answer]}]
+    response = client.post(NEXT, json={"resourceType": "Parameters", "parameter": [_param(qr)]})
+    assert response.status_code == (200 if readable else 400), response.get_json()
+    if not readable:
+        assert "cc.weeks" in response.get_data(as_text=True)

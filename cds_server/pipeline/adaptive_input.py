@@ -13,20 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cds_server.engine import CarePath
 from cds_server.errors import InvalidRequest, Issue
 from cds_server.pipeline.adaptive import ASSERTION_SYSTEM
 from fhir_mappings.codes import arr
-
-_VALUE_OF_TYPE = {
-    "boolean": {"valueBoolean"},
-    "integer": {"valueInteger"},
-    "decimal": {"valueDecimal", "valueInteger"},
-    "date": {"valueDate"},
-    "string": {"valueString"},
-    "choice": {"valueCoding"},
-    "open-choice": {"valueCoding", "valueString"},
-    "quantity": {"valueQuantity"},
-}
+from fhir_mappings.questionnaire import Answers
 
 
 @dataclass(frozen=True)
@@ -80,17 +71,27 @@ def check_items(request: NextQuestionRequest, definitions: Mapping[str, Mapping[
 def _check_answers(item: Mapping[str, Any], asked: Mapping[str, str], where: str) -> None:
     if item["linkId"] not in asked:
         raise _bad(f"answer to {_shown(item['linkId'])}, which was not asked", where)
-    allowed = _VALUE_OF_TYPE.get(asked[item["linkId"]], set())
     if item.get("answer") is not None and not isinstance(item.get("answer"), list):
         raise _bad(f"answer of {_shown(item['linkId'])} must be a list", where)
     for answer in arr(item.get("answer")):
-        keys = {k for k in answer if k.startswith("value")} if isinstance(answer, Mapping) else set()
-        if len(keys) != 1 or not keys <= allowed:
-            raise _bad(f"answers to {_shown(item['linkId'])} must each hold one of {sorted(allowed)}", where)
+        if not isinstance(answer, Mapping):
+            raise _bad(f"answers to {_shown(item['linkId'])} must be objects", where)
         for child in _items(answer.get("item"), where):
             _check_answers(child, asked, f"{where}.answer.item")
     for child in _items(item.get("item"), where):
         _check_answers(child, asked, f"{where}.item")
+
+
+def check_readable(request: NextQuestionRequest, carepath: CarePath) -> None:
+    """Refuse answers the engine could not read (the reader's own rules: ``fhir_mappings.questionnaire``).
+
+    An unreadable answer would leave its criterion open while the form counts the item as asked:
+    the form would end and the next sign would still ask. The clinician is told now instead.
+    """
+    lost = Answers([request.response], carepath.answer_kinds).unreadable()
+    if lost:
+        shown = ", ".join(_shown(link_id) for link_id in sorted(lost)[:5])
+        raise _bad(f"the answers to {shown} cannot be read as answers to those items", "item")
 
 
 def _items(value: Any, where: str) -> list[Mapping[str, Any]]:

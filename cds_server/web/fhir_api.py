@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, request
 
 from cds_server.errors import InvalidRequest, Issue, ServiceError, UnknownService
 from cds_server.pipeline import adaptive
-from cds_server.pipeline.adaptive_input import check_items, read_request
+from cds_server.pipeline.adaptive_input import check_items, check_readable, read_request
 from cds_server.pipeline.coverage_info import existing_assertion_ids
 from cds_server.pipeline.dtr_response import mark_origins, prefilled_response
 from cds_server.pipeline.questionnaires import all_questionnaires, answer_system, tailored
@@ -258,6 +258,7 @@ def next_question() -> Response:
     definitions = adaptive.item_definitions(static)
     check_items(ask, definitions)
     carepath = _carepath(decision)
+    check_readable(ask, carepath)
     answered = adaptive.step(ask.response, ask.contained, decision, carepath, definitions, answer_system(carepath))
     answered = mark_origins(answered, decision.get("prefill") or {})
     return fhir_response({"resourceType": "Parameters", "parameter": [{"name": "return", "resource": answered}]})
