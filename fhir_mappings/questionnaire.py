@@ -39,7 +39,6 @@ class Answer:
     link_id: str
     value: AnswerValue
     source: str
-    authored: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +172,6 @@ class _Reading:
     """What one response says, item by item (values, or UNREADABLE), and when it may have been written."""
 
     source: str
-    authored: str
     earliest: datetime | None  # None: it cannot be placed in time at all
     latest: datetime | None
     values: dict[str, Any] = field(default_factory=dict)  # linkId -> tuple of values, or UNREADABLE
@@ -200,11 +198,11 @@ class _Reader:
     def read(self, qr: Mapping[str, Any], whole: bool = True) -> _Reading:
         """One response's reading; ``whole=False``: the response as a whole cannot be read."""
         if not isinstance(qr, Mapping):
-            return _Reading("QuestionnaireResponse/(unreadable)", "", None, None, whole_unreadable=True)
+            return _Reading("QuestionnaireResponse/(unreadable)", None, None, whole_unreadable=True)
         meta = qr.get("meta")
         when = qr.get("authored") if qr.get("authored") is not None else obj(meta).get("lastUpdated")
         source = f"QuestionnaireResponse/{qr.get('id') or 'contained'}"
-        reading = _Reading(source, str(qr.get("authored") or ""), *_interval(when))
+        reading = _Reading(source, *_interval(when))
         items = qr.get("item")
         reading.whole_unreadable = not whole or (items is not None and not self._items(items, reading))
         return reading
@@ -275,7 +273,7 @@ class _Reader:
         link_id, children = item["linkId"], item.get("item")
         if "answer" not in item and (children is None or children == []):
             return True  # an empty instance says nothing
-        inner = _Reading(reading.source, reading.authored, reading.earliest, reading.latest)
+        inner = _Reading(reading.source, reading.earliest, reading.latest)
         complete = "answer" not in item and self._items(children, inner)
         for child, values in inner.values.items():  # also as items in their own right
             known = reading.values.get(child)
@@ -366,7 +364,7 @@ class Answers:
             return
         ref = f"{speaking[0].source}#{link_id}"
         if table == "values":
-            self._answers[link_id] = [Answer(link_id, v, ref, speaking[0].authored) for v in said[0]]
+            self._answers[link_id] = [Answer(link_id, v, ref) for v in said[0]]
         else:
             self._groups[link_id] = [GroupAnswer(link_id, instance, ref) for instance in said[0]]
 

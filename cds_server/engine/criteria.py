@@ -110,8 +110,7 @@ def decide_leaf(leaf: Leaf, ctx: EvalContext, kind: str) -> CriterionResult:
         )
 
     recorded = _RECORDED.get(finding.status)
-    readable = answered is not None and answered[0] is not Tri.UNKNOWN  # an unreadable answer contradicts nothing
-    if recorded is not None and answered is not None and readable and _contradicts(leaf, finding, answered[0], ctx):
+    if recorded is not None and answered is not None and _contradicts(leaf, finding, answered[0], ctx):
         # The record outranks an answer on a fact it states (product-decisions.md §7): the record
         # decides, and the contradiction is named so that no authorization rests on either.
         decided = result(recorded, finding.reason, finding.evidence + [answered[2]])
@@ -129,10 +128,11 @@ def _unless_unreadable(leaf: Leaf, ctx: EvalContext, finding: Finding, decided: 
     (product-decisions.md §1: what cannot be read is not understood, never absent). Operators
     that merge answers with the record (prior sessions, conservative care) cannot tell which
     part of their finding the lost answer would change, so whatever decided the leaf, it is
-    unknown and asked again. Unknown is monotone in the criteria's logic: it never turns an
-    outcome into an approval.
+    unknown and asked again, and its explanation names the answer. Unknown is monotone in the
+    criteria's logic: it never turns an outcome into an approval. (The one place this rule lives:
+    ``answer_result`` reads an unreadable answer as no answer.)
     """
-    if not ctx.answers.any_unreadable or decided.result is Tri.UNKNOWN:
+    if not ctx.answers.any_unreadable:
         return decided
     lost = [q for q in _items_read(leaf, ctx) if ctx.answers.unreadable_source(q) is not None]
     if not lost:
@@ -140,6 +140,7 @@ def _unless_unreadable(leaf: Leaf, ctx: EvalContext, finding: Finding, decided: 
     question = ctx.carepath.questions.get(lost[0])
     decided.result = Tri.UNKNOWN
     decided.reason = f"the answer to “{question.text if question else lost[0]}” could not be read"
+    decided.evidence = [*decided.evidence, f"{ctx.answers.unreadable_source(lost[0])}#{lost[0]}"]
     return decided
 
 
@@ -225,10 +226,6 @@ def answer_result(spec: AnswerSpec | None, ctx: EvalContext) -> tuple[Tri, str, 
     if spec is None:
         return None
     question = ctx.carepath.questions.get(spec.link_id)
-    unreadable = ctx.answers.unreadable_source(spec.link_id)
-    if unreadable is not None:  # a correction that cannot be read: not understood, never silence
-        text = question.text if question else spec.link_id
-        return Tri.UNKNOWN, f"the answer to “{text}” could not be read", f"{unreadable}#{spec.link_id}"
     answers = ctx.answers.get(spec.link_id)
     if not answers:
         return None
